@@ -1,0 +1,157 @@
+"""Non-deep baselines evaluated on the same windows as the networks.
+
+Weather (point forecasts, all fitted per series on the training span only): persistence, day-of-year
+climatology, seasonal naive (same day one year earlier), damped anomaly persistence (departure from
+climatology decaying as an AR(1)) and a ridge autoregression on the last 14 days plus day-of-year terms.
+Each gets a 10-90 % interval from the per-horizon quantiles of its validation errors, so pinball loss and
+coverage compare like with like. Yield: historical average, previous year and per-region linear trend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import RidgeCV
+
+from domains.agriculture.metrics import QUANTILES, nrmse, score_forecasts
+from domains.agriculture.windows import Panel
+
+WEATHER_BASELINES = ("persistence", "climatology", "seasonal_naive", "damped_anomaly", "ridge_ar")
+AR_LAGS = 14
+YEAR_DAYS = 365
+
+
+
+
+def _future_rows(origins: np.ndarray, horizon: int) -> np.ndarray:
+    return origins[:, None] + np.arange(1, horizon + 1)[None, :]
+
+
+def _anomaly_phi(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
+    """Per-series lag-1 autocorrelation of the departure from climatology on training rows."""
+    anom = panel.target - panel.clim
+    s = panel.series_index[train_origins]
+    a0, a1 = anom[train_origins - 1], anom[train_origins]
+    num = np.bincount(s, a0 * a1, minlength=len(panel.starts))
+    den = np.bincount(s, a0 * a0, minlength=len(panel.starts))
+    return np.clip(num / np.maximum(den, 1e-9), 0.0, 0.999)
+
+
+def _ridge_design(panel: Panel, origins: np.ndarray) -> np.ndarray:
+    lags = panel.target[origins[:, None] - np.arange(AR_LAGS)[None, :]]
+    doy = pd.DatetimeIndex(panel.dates[origins]).dayofyear.to_numpy()
+    angle = 2 * np.pi * (doy - 1) / 365.25
+    return np.column_stack([lags, np.sin(angle), np.cos(angle), np.sin(2 * angle), np.cos(2 * angle)])
+
+
+def point_forecasts(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
+                    stages: Sequence[str] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
+    """``{baseline: {stage: (n, H) point forecasts}}`` for the requested stages."""
+    phi = _anomaly_phi(panel, origins["train"])
+    models: dict[int, RidgeCV] = {}
+    train = origins["train"]
+    train = train[train - AR_LAGS + 1 >= panel.starts[panel.series_index[train]]]
+    for s in np.unique(panel.series_index[train]):
+        rows = train[panel.series_index[train] == s]
+        models[int(s)] = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(
+            _ridge_design(panel, rows), panel.target[_future_rows(rows, horizon)])
+    out: dict[str, dict[str, np.ndarray]] = {name: {} for name in WEATHER_BASELINES}
+    for stage in stages:
+        o = origins[stage]
+        fut = _future_rows(o, horizon)
+        y_t = panel.target[o][:, None]
+        clim_f = panel.clim[fut]
+        s = panel.series_index[o]
+        out["persistence"][stage] = np.repeat(y_t, horizon, axis=1)
+        out["climatology"][stage] = clim_f
+        back = fut - YEAR_DAYS
+        has_year = back >= panel.starts[s][:, None]
+        out["seasonal_naive"][stage] = np.where(has_year, panel.target[np.maximum(back, 0)], clim_f)
+        anom = (panel.target[o] - panel.clim[o])[:, None]
+        out["damped_anomaly"][stage] = clim_f + phi[s][:, None] ** np.arange(1, horizon + 1)[None, :] * anom
+        ridge = np.empty((len(o), horizon))
+        for series, model in models.items():
+            mask = s == series
+            if mask.any():
+                ridge[mask] = model.predict(_ridge_design(panel, o[mask]))
+        missing = ~np.isin(s, list(models))
+        ridge[missing] = out["damped_anomaly"][stage][missing]
+        out["ridge_ar"][stage] = ridge
+    return out
+
+
+def add_intervals(point: np.ndarray, val_point: np.ndarray, val_target: np.ndarray,
+                  quantiles: Sequence[float] = QUANTILES) -> np.ndarray:
+    """Quantile forecasts ``(n, H, Q)`` = point + per-horizon quantiles of validation errors (median = point)."""
+    err = val_target - val_point
+    offsets = np.stack([np.zeros(point.shape[1]) if q == 0.5 else np.quantile(err, q, axis=0) for q in quantiles], axis=-1)
+    return point[..., None] + offsets[None]
+
+
+def weather_baseline_forecasts(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
+                               quantiles: Sequence[float] = QUANTILES) -> dict[str, np.ndarray]:
+    """Test-span quantile forecasts ``(n_test, H, Q)`` of every weather baseline."""
+    points = point_forecasts(panel, origins, horizon)
+    val_target = panel.target[_future_rows(origins["val"], horizon)]
+    return {name: add_intervals(p["test"], p["val"], val_target, quantiles) for name, p in points.items()}
+
+
+def evaluate_weather_baselines(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
+                               quantiles: Sequence[float] = QUANTILES, per_horizon: bool = False) -> dict[str, dict]:
+    """Test metrics of every weather baseline (same definitions as the model's test metrics)."""
+    target = panel.target[_future_rows(origins["test"], horizon)]
+    scale = panel.stats.mase_scale[panel.series_index[origins["test"]]]
+    results = {}
+    for name, preds in weather_baseline_forecasts(panel, origins, horizon, quantiles).items():
+        scores = score_forecasts(preds, target, scale, quantiles)
+        if not per_horizon:
+            scores.pop("per_horizon")
+        results[name] = scores
+    return results
+
+
+# --- yield -------------------------------------------------------------------------------------------
+YIELD_BASELINES = ("historical_average", "previous_year", "linear_trend")
+
+
+def yield_baseline_predictions(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Predictions for ``test`` rows (region, year) from ``train`` rows only (regions unseen in train get the
+    pooled value). ``previous_year`` uses the latest training year of the region before the test year."""
+    pooled = train["yield"].mean()
+    mean = train.groupby("region")["yield"].mean()
+    hist = test["region"].map(mean).fillna(pooled).to_numpy()
+    # previous year: last training observation of the region strictly before the test year
+    merged = pd.merge_asof(test[["region", "year"]].reset_index().sort_values("year"),
+                           train[["region", "year", "yield"]].sort_values("year").rename(columns={"year": "prev_year"}),
+                           left_on="year", right_on="prev_year", by="region", allow_exact_matches=False)
+    prev = merged.set_index("index").reindex(test.index)["yield"]
+    prev = prev.fillna(test["region"].map(mean)).fillna(pooled).to_numpy()
+    trend = trend_predictions(train, test)
+    return {"historical_average": hist, "previous_year": prev, "linear_trend": trend}
+
+
+def trend_predictions(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """Per-region OLS line yield ~ year fit on ``train`` and evaluated at ``test`` years (pooled slope when a
+    region has fewer than 3 training years)."""
+    x = train["year"] - train["year"].mean()
+    pooled_slope = float((x * (train["yield"] - train["yield"].mean())).sum() / max((x**2).sum(), 1e-9))
+    g = train.assign(x=train["year"]).groupby("region")
+    stats = pd.DataFrame({"xm": g["x"].mean(), "ym": g["yield"].mean(), "n": g.size()})
+    cov = train.assign(dx=train["year"] - train["region"].map(stats["xm"]), dy=train["yield"] - train["region"].map(stats["ym"]))
+    sxy = (cov["dx"] * cov["dy"]).groupby(cov["region"]).sum()
+    sxx = (cov["dx"] ** 2).groupby(cov["region"]).sum()
+    stats["slope"] = np.where((stats["n"] >= 3) & (sxx > 0), sxy / sxx.where(sxx > 0, 1), pooled_slope)
+    row = stats.reindex(test["region"])
+    pred = row["ym"].to_numpy() + row["slope"].to_numpy() * (test["year"].to_numpy() - row["xm"].to_numpy())
+    fallback = train["yield"].mean() + pooled_slope * (test["year"].to_numpy() - train["year"].mean())
+    return np.where(np.isfinite(pred), pred, fallback)
+
+
+def evaluate_yield_baselines(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """NRMSE / RMSE / MAE of each yield baseline on ``test``."""
+    actual = test["yield"].to_numpy()
+    return {name: {"nrmse": nrmse(p, actual), "rmse": float(np.sqrt(np.mean((p - actual) ** 2))),
+                   "mae": float(np.mean(np.abs(p - actual)))}
+            for name, p in yield_baseline_predictions(train, test).items()}
