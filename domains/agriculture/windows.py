@@ -60,7 +60,11 @@ def fit_stats(frame: pd.DataFrame, target: str, covariates: Sequence[str], train
         locs.append(values.mean(axis=0))
         scales.append(np.maximum(values.std(axis=0), 1e-6))
         y = train[target].to_numpy(float)
-        clims.append(fit_climatology(y, train["date"].dt.dayofyear.to_numpy()))
+        clim = fit_climatology(y, train["date"].dt.dayofyear.to_numpy())
+        clims.append(clim)
+        # the target is scaled by the spread of its departure from climatology, so day-to-day weather noise
+        # has unit scale at every station whatever the size of its seasonal cycle
+        scales[-1][0] = max(float(np.std(y - clim[train["date"].dt.dayofyear.to_numpy() - 1])), 1e-6)
         mases.append(max(float(np.mean(np.abs(np.diff(y)))), 1e-6))
     return SeriesStats([str(k) for k, _ in groups], np.array(locs), np.array(scales), np.array(clims), np.array(mases))
 
