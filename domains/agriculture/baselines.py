@@ -41,7 +41,7 @@ def _anomaly_phi(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
 
 def _ridge_design(panel: Panel, origins: np.ndarray) -> np.ndarray:
     lags = panel.target[origins[:, None] - np.arange(AR_LAGS)[None, :]]
-    doy = pd.DatetimeIndex(panel.dates[origins]).dayofyear.to_numpy()
+    doy = pd.DatetimeIndex(panel.dates[origins]).day_of_year.to_numpy()
     angle = 2 * np.pi * (doy - 1) / 365.25
     return np.column_stack([lags, np.sin(angle), np.cos(angle), np.sin(2 * angle), np.cos(2 * angle)])
 

@@ -10,7 +10,7 @@ GDD_BASE, GDD_CAP, HEAT_THRESHOLD = 10.0, 30.0, 32.0
 
 def doy_features(dates: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
     """Day-of-year as ``(sin, cos)`` on the annual circle, shape ``(n, 2)``; known arbitrarily far ahead."""
-    doy = pd.DatetimeIndex(dates).dayofyear.to_numpy()
+    doy = pd.DatetimeIndex(dates).day_of_year.to_numpy()
     angle = 2 * np.pi * (doy - 1) / 365.25
     return np.stack([np.sin(angle), np.cos(angle)], axis=1).astype(np.float32)
 

@@ -42,7 +42,7 @@ def synthetic_weather(n_series: int = 3, n_days: int = 3 * 365, start: str = "20
     """
     rng = np.random.default_rng(seed)
     dates = pd.date_range(start, periods=n_days, freq="D")
-    doy = dates.dayofyear.to_numpy()
+    doy = dates.day_of_year.to_numpy()
     season = -np.cos(2 * np.pi * (doy - 15) / 365.25)
     mean = rng.uniform(8, 18, n_series)[:, None]
     amp = rng.uniform(6, 14, n_series)[:, None]
@@ -74,7 +74,7 @@ def synthetic_season_weather(n_regions: int = 8, years: tuple[int, int] = (1982,
     year_list = np.arange(years[0], years[1] + 1)
     season_days = pd.date_range("2001-04-01", "2001-09-30", freq="D")
     n_days, n_years = len(season_days), len(year_list)
-    doy = season_days.dayofyear.to_numpy()
+    doy = season_days.day_of_year.to_numpy()
     cycle = -np.cos(2 * np.pi * (doy - 15) / 365.25)  # (D,)
     region_mean = rng.uniform(18, 26, n_regions)[:, None, None]
     year_offset = rng.normal(0, 1.5, (n_regions, n_years, 1))

@@ -60,11 +60,11 @@ def fit_stats(frame: pd.DataFrame, target: str, covariates: Sequence[str], train
         locs.append(values.mean(axis=0))
         scales.append(np.maximum(values.std(axis=0), 1e-6))
         y = train[target].to_numpy(float)
-        clim = fit_climatology(y, train["date"].dt.dayofyear.to_numpy())
+        clim = fit_climatology(y, train["date"].dt.day_of_year.to_numpy())
         clims.append(clim)
         # the target is scaled by the spread of its departure from climatology, so day-to-day weather noise
         # has unit scale at every station whatever the size of its seasonal cycle
-        scales[-1][0] = max(float(np.std(y - clim[train["date"].dt.dayofyear.to_numpy() - 1])), 1e-6)
+        scales[-1][0] = max(float(np.std(y - clim[train["date"].dt.day_of_year.to_numpy() - 1])), 1e-6)
         mases.append(max(float(np.mean(np.abs(np.diff(y)))), 1e-6))
     return SeriesStats([str(k) for k, _ in groups], np.array(locs), np.array(scales), np.array(clims), np.array(mases))
 
@@ -93,7 +93,7 @@ def build_panel(frame: pd.DataFrame, stats: SeriesStats, target: str, covariates
     idx = frame["series_id"].map(lookup).to_numpy()
     values = frame[[target, *covariates]].to_numpy(float)
     z = (values - stats.loc[idx]) / stats.scale[idx]
-    doy = frame["date"].dt.dayofyear.to_numpy()
+    doy = frame["date"].dt.day_of_year.to_numpy()
     clim = stats.clim[idx, doy - 1]
     clim_z = (clim - stats.loc[idx, 0]) / stats.scale[idx, 0]
     cal = doy_features(frame["date"].to_numpy())
@@ -136,7 +136,7 @@ def future_calendar(panel: Panel, origins: np.ndarray, horizon: int) -> np.ndarr
     dates = future_dates(panel, origins, horizon).ravel()
     s = np.repeat(panel.series_index[origins], horizon)
     stats = panel.stats
-    doy = pd.DatetimeIndex(dates).dayofyear.to_numpy()
+    doy = pd.DatetimeIndex(dates).day_of_year.to_numpy()
     clim_z = (stats.clim[s, doy - 1] - stats.loc[s, 0]) / stats.scale[s, 0]
     feats = np.column_stack([clim_z, doy_features(dates)]).astype(np.float32)
     return feats.reshape(len(origins), horizon, 3)

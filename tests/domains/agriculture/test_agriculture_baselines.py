@@ -1,0 +1,93 @@
+"""Weather and yield baselines, forecast metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from domains.agriculture.baselines import (
+    evaluate_weather_baselines,
+    evaluate_yield_baselines,
+    point_forecasts,
+    yield_baseline_predictions,
+)
+from domains.agriculture.metrics import ForecastMetrics, nrmse, score_forecasts
+from domains.agriculture.readers import validate_series
+from domains.agriculture.sample import synthetic_weather, synthetic_yield
+from domains.agriculture.windows import build_panel, fit_stats, stage_origins, train_end_rows
+
+
+@pytest.fixture(scope="module")
+def panel_and_origins():
+    frame = validate_series(synthetic_weather(n_series=2, n_days=4 * 365, seed=3, phi=0.85), "s", "tmax", ["tmin"])
+    lengths = frame.groupby("series_id", sort=False).size().to_numpy()
+    cuts = train_end_rows(lengths, [0.6, 0.15])
+    stats = fit_stats(frame, "tmax", ["tmin"], cuts[:, 0])
+    panel = build_panel(frame, stats, "tmax", ["tmin"])
+    return panel, stage_origins(panel, 28, 7, cuts)
+
+
+def test_point_baselines_follow_their_definitions(panel_and_origins):
+    panel, origins = panel_and_origins
+    points = point_forecasts(panel, origins, 7, stages=("test",))
+    o = origins["test"]
+    assert np.allclose(points["persistence"]["test"], panel.target[o][:, None])
+    assert np.allclose(points["climatology"]["test"], panel.clim[o[:, None] + np.arange(1, 8)])
+    assert np.allclose(points["seasonal_naive"]["test"], panel.target[o[:, None] + np.arange(1, 8) - 365])
+    damped = points["damped_anomaly"]["test"] - panel.clim[o[:, None] + np.arange(1, 8)]
+    ratio = damped[:, 1] / damped[:, 0]
+    for s in np.unique(panel.series_index[o]):  # one AR(1) coefficient per series, close to the planted 0.85
+        r = ratio[(panel.series_index[o] == s) & (np.abs(damped[:, 0]) > 1e-3)]
+        assert np.allclose(r, r[0]) and 0.75 < r[0] < 0.95
+
+
+def test_anomaly_baselines_beat_naive_ones_on_planted_ar1(panel_and_origins):
+    panel, origins = panel_and_origins
+    res = evaluate_weather_baselines(panel, origins, 7, per_horizon=True)
+    for strong in ("damped_anomaly", "ridge_ar"):
+        for weak in ("climatology", "persistence", "seasonal_naive"):
+            assert res[strong]["mae"] < res[weak]["mae"], (strong, weak)
+            assert res[strong]["pinball"] < res[weak]["pinball"]
+    assert 0.7 < res["ridge_ar"]["coverage"] < 0.9
+    assert len(res["ridge_ar"]["per_horizon"]["mae"]) == 7
+    assert res["persistence"]["per_horizon"]["mae"][0] < res["persistence"]["per_horizon"]["mae"][-1]
+
+
+def test_forecast_metrics_match_hand_computation():
+    rng = np.random.default_rng(0)
+    target = rng.normal(10, 3, (50, 4))
+    point = target + rng.normal(0, 1, (50, 4))
+    preds = np.stack([point - 1.0, point, point + 1.0], -1)
+    scale = np.full(50, 2.0)
+    s = score_forecasts(preds, target, scale)
+    err = np.abs(point - target)
+    assert s["mae"] == pytest.approx(err.mean(), rel=1e-5)
+    assert s["mase"] == pytest.approx(err.mean() / 2.0, rel=1e-5)
+    assert s["rmse"] == pytest.approx(np.sqrt((err**2).mean(0)).mean(), rel=1e-5)
+    assert s["coverage"] == pytest.approx(((target >= point - 1) & (target <= point + 1)).mean(), rel=1e-5)
+    # batches accumulate to the same values
+    m = ForecastMetrics(4)
+    for sl in (slice(0, 20), slice(20, 50)):
+        m.update(torch.tensor(preds[sl]), torch.tensor(target[sl]), torch.tensor(scale[sl]))
+    assert float(m.compute()["pinball"]) == pytest.approx(s["pinball"], rel=1e-5)
+
+
+def test_yield_baselines():
+    train = pd.DataFrame({"region": ["a"] * 4 + ["b"] * 4, "year": [1, 2, 3, 4] * 2,
+                          "yield": [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0]})
+    test = pd.DataFrame({"region": ["a", "b", "a"], "year": [5, 5, 6], "yield": [5.0, 5.0, 6.0]})
+    p = yield_baseline_predictions(train, test)
+    assert np.allclose(p["historical_average"], [2.5, 5.0, 2.5])
+    assert np.allclose(p["previous_year"], [4.0, 5.0, 4.0])
+    assert np.allclose(p["linear_trend"], [5.0, 5.0, 6.0])
+    assert evaluate_yield_baselines(train, test)["linear_trend"]["nrmse"] == pytest.approx(0.0, abs=1e-9)
+    assert nrmse(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == pytest.approx(50.0)
+
+
+def test_trend_beats_average_on_trending_yield_sample():
+    yields, _ = synthetic_yield()
+    train, test = yields[yields["year"] < 2010], yields[yields["year"] >= 2010]
+    res = evaluate_yield_baselines(train, test)
+    assert res["linear_trend"]["nrmse"] < res["historical_average"]["nrmse"]

@@ -1,0 +1,130 @@
+"""Readers, bad-input handling, bundled stations, scaling on the training span and lazy windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import ConfigError, DataError
+from domains.agriculture.readers import read_table, validate_series, validate_yield
+from domains.agriculture.sample import load_station, synthetic_weather, synthetic_yield
+from domains.agriculture.windows import WindowDataset, build_panel, fit_stats, stage_origins, train_end_rows
+
+
+def _frame(n_days: int = 120, n_series: int = 2) -> pd.DataFrame:
+    return synthetic_weather(n_series=n_series, n_days=n_days, seed=1)
+
+
+def test_bundled_stations_are_complete_daily_series():
+    for name, years in {"seattle": (2012, 2015), "champion": (1982, 2018)}.items():
+        frame = load_station(name)
+        checked = validate_series(frame, name, "tmax", ["tmin", "precip"])
+        assert len(checked) == len(frame)
+        assert (checked["date"].dt.year.min(), checked["date"].dt.year.max()) == years
+        assert checked["tmax"].between(-40, 45).all()
+
+
+def test_csv_and_parquet_round_trip(tmp_path):
+    frame = _frame()
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    frame.to_parquet(tmp_path / "w.parquet", index=False)
+    a = validate_series(read_table(tmp_path / "w.csv"), "w.csv", "tmax", ["tmin"])
+    b = validate_series(read_table(tmp_path / "w.parquet"), "w.parquet", "tmax", ["tmin"])
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(DataError, match="unsupported file type"):
+        (tmp_path / "w.xlsx").write_text("x")
+        read_table(tmp_path / "w.xlsx")
+    with pytest.raises(DataError, match="file not found"):
+        read_table(tmp_path / "missing.csv")
+
+
+def test_unsorted_rows_are_sorted():
+    frame = _frame()
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    pd.testing.assert_frame_equal(validate_series(shuffled, "f", "tmax"), validate_series(frame, "f", "tmax"))
+
+
+def test_duplicated_dates_raise():
+    frame = _frame()
+    with pytest.raises(DataError, match=r"duplicated \(series, date\)"):
+        validate_series(pd.concat([frame, frame.iloc[[5]]]), "f.csv", "tmax")
+
+
+def test_gaps_raise_unless_filling_is_configured():
+    frame = _frame().drop(index=[10, 11])
+    with pytest.raises(DataError, match="gap in dates.*data.fill_gaps=interpolate"):
+        validate_series(frame, "f.csv", "tmax")
+    filled = validate_series(frame, "f.csv", "tmax", fill_gaps="interpolate", max_gap=3)
+    assert len(filled) == len(_frame())
+    row = filled.iloc[10]
+    assert min(frame.loc[9, "tmax"], frame.loc[12, "tmax"]) <= row["tmax"] <= max(frame.loc[9, "tmax"], frame.loc[12, "tmax"])
+    with pytest.raises(DataError, match="longer than data.max_gap=1"):
+        validate_series(frame, "f.csv", "tmax", fill_gaps="interpolate", max_gap=1)
+
+
+def test_nan_target_raises_with_file_and_date():
+    frame = _frame()
+    frame.loc[7, "tmax"] = np.nan
+    with pytest.raises(DataError, match=r"f.csv: 1 day\(s\) with a gap in dates or a NaN value"):
+        validate_series(frame, "f.csv", "tmax")
+
+
+def test_short_series_and_missing_columns_raise():
+    frame = _frame(n_days=40)
+    with pytest.raises(DataError, match="fewer than lookback \\+ horizon = 63"):
+        validate_series(frame, "f.csv", "tmax", min_length=63)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['wind'\]"):
+        validate_series(frame, "f.csv", "tmax", ["wind"])
+
+
+def test_wrong_units_raise():
+    frame = _frame().assign(units="degF")
+    with pytest.raises(DataError, match="column 'units' has \\['degF'\\], expected 'degC'"):
+        validate_series(frame, "f.csv", "tmax")
+    fahrenheit = _frame().assign(tmax=lambda f: f["tmax"] * 9 / 5 + 32 + 40)
+    with pytest.raises(DataError, match="outside \\[-70.0, 60.0\\].*wrong units"):
+        validate_series(fahrenheit, "f.csv", "tmax")
+
+
+def test_scaling_uses_training_span_only():
+    frame = validate_series(_frame(n_days=200, n_series=1), "f", "tmax", ["tmin"])
+    lengths = np.array([200])
+    cuts = train_end_rows(lengths, [0.5, 0.2])
+    stats = fit_stats(frame, "tmax", ["tmin"], cuts[:, 0])
+    changed = frame.copy()
+    changed.loc[150:, ["tmax", "tmin"]] += 30.0  # only after the training span
+    assert np.allclose(fit_stats(changed, "tmax", ["tmin"], cuts[:, 0]).loc, stats.loc)
+    assert stats.loc[0, 1] == pytest.approx(frame["tmin"].iloc[:100].mean())
+    with pytest.raises(ConfigError, match="data.split"):
+        train_end_rows(lengths, [0.9, 0.2])
+
+
+def test_windows_are_lazy_and_never_cross_series():
+    frame = validate_series(_frame(n_days=150, n_series=3), "f", "tmax", ["tmin", "precip"])
+    lengths = frame.groupby("series_id", sort=False).size().to_numpy()
+    cuts = train_end_rows(lengths, [0.6, 0.2])
+    stats = fit_stats(frame, "tmax", ["tmin", "precip"], cuts[:, 0])
+    panel = build_panel(frame, stats, "tmax", ["tmin", "precip"])
+    origins = stage_origins(panel, 28, 7, cuts)
+    series = panel.series_index
+    for stage, o in origins.items():
+        assert (series[o - 27] == series[o]).all() and (series[o + 7] == series[o]).all(), stage
+    # one origin per day of each series' test span
+    assert len(origins["test"]) == sum(n - b - 7 + 1 for n, (a, b) in zip(lengths, cuts))
+    ds = WindowDataset(panel, origins["test"], 28, 7)
+    item = ds[3]
+    assert item["past"].shape == (28, 6) and item["future"].shape == (7, 3) and item["target"].shape == (7,)
+    t = origins["test"][3]
+    assert np.allclose(item["target"].numpy(), panel.target[t + 1 : t + 8])
+    assert not hasattr(ds, "windows")  # only origins are stored
+
+
+def test_yield_sample_and_validation():
+    yields, weather = synthetic_yield()
+    assert set(yields.columns) == {"region", "year", "yield"}
+    assert yields.groupby("region").size().nunique() == 1 and yields["yield"].between(1, 20).all()
+    with pytest.raises(DataError, match="duplicated region-year"):
+        validate_yield(pd.concat([yields, yields.iloc[[0]]]), "y.csv")
+    with pytest.raises(DataError, match="column 'yield' has 1 missing"):
+        validate_yield(yields.assign(**{"yield": yields["yield"].where(yields.index != 3)}), "y.csv")
