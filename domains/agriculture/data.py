@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from core.datamodule import SectorDataModule
 from core.errors import ConfigError, DataError
@@ -47,7 +47,8 @@ class WeatherDataModule(SectorDataModule):
                  date_column: str = "date", lookback: int = 56, horizon: int = 7, split: Sequence[float] = (0.6, 0.15),
                  fill_gaps: str | None = None, max_gap: int = 3, units_column: str = "units",
                  expected_units: str | None = "degC", valid_range: Sequence[float] | None = (-70.0, 60.0),
-                 synthetic: dict[str, Any] | None = None, quantiles: Sequence[float] = QUANTILES, **kwargs: Any) -> None:
+                 synthetic: dict[str, Any] | None = None, quantiles: Sequence[float] = QUANTILES,
+                 balance_series: bool = False, **kwargs: Any) -> None:
         super().__init__(path=path, **kwargs)
         if lookback < 14 or horizon < 1:
             raise ConfigError(f"data.lookback={lookback} / data.horizon={horizon}: expected lookback >= 14 and horizon >= 1")
@@ -59,6 +60,7 @@ class WeatherDataModule(SectorDataModule):
         self.valid_range = list(valid_range) if valid_range is not None else None
         self.synthetic = dict(synthetic or {})
         self.quantiles = tuple(quantiles)
+        self.balance_series = balance_series
         self.stats: SeriesStats | None = None
         self.panel: Panel | None = None
         self.origins: dict[str, np.ndarray] = {}
@@ -104,7 +106,16 @@ class WeatherDataModule(SectorDataModule):
         return WindowDataset(self.panel, self.origins[stage], self.lookback, self.horizon, with_target=stage != "predict")
 
     def train_dataloader(self) -> DataLoader:
-        return self.dataloader(self.dataset("train"), shuffle=True)
+        """Shuffled training windows; with ``balance_series`` every series is drawn equally often, so a long
+        station does not drown a short one."""
+        dataset = self.dataset("train")
+        if not self.balance_series:
+            return self.dataloader(dataset, shuffle=True)
+        series = self.panel.series_index[self.origins["train"]]
+        weights = 1.0 / np.bincount(series)[series]
+        generator = torch.Generator().manual_seed(self.seed + (self.trainer.current_epoch if self.trainer else 0))
+        sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(dataset), generator=generator)
+        return self.dataloader(dataset, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader(self.dataset("val"))
@@ -119,7 +130,8 @@ class WeatherDataModule(SectorDataModule):
     # --- hooks ----------------------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
         return {"lookback": self.lookback, "horizon": self.horizon, "n_past": int(self.panel.past.shape[1]),
-                "n_future": int(self.panel.future.shape[1]), "quantiles": list(self.quantiles)}
+                "n_future": int(self.panel.future.shape[1]), "quantiles": list(self.quantiles),
+                "n_series": len(self.stats.series)}
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
         """One row per series, forecast origin and horizon with the quantiles (and the actual on ``test``)."""

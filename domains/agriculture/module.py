@@ -22,28 +22,37 @@ class WeatherForecaster(SectorModule):
     """Direct multi-horizon quantile forecaster around one of :data:`NETWORKS`.
 
     The network works on per-series scaled values; :meth:`forward` takes the series' ``loc``/``scale`` and
-    returns quantiles ``(B, H, Q)`` in the data's units (the full inference path, also what is exported).
+    index and returns quantiles ``(B, H, Q)`` in the data's units (the full inference path, also what is
+    exported). With ``calibrate`` the outer quantiles are shifted per series and horizon by the quantiles
+    of the validation residuals (split-conformal style, the same information the baselines' intervals
+    use); the offsets are recomputed at every validation epoch, so each checkpoint carries the offsets
+    of its own weights. The median is never shifted.
     """
 
     def __init__(self, network: str = "dlinear", lookback: int = 56, horizon: int = 7, n_past: int = 6,
-                 n_future: int = 3, quantiles: Sequence[float] = QUANTILES, network_kwargs: dict[str, Any] | None = None,
-                 optimizer: dict | None = None, scheduler: dict | None = None, compile: bool = False,
-                 channels_last: bool = False) -> None:
+                 n_future: int = 3, n_series: int = 1, quantiles: Sequence[float] = QUANTILES, calibrate: bool = True,
+                 network_kwargs: dict[str, Any] | None = None, optimizer: dict | None = None,
+                 scheduler: dict | None = None, compile: bool = False, channels_last: bool = False) -> None:
         if network not in NETWORKS:
             raise ConfigError(f"model.network={network!r}: expected one of {sorted(NETWORKS)}")
         self.horizon, self.quantiles = int(horizon), tuple(float(q) for q in quantiles)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.net = NETWORKS[network](lookback, horizon, n_past, n_future, self.quantiles, **dict(network_kwargs or {}))
+        self.calibrate = calibrate
+        self.register_buffer("calibration", torch.zeros(int(n_series), self.horizon, len(self.quantiles)))
+        self._val_residuals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def build_metrics(self) -> MetricCollection:
         return MetricCollection({"forecast": ForecastMetrics(self.horizon, self.quantiles)})
 
     def batch_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        return batch["past"], batch["future"], batch["loc"], batch["scale"]
+        return batch["past"], batch["future"], batch["loc"], batch["scale"], batch["series"]
 
-    def forward(self, past: torch.Tensor, future: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return self.net(past, future) * scale[:, None, None] + loc[:, None, None]
+    def forward(self, past: torch.Tensor, future: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
+                series: torch.Tensor) -> torch.Tensor:
+        z = self.net(past, future) + self.calibration[series]
+        return z * scale[:, None, None] + loc[:, None, None]
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
@@ -51,6 +60,36 @@ class WeatherForecaster(SectorModule):
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         metrics.update(self(*self.batch_inputs(batch)), batch["target"], mase_scale=batch["mase_scale"])
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Validation metrics use the uncalibrated network (the median, hence MAE, is the same either way)."""
+        z = self.net(batch["past"], batch["future"])
+        metrics_input = z * batch["scale"][:, None, None] + batch["loc"][:, None, None]
+        self.val_metrics.update(metrics_input, batch["target"], mase_scale=batch["mase_scale"])
+        target_z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
+        self._val_residuals.append((batch["series"], target_z.unsqueeze(-1) - z))
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.calibrate and self._val_residuals and not self.trainer.sanity_checking:
+            series = torch.cat([s for s, _ in self._val_residuals])
+            residuals = torch.cat([r for _, r in self._val_residuals]).float()
+            self.calibration.copy_(conformal_offsets(series, residuals, self.quantiles, self.calibration.shape[0]))
+        self._val_residuals = []
+
+
+def conformal_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int) -> torch.Tensor:
+    """Per series and horizon, the q-quantile of ``target - prediction_q`` for each outer quantile q (0 for the
+    median and for series without validation windows). ``residuals (N, H, Q)``, returns ``(S, H, Q)``."""
+    out = torch.zeros(n_series, residuals.shape[1], residuals.shape[2], device=residuals.device)
+    q = torch.as_tensor(quantiles, device=residuals.device)
+    median = list(quantiles).index(0.5)
+    for s in torch.unique(series).tolist():
+        r = residuals[series == s]  # (n, H, Q)
+        offsets = torch.stack([torch.quantile(r[..., j], q[j], dim=0) for j in range(len(quantiles))], dim=-1)
+        offsets[..., median] = 0.0
+        out[s] = offsets
+    return out
 
 
 class YieldRegressor(SectorModule):

@@ -159,6 +159,7 @@ class WindowDataset(Dataset):
         self._loc = torch.from_numpy(panel.stats.loc[s, 0].astype(np.float32))
         self._scale = torch.from_numpy(panel.stats.scale[s, 0].astype(np.float32))
         self._mase = torch.from_numpy(panel.stats.mase_scale[s].astype(np.float32))
+        self._series = torch.from_numpy(s.astype(np.int64))
         self._ahead = None if with_target else torch.from_numpy(future_calendar(panel, origins, horizon))
 
     def __len__(self) -> int:
@@ -169,7 +170,7 @@ class WindowDataset(Dataset):
         item = {
             "past": self._past[t - self.lookback + 1 : t + 1],
             "loc": self._loc[t], "scale": self._scale[t], "mase_scale": self._mase[t],
-            "origin": torch.tensor(t),
+            "origin": torch.tensor(t), "series": self._series[t],
         }
         if not self.with_target:
             item["future"] = self._ahead[i]
