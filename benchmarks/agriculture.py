@@ -45,14 +45,15 @@ METRICS = ("mae", "rmse", "mase", "smape", "pinball", "coverage")
 
 
 def train_weather(network: str, seed: int, epochs: int, lr: float, lookback: int, workdir: Path,
-                  network_kwargs: dict | None = None) -> tuple[WeatherDataModule, np.ndarray, float]:
+                  network_kwargs: dict | None = None, stations: tuple[str, ...] = ("seattle", "champion"),
+                  **model_options) -> tuple[WeatherDataModule, np.ndarray, float]:
     """Fit one network on the bundled stations; returns the data module, test quantiles and fit seconds."""
     pl.seed_everything(seed, workers=True, verbose=False)
-    dm = WeatherDataModule(lookback=lookback, batch_size=128, seed=seed)
+    dm = WeatherDataModule(stations=stations, lookback=lookback, batch_size=128, seed=seed)
     dm.setup("fit")
-    module = WeatherForecaster(network=network, **dm.model_kwargs(), network_kwargs=network_kwargs,
+    module = WeatherForecaster(network=network, **dm.model_kwargs(), network_kwargs=network_kwargs, **model_options,
                                optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 1e-4})
-    ckpt = ModelCheckpoint(dirpath=workdir / f"{network}_{seed}", monitor="val/mae", mode="min", save_top_k=1)
+    ckpt = ModelCheckpoint(dirpath=workdir / f"{network}_{seed}_{time.time_ns()}", monitor="val/mae", mode="min", save_top_k=1)
     trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", deterministic=True)
     start = time.perf_counter()

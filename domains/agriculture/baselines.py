@@ -46,13 +46,23 @@ def _ridge_design(panel: Panel, origins: np.ndarray) -> np.ndarray:
     return np.column_stack([lags, np.sin(angle), np.cos(angle), np.sin(2 * angle), np.cos(2 * angle)])
 
 
+def _baseline_train_rows(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
+    """Every training-span origin with ``AR_LAGS`` days of history, whatever the network's lookback, so the
+    baselines do not depend on the model's window length."""
+    series = panel.series_index[train_origins]
+    last = np.full(len(panel.starts), -1)
+    np.maximum.at(last, series, train_origins)
+    first = panel.starts + AR_LAGS - 1
+    keep = last >= first
+    return np.concatenate([np.arange(f, l + 1) for f, l in zip(first[keep], last[keep])]).astype(np.int64)
+
+
 def point_forecasts(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
                     stages: Sequence[str] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
     """``{baseline: {stage: (n, H) point forecasts}}`` for the requested stages."""
-    phi = _anomaly_phi(panel, origins["train"])
+    train = _baseline_train_rows(panel, origins["train"])
+    phi = _anomaly_phi(panel, train)
     models: dict[int, RidgeCV] = {}
-    train = origins["train"]
-    train = train[train - AR_LAGS + 1 >= panel.starts[panel.series_index[train]]]
     for s in np.unique(panel.series_index[train]):
         rows = train[panel.series_index[train] == s]
         models[int(s)] = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(

@@ -13,6 +13,7 @@ from core.errors import ConfigError
 from core.module import SectorModule
 from domains.agriculture.metrics import QUANTILES, NRMSE, ForecastMetrics, pinball_loss
 from domains.agriculture.models import NETWORKS
+from domains.agriculture.models.common import SeriesAdapter
 from domains.agriculture.models.yield_mlp import YieldMLP
 
 Batch = dict[str, torch.Tensor]
@@ -30,7 +31,7 @@ class WeatherForecaster(SectorModule):
     """
 
     def __init__(self, network: str = "dlinear", lookback: int = 56, horizon: int = 7, n_past: int = 6,
-                 n_future: int = 3, n_series: int = 1, quantiles: Sequence[float] = QUANTILES, calibrate: bool = True,
+                 n_future: int = 3, n_series: int = 1, quantiles: Sequence[float] = QUANTILES, calibrate: bool = True, local_lags: int = 14,
                  network_kwargs: dict[str, Any] | None = None, optimizer: dict | None = None,
                  scheduler: dict | None = None, compile: bool = False, channels_last: bool = False) -> None:
         if network not in NETWORKS:
@@ -40,6 +41,7 @@ class WeatherForecaster(SectorModule):
         self.save_hyperparameters()
         self.net = NETWORKS[network](lookback, horizon, n_past, n_future, self.quantiles, **dict(network_kwargs or {}))
         self.calibrate = calibrate
+        self.local = SeriesAdapter(int(n_series), int(local_lags), self.horizon) if local_lags else None
         self.register_buffer("calibration", torch.zeros(int(n_series), self.horizon, len(self.quantiles)))
         self._val_residuals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -51,19 +53,25 @@ class WeatherForecaster(SectorModule):
 
     def forward(self, past: torch.Tensor, future: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
                 series: torch.Tensor) -> torch.Tensor:
-        z = self.net(past, future) + self.calibration[series]
+        z = self.network_output(past, future, series) + self.calibration[series]
         return z * scale[:, None, None] + loc[:, None, None]
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
-        return pinball_loss(self.net(batch["past"], batch["future"]), z, self.quantiles).mean()
+        pred = self.network_output(batch["past"], batch["future"], batch["series"])
+        return pinball_loss(pred, z, self.quantiles).mean()
+
+    def network_output(self, past: torch.Tensor, future: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
+        """Scaled quantiles from the global network plus the per-series adapter (when enabled)."""
+        z = self.net(past, future)
+        return z if self.local is None else z + self.local(past[..., 0], series)
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         metrics.update(self(*self.batch_inputs(batch)), batch["target"], mase_scale=batch["mase_scale"])
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Validation metrics use the uncalibrated network (the median, hence MAE, is the same either way)."""
-        z = self.net(batch["past"], batch["future"])
+        z = self.network_output(batch["past"], batch["future"], batch["series"])
         metrics_input = z * batch["scale"][:, None, None] + batch["loc"][:, None, None]
         self.val_metrics.update(metrics_input, batch["target"], mase_scale=batch["mase_scale"])
         target_z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]

@@ -26,3 +26,19 @@ class MonotoneQuantiles(nn.Module):
         below = centre - torch.flip(torch.cumsum(torch.flip(F.softplus(raw[..., :m]), [-1]), -1), [-1])
         above = centre + torch.cumsum(F.softplus(raw[..., m + 1 :]), -1)
         return torch.cat([below, centre, above], dim=-1)
+
+
+class SeriesAdapter(nn.Module):
+    """A per-series linear correction on the last ``lags`` target values (plus a bias), added to every
+    quantile of a global network's forecast: the "global + local" pattern, giving each station its own
+    short-range autoregressive adjustment. Zero-initialised, so training starts from the global model."""
+
+    def __init__(self, n_series: int, lags: int, horizon: int) -> None:
+        super().__init__()
+        self.lags = lags
+        self.weight = nn.Parameter(torch.zeros(n_series, lags + 1, horizon))
+
+    def forward(self, history: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
+        """``history (B, L)`` scaled target, ``series (B,)`` -> shift ``(B, H, 1)``."""
+        x = torch.cat([history[:, -self.lags :], torch.ones_like(history[:, :1])], dim=1)
+        return torch.einsum("bl,blh->bh", x, self.weight[series]).unsqueeze(-1)
