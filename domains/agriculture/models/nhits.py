@@ -14,19 +14,20 @@ from domains.agriculture.models.common import MonotoneQuantiles
 
 
 class _Block(nn.Module):
-    def __init__(self, lookback: int, n_other: int, out: int, hidden: int, pool: int, dropout: float) -> None:
+    def __init__(self, lookback: int, n_other: int, out: int, hidden: int, pool: int, dropout: float,
+                 backcast: bool = True) -> None:
         super().__init__()
         self.pool = pool
         pooled = -(-lookback // pool)
         self.mlp = nn.Sequential(nn.Linear(pooled + n_other, hidden), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, hidden), nn.ReLU())
-        self.backcast = nn.Linear(hidden, lookback)
+        self.backcast = nn.Linear(hidden, lookback) if backcast else None  # the last block needs none
         self.forecast = nn.Linear(hidden, out)
 
-    def forward(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         pooled = F.max_pool1d(x.unsqueeze(1), self.pool, self.pool, ceil_mode=True).squeeze(1) if self.pool > 1 else x
         h = self.mlp(torch.cat([pooled, other], dim=1))
-        return self.backcast(h), self.forecast(h)
+        return (self.backcast(h) if self.backcast is not None else None), self.forecast(h)
 
 
 class NHiTS(nn.Module):
@@ -39,7 +40,8 @@ class NHiTS(nn.Module):
         self.horizon, self.n_q = horizon, len(quantiles)
         n_other = lookback * (n_past - 1) + horizon * n_future
         out = horizon * self.n_q
-        self.blocks = nn.ModuleList(_Block(lookback, n_other, out, hidden, p, dropout) for p in pools)
+        self.blocks = nn.ModuleList(_Block(lookback, n_other, out, hidden, p, dropout, backcast=i < len(pools) - 1)
+                                    for i, p in enumerate(pools))
         self.skip = nn.Linear(lookback + n_other, out)  # linear path so the stack starts from a linear AR model
         self.head = MonotoneQuantiles(quantiles)
 
@@ -49,6 +51,6 @@ class NHiTS(nn.Module):
         total = self.skip(torch.cat([x, other], dim=1))
         for block in self.blocks:
             back, fore = block(x, other)
-            x = x - back
+            x = x - back if back is not None else x
             total = total + fore
         return self.head(total.view(-1, self.horizon, self.n_q))

@@ -1,0 +1,114 @@
+"""Forecasting networks and the yield network: shapes, quantile order, learning planted signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from domains.agriculture.baselines import evaluate_weather_baselines
+from domains.agriculture.data import WeatherDataModule, YieldDataModule
+from domains.agriculture.metrics import nrmse, score_forecasts
+from domains.agriculture.models import NETWORKS, PatchTST
+from domains.agriculture.module import WeatherForecaster, YieldRegressor, conformal_offsets
+from domains.agriculture.sample import synthetic_yield
+from domains.agriculture.yield_protocol import expanding_window, fit_predict_yield
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_networks_output_ordered_quantiles(name):
+    torch.manual_seed(0)
+    net = NETWORKS[name](lookback=32, horizon=5, n_past=4, n_future=3)
+    out = net(torch.randn(6, 32, 4), torch.randn(6, 5, 3))
+    assert out.shape == (6, 5, 3)
+    assert (out[..., 0] <= out[..., 1]).all() and (out[..., 1] <= out[..., 2]).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_patchtst_loads_local_pretrained_encoder(tmp_path):
+    net = PatchTST(lookback=32, horizon=5, n_past=4, n_future=3)
+    net.encoder.save_pretrained(tmp_path / "encoder")
+    again = PatchTST(lookback=32, horizon=5, n_past=4, n_future=3, pretrained_path=str(tmp_path / "encoder"))
+    for a, b in zip(net.encoder.parameters(), again.encoder.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_conformal_offsets_reach_nominal_coverage():
+    torch.manual_seed(0)
+    residuals = torch.randn(4000, 3, 3) * 2.0  # network quantiles all at 0, true spread 2
+    series = torch.arange(4000) % 2
+    offsets = conformal_offsets(series, residuals, (0.1, 0.5, 0.9), 3)
+    assert torch.allclose(offsets[:2, :, 0], torch.full((2, 3), -2.563), atol=0.25)
+    assert (offsets[:, :, 1] == 0).all() and (offsets[2] == 0).all()  # median untouched, unseen series untouched
+
+
+def test_dlinear_beats_naive_baselines_on_planted_ar1():
+    torch.manual_seed(0)
+    pl.seed_everything(0, verbose=False)
+    dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 3, "n_days": 1100, "phi": 0.85},
+                           lookback=28, batch_size=64)
+    dm.setup("fit")
+    module = WeatherForecaster(network="dlinear", **dm.model_kwargs(),
+                               optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3})
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, dm)
+    preds = torch.cat(trainer.predict(module, dataloaders=dm.test_dataloader())).numpy()
+    o = dm.origins["test"]
+    target = dm.panel.target[o[:, None] + np.arange(1, 8)]
+    scores = score_forecasts(preds, target, dm.stats.mase_scale[dm.panel.series_index[o]])
+    base = evaluate_weather_baselines(dm.panel, dm.origins, 7)
+    for weak in ("persistence", "climatology", "seasonal_naive"):
+        assert scores["mae"] < base[weak]["mae"] and scores["pinball"] < base[weak]["pinball"], weak
+    assert 0.6 < scores["coverage"] < 0.95
+    assert module.calibration.abs().sum() > 0  # validation offsets were fitted
+    # forward returns data units: the median sits near the series' level, not near 0
+    assert abs(np.median(preds[..., 1]) - np.median(target)) < 5
+
+
+def test_weather_datamodule_state_round_trip_and_predict(tmp_path):
+    dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 400}, lookback=28)
+    dm.setup("fit")
+    frame = dm.load_frame(0)
+    frame.groupby("series_id").tail(100).to_csv(tmp_path / "recent.csv", index=False)
+    again = WeatherDataModule(path=str(tmp_path / "recent.csv"), lookback=28)
+    again.load_state_dict(dm.state_dict())
+    again.setup("predict")
+    assert np.allclose(again.stats.loc, dm.stats.loc)
+    module = WeatherForecaster(network="dlinear", **dm.model_kwargs())
+    batch = next(iter(again.predict_dataloader()))
+    out = module(*module.batch_inputs(batch))
+    table = again.predict_frame([out.detach()], "predict")
+    assert len(table) == 2 * 7 and set(table["horizon"]) == set(range(1, 8))
+    last = frame.groupby("series_id")["date"].max()
+    assert (table.groupby("series_id")["date"].min() == last + pd.Timedelta(days=1)).all()
+
+
+def test_yield_network_beats_baselines_expanding_window():
+    dm = YieldDataModule()
+    frame = dm.load_tables()
+    pred = expanding_window(frame, dm.feature_names, seed=0, epochs=150, last_years=4)
+    model = nrmse(pred["predicted"], pred["yield"])
+    for name in ("historical_average", "previous_year", "linear_trend"):
+        assert model < nrmse(pred[name], pred["yield"]), name
+
+
+def test_yield_without_weather_uses_trend_and_covariates(tmp_path):
+    yields, _ = synthetic_yield()
+    rng = np.random.default_rng(0)
+    yields["fertiliser"] = rng.normal(0, 1, len(yields))
+    yields["yield"] = yields["yield"] + 1.5 * yields["fertiliser"]
+    yields.to_csv(tmp_path / "yields.csv", index=False)
+    dm = YieldDataModule(path=str(tmp_path / "yields.csv"), covariates=["fertiliser"])
+    dm.setup("fit")
+    assert dm.feature_names == ["fertiliser"]
+    train = pd.concat([dm.frames["train"], dm.frames["val"]])
+    pred = fit_predict_yield(train, dm.frames["test"], dm.feature_names, epochs=200)
+    trend_only = dm.frames["test"]["trend"]
+    assert nrmse(pred, dm.frames["test"]["yield"]) < nrmse(trend_only, dm.frames["test"]["yield"])
+    module = YieldRegressor(**dm.model_kwargs())
+    batch = next(iter(dm.test_dataloader()))
+    assert module(*module.batch_inputs(batch)).shape == batch["target"].shape
