@@ -17,6 +17,7 @@ from domains.agriculture.models.common import SeriesAdapter
 from domains.agriculture.models.yield_mlp import YieldMLP
 
 Batch = dict[str, torch.Tensor]
+CALIBRATIONS = ("auto", "learned", "band", "none")
 
 
 class WeatherForecaster(SectorModule):
@@ -24,14 +25,20 @@ class WeatherForecaster(SectorModule):
 
     The network works on per-series scaled values; :meth:`forward` takes the series' ``loc``/``scale`` and
     index and returns quantiles ``(B, H, Q)`` in the data's units (the full inference path, also what is
-    exported). With ``calibrate`` the outer quantiles are shifted per series and horizon by the quantiles
-    of the validation residuals (split-conformal style, the same information the baselines' intervals
-    use); the offsets are recomputed at every validation epoch, so each checkpoint carries the offsets
-    of its own weights. The median is never shifted.
+    exported). Interval calibration on the validation span (recomputed at every validation epoch, so each
+    checkpoint carries the offsets of its own weights; the median is never shifted):
+
+    * ``learned``: the network's outer quantiles shifted per series and horizon by the quantiles of their
+      validation residuals (split-conformal style);
+    * ``band``: median + per-horizon quantiles of the median's validation errors (exactly how the point
+      baselines get their intervals);
+    * ``auto`` (default): per series, whichever of the two has the lower validation pinball loss (the
+      learned widths help where the spread is strongly seasonal, the constant band where it is not);
+    * ``none``: the raw network quantiles.
     """
 
     def __init__(self, network: str = "dlinear", lookback: int = 56, horizon: int = 7, n_past: int = 6,
-                 n_future: int = 3, n_series: int = 1, quantiles: Sequence[float] = QUANTILES, calibrate: bool = True, local_lags: int = 14,
+                 n_future: int = 3, n_series: int = 1, quantiles: Sequence[float] = QUANTILES, calibrate: str = "auto", local_lags: int = 14,
                  network_kwargs: dict[str, Any] | None = None, optimizer: dict | None = None,
                  scheduler: dict | None = None, compile: bool = False, channels_last: bool = False) -> None:
         if network not in NETWORKS:
@@ -40,9 +47,14 @@ class WeatherForecaster(SectorModule):
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.net = NETWORKS[network](lookback, horizon, n_past, n_future, self.quantiles, **dict(network_kwargs or {}))
+        if calibrate not in CALIBRATIONS:
+            raise ConfigError(f"model.calibrate={calibrate!r}: expected one of {CALIBRATIONS}")
         self.calibrate = calibrate
         self.local = SeriesAdapter(int(n_series), int(local_lags), self.horizon) if local_lags else None
-        self.register_buffer("calibration", torch.zeros(int(n_series), self.horizon, len(self.quantiles)))
+        shape = (int(n_series), self.horizon, len(self.quantiles))
+        self.register_buffer("calibration", torch.zeros(shape))  # added to the network's quantiles
+        self.register_buffer("band", torch.zeros(shape))  # added to the network's median
+        self.register_buffer("use_band", torch.zeros(int(n_series), dtype=torch.bool))
         self._val_residuals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def build_metrics(self) -> MetricCollection:
@@ -53,7 +65,9 @@ class WeatherForecaster(SectorModule):
 
     def forward(self, past: torch.Tensor, future: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
                 series: torch.Tensor) -> torch.Tensor:
-        z = self.network_output(past, future, series) + self.calibration[series]
+        z = self.network_output(past, future, series)
+        median = z[..., self.quantiles.index(0.5)].unsqueeze(-1)
+        z = torch.where(self.use_band[series][:, None, None], median + self.band[series], z + self.calibration[series])
         return z * scale[:, None, None] + loc[:, None, None]
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
@@ -79,10 +93,13 @@ class WeatherForecaster(SectorModule):
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        if self.calibrate and self._val_residuals and not self.trainer.sanity_checking:
+        if self.calibrate != "none" and self._val_residuals and not self.trainer.sanity_checking:
             series = torch.cat([s for s, _ in self._val_residuals])
             residuals = torch.cat([r for _, r in self._val_residuals]).float()
-            self.calibration.copy_(conformal_offsets(series, residuals, self.quantiles, self.calibration.shape[0]))
+            learned, band, use_band = interval_offsets(series, residuals, self.quantiles, self.calibration.shape[0], self.calibrate)
+            self.calibration.copy_(learned)
+            self.band.copy_(band)
+            self.use_band.copy_(use_band)
         self._val_residuals = []
 
 
@@ -98,6 +115,34 @@ def conformal_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: 
         offsets[..., median] = 0.0
         out[s] = offsets
     return out
+
+
+def interval_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int,
+                     mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validation-fitted interval offsets per series: ``(learned (S, H, Q), band (S, H, Q), use_band (S,))``.
+
+    ``residuals (N, H, Q)`` = scaled target minus each scaled quantile. ``band`` holds the quantiles of the
+    median's residuals; ``use_band`` says which variant a series uses (by validation pinball for ``auto``).
+    """
+    median = list(quantiles).index(0.5)
+    learned = conformal_offsets(series, residuals, quantiles, n_series)
+    band = conformal_offsets(series, residuals[..., median : median + 1].expand_as(residuals).contiguous(), quantiles, n_series)
+    use_band = torch.zeros(n_series, dtype=torch.bool, device=residuals.device)
+    if mode == "band":
+        use_band[:] = True
+    elif mode == "auto":
+        q = torch.as_tensor(quantiles, device=residuals.device)
+
+        def pinball(diff: torch.Tensor) -> torch.Tensor:
+            return torch.maximum(q * diff, (q - 1) * diff).mean(dim=(1, 2))
+
+        per_learned = pinball(residuals - learned[series])
+        per_band = pinball(residuals[..., median : median + 1] - band[series])
+        counts = torch.bincount(series, minlength=n_series).clamp_min(1)
+        mean_learned = torch.zeros(n_series, device=residuals.device).index_add_(0, series, per_learned) / counts
+        mean_band = torch.zeros(n_series, device=residuals.device).index_add_(0, series, per_band) / counts
+        use_band = mean_band < mean_learned
+    return learned, band, use_band
 
 
 class YieldRegressor(SectorModule):

@@ -15,8 +15,8 @@ class GRUForecaster(nn.Module):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``."""
 
     def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int,
-                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), hidden: int = 64, layers: int = 1,
-                 dropout: float = 0.1) -> None:
+                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), hidden: int = 32, layers: int = 1,
+                 dropout: float = 0.2) -> None:
         super().__init__()
         self.horizon, self.n_q = horizon, len(quantiles)
         out = horizon * self.n_q
