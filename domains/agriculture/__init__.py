@@ -1,0 +1,39 @@
+"""Agriculture: daily weather forecasting (quantile, multi-horizon) and seasonal crop-yield forecasting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.registry import Domain
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "agriculture"
+
+
+def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
+    """Test metrics of every baseline on the run's test split (same metric names as the model's)."""
+    import pandas as pd
+
+    from domains.agriculture.baselines import evaluate_weather_baselines, evaluate_yield_baselines
+    from domains.agriculture.data import YieldDataModule
+
+    if isinstance(datamodule, YieldDataModule):
+        history = pd.concat([datamodule.frames["train"], datamodule.frames["val"]])
+        return evaluate_yield_baselines(history, datamodule.frames["test"])
+    return evaluate_weather_baselines(datamodule.panel, datamodule.origins, datamodule.horizon, datamodule.quantiles)
+
+
+def build_report(ctx: Any) -> list:
+    """The agriculture sections of report.md."""
+    from domains.agriculture.report import build_report as report
+
+    return report(ctx)
+
+
+DOMAIN = Domain(
+    name="agriculture",
+    description="Daily weather forecasting (quantiles, horizons 1..H) and crop-yield forecasting (NRMSE).",
+    config_dir=CONFIG_DIR,
+    baselines=run_baselines,
+    report=build_report,
+)
