@@ -86,6 +86,7 @@ def build_features(
     card_features: bool = True,
     terminal_features: bool = True,
     calendar: bool = True,
+    amount_ratios: bool = False,
 ) -> pd.DataFrame:
     """Engineered features for a canonical frame (columns ``seconds``, ``datetime``, ``amount``, ``card``,
     ``terminal``, ``label``; see :mod:`domains.finance.data`), aligned with its rows."""
@@ -95,6 +96,11 @@ def build_features(
         cols.update(calendar_flags(frame["datetime"]))
     if card_features and "card" in frame:
         cols.update(card_windows(frame["card"].to_numpy(), seconds, frame["amount"].to_numpy(np.float64), windows))
+        if amount_ratios:  # how unusual the amount is for this card (x5 amounts of stolen cards stand out)
+            amount = frame["amount"].to_numpy(np.float64)
+            for w in windows:
+                mean = cols[f"card_avg_amount_{w:g}d"]
+                cols[f"card_amount_ratio_{w:g}d"] = np.divide(amount, mean, out=np.ones_like(amount), where=mean > 0)
     if terminal_features and "terminal" in frame:
         label = frame["label"].to_numpy(np.float64) if "label" in frame else np.full(len(frame), np.nan)
         cols.update(terminal_windows(frame["terminal"].to_numpy(), seconds, label, windows, delay_days))

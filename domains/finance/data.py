@@ -1,0 +1,240 @@
+"""The finance LightningDataModule: built-in simulator or a user file -> features -> time windows ->
+tensors. Fitted preprocessing (feature names, categorical vocabularies, standardisation statistics)
+is kept in :meth:`FraudDataModule.state_dict`, so ``predict`` on a new file reuses it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, WeightedRandomSampler
+
+from core.datamodule import SectorDataModule
+from core.errors import ConfigError, DataError
+from domains.finance.features import build_features
+from domains.finance.readers import ColumnSpec, kaggle_creditcard_spec, read_transactions, sample_spec, to_canonical
+from domains.finance.sample import SimulatorConfig, load_sample
+from domains.finance.splits import Windows, resolve_start, split_frame
+
+PRESETS = {"sample": sample_spec, "kaggle_creditcard": kaggle_creditcard_spec, "custom": ColumnSpec}
+
+
+class TensorBatches(Dataset):
+    """Column tensors indexed a whole batch at a time (a BatchSampler feeds lists of row indices)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+        self.length = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+
+def log_flag(name: str) -> bool:
+    """Whether a numeric feature gets the signed log1p transform (amounts, counts and ratios: heavy tails)."""
+    return any(part in name for part in ("amount", "nb_tx"))
+
+
+class FraudDataModule(SectorDataModule):
+    """Transactions -> (numeric, categorical, target, card, day) batches for train/validation/test/predict."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        preset: str = "sample",
+        columns: dict[str, Any] | None = None,
+        simulator: dict[str, Any] | None = None,
+        features: dict[str, Any] | None = None,
+        split: dict[str, Any] | None = None,
+        sampler: str = "none",
+        batch_size: int = 512,
+        eval_batch_size: int | None = 4096,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir)
+        if preset not in PRESETS:
+            raise ConfigError(f"data.preset={preset!r}: expected one of {sorted(PRESETS)}")
+        if sampler not in ("none", "balanced"):
+            raise ConfigError(f"data.sampler={sampler!r}: expected 'none' or 'balanced'")
+        base = PRESETS[preset]()
+        overrides = {k: v for k, v in dict(columns or {}).items() if v is not None or k in ("card", "terminal", "label", "id")}
+        self.spec = ColumnSpec.from_config({**base.__dict__, **overrides})
+        self.preset = preset
+        try:
+            self.simulator = SimulatorConfig(**dict(simulator or {}))
+        except TypeError as exc:
+            raise ConfigError(f"data.simulator: {exc}") from exc
+        self.feature_cfg = {"windows": [1, 7, 30], "delay_days": 7, "card_features": True, "terminal_features": True, "calendar": True, "amount_ratios": False}
+        unknown = set(dict(features or {})) - set(self.feature_cfg)
+        if unknown:
+            raise ConfigError(f"unknown key(s) data.features.{sorted(unknown)}; expected some of {sorted(self.feature_cfg)}")
+        self.feature_cfg.update(dict(features or {}))
+        self.split_cfg = {"train_start": None, "train_days": 7, "delay_days": 7, "test_days": 7, "valid_days": 7, "drop_known_frauds": True}
+        unknown = set(dict(split or {})) - set(self.split_cfg)
+        if unknown:
+            raise ConfigError(f"unknown key(s) data.split.{sorted(unknown)}; expected some of {sorted(self.split_cfg)}")
+        self.split_cfg.update(dict(split or {}))
+        self.sampler = sampler
+        self.fitted: dict[str, Any] = {}
+        self.frame: pd.DataFrame | None = None
+        self.tables: dict[str, pd.DataFrame] = {}
+        self.datasets: dict[str, TensorBatches] = {}
+        self.windows: Windows | None = None
+
+    # --- loading ----------------------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path else "built-in sample"
+
+    def load_frame(self, with_label: bool = True) -> pd.DataFrame:
+        """The canonical transaction frame (simulator or user file), features added."""
+        if self.path is None:
+            frame = to_canonical(load_sample(self.simulator, self.cache_dir), self.spec, self.source)
+        else:
+            frame = read_transactions(self.require_path(), self.spec, with_label=with_label)
+        features = build_features(frame, **{k: v for k, v in self.feature_cfg.items()})
+        return pd.concat([frame, features], axis=1)
+
+    def numeric_columns(self, frame: pd.DataFrame) -> list[str]:
+        """Model inputs: amount, engineered features, then the configured extra numeric columns."""
+        engineered = [c for c in frame.columns if c.startswith(("tx_", "card_", "terminal_"))]
+        return ["amount", *engineered, *self.spec.numeric]
+
+    def fit_preprocessing(self, train: pd.DataFrame) -> None:
+        """Feature names, vocabularies and standardisation statistics from the training window only."""
+        names = self.numeric_columns(train)
+        flags = [log_flag(n) for n in names]
+        values = self._transform(train[names].to_numpy(np.float64), flags)
+        empty = [n for n, col in zip(names, values.T) if np.isnan(col).all()]
+        if empty:
+            raise DataError(f"{self.source}: column(s) {empty} are entirely empty (all NaN) in the training window")
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+        vocab = {c: sorted(map(str, pd.unique(train[c]))) for c in self.spec.categorical}
+        labels = train["label"].to_numpy()
+        self.fitted = {
+            "numeric": names, "log_features": flags, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(),
+            "vocab": vocab, "class_ratio": float((labels == 0).sum() / max((labels == 1).sum(), 1)),
+        }
+
+    @staticmethod
+    def _transform(values: np.ndarray, flags: list[bool]) -> np.ndarray:
+        out = values.copy()
+        out[:, flags] = np.sign(out[:, flags]) * np.log1p(np.abs(out[:, flags]))
+        return out
+
+    def encode(self, table: pd.DataFrame) -> dict[str, torch.Tensor]:
+        """Tensors of one table with the fitted names and vocabularies (unseen categories -> 0)."""
+        missing = [c for c in self.fitted["numeric"] if c not in table.columns]
+        if missing:
+            raise DataError(f"{self.source}: column(s) {missing} used in training are missing")
+        numeric = torch.tensor(table[self.fitted["numeric"]].to_numpy(np.float32))
+        codes = [pd.Categorical(table[c].astype(str), categories=v).codes.astype(np.int64) + 1 for c, v in self.fitted["vocab"].items()]
+        categorical = torch.tensor(np.stack(codes, axis=1) if codes else np.zeros((len(table), 0), np.int64))
+        label = table["label"].to_numpy(np.float32) if "label" in table else np.full(len(table), np.nan, np.float32)
+        card = pd.factorize(table["card"])[0] if "card" in table else np.arange(len(table))
+        return {
+            "numeric": numeric, "categorical": categorical, "target": torch.tensor(label),
+            "card": torch.tensor(card, dtype=torch.long), "day": torch.tensor(table["day"].to_numpy(np.int64)),
+        }
+
+    def resolve_windows(self, frame: pd.DataFrame) -> Windows:
+        cfg = self.split_cfg
+        w = Windows(0.0, float(cfg["train_days"]), float(cfg["delay_days"]), float(cfg["test_days"]), float(cfg["valid_days"]))
+        start = resolve_start(cfg["train_start"], frame["datetime"], frame["seconds"].to_numpy(), w)
+        return Windows(start, w.train_days, w.delay_days, w.test_days, w.valid_days)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            frame = self.load_frame(with_label=False)
+            self.tables["predict"] = frame
+            self.datasets["predict"] = TensorBatches(self.encode(frame))
+            return
+        if self.datasets.get("train") is not None:
+            return
+        frame = self.load_frame()
+        self.windows = self.resolve_windows(frame)
+        idx = split_frame(frame, self.windows, bool(self.split_cfg["drop_known_frauds"]), self.source)
+        self.tables = {name: frame.iloc[rows].reset_index(drop=True) for name, rows in idx.items()}
+        if self.tables["valid"].empty:
+            raise DataError(f"{self.source}: the validation window is empty; set data.split.valid_days > 0 with data before the training window")
+        if not self.fitted:
+            self.fit_preprocessing(self.tables["train"])
+        self.datasets = {name: TensorBatches(self.encode(table)) for name, table in self.tables.items()}
+
+    # --- loaders ----------------------------------------------------------------------------
+    def _loader(self, dataset: TensorBatches, sampler: Any, batch_size: int) -> DataLoader:
+        """A DataLoader over whole-batch index lists (no per-row collation)."""
+        return DataLoader(
+            dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=False),
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.datasets["train"]
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.sampler == "balanced":
+            target = data.tensors["target"]
+            weights = torch.where(target == 1, 0.5 / max(int(target.sum()), 1), 0.5 / max(int((target == 0).sum()), 1)).double()
+            sampler: Any = WeightedRandomSampler(weights, len(data), replacement=True, generator=generator)
+        else:
+            sampler = RandomSampler(data, generator=generator)
+        return self._loader(data, sampler, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["valid"], SequentialSampler(self.datasets["valid"]), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.datasets["test"], SequentialSampler(self.datasets["test"]), self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        name = "predict" if "predict" in self.datasets else "test"
+        return self._loader(self.datasets[name], SequentialSampler(self.datasets[name]), self.eval_batch_size)
+
+    # --- core hooks -------------------------------------------------------------------------
+    def model_kwargs(self) -> dict[str, Any]:
+        f = self.fitted
+        return {
+            "n_numeric": len(f["numeric"]), "cardinalities": [len(v) + 1 for v in f["vocab"].values()],
+            "feature_mean": f["mean"], "feature_std": f["std"], "log_features": f["log_features"],
+            "class_ratio": f["class_ratio"], "with_cards": self.spec.card is not None,
+        }
+
+    def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
+        table = self.tables["predict" if stage == "predict" else "test"]
+        scores = torch.cat([torch.as_tensor(o) for o in outputs]).float().cpu().numpy()
+        out = pd.DataFrame({"datetime": table["datetime"].to_numpy(), "amount": table["amount"].to_numpy()})
+        for role in ("id", "card", "terminal"):
+            if role in table:
+                out.insert(0 if role == "id" else len(out.columns), role, table[role].to_numpy())
+        out["score"] = scores[:, 0]
+        out["alert"] = scores[:, 1].astype(bool)
+        if "label" in table:
+            out["label"] = table["label"].to_numpy()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fitted": self.fitted}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.fitted = dict(state_dict.get("fitted", {}))
+
+    # --- baselines ----------------------------------------------------------------------------
+    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(numeric after the model's transform, categorical codes, labels) of one split, for baselines."""
+        t = self.datasets[name].tensors
+        f = self.fitted
+        x = self._transform(t["numeric"].double().numpy(), f["log_features"])
+        x = np.nan_to_num((x - np.asarray(f["mean"])) / np.asarray(f["std"]), nan=0.0, posinf=0.0, neginf=0.0)
+        return x, t["categorical"].numpy(), t["target"].numpy()

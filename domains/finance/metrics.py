@@ -1,0 +1,131 @@
+"""Fraud-detection metrics: ROC AUC, average precision, Card Precision@k per day, recall at a fixed
+false-positive rate, and the alert-threshold policy (max F1 or minimum expected cost).
+
+Torchmetrics classes accumulate over batches for the Lightning module; :func:`evaluate_scores` computes
+the same numbers from arrays (scikit-learn) for the baselines, so model and baselines share one
+definition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinarySensitivityAtSpecificity
+from torchmetrics.utilities import dim_zero_cat
+
+from core.errors import ConfigError
+
+
+def metric_names(k: int = 100, fpr: float = 0.01) -> dict[str, str]:
+    """Metric names shared by model and baselines."""
+    return {"ap": "ap", "auc": "auc", "cp": f"cp_at_{k}", "recall": f"recall_at_{fpr * 100:g}pct_fpr"}
+
+
+def card_precision_at_k(scores: np.ndarray, labels: np.ndarray, card: np.ndarray, day: np.ndarray, k: int = 100) -> float:
+    """Card Precision@k: each day, the share of fraudulent cards among the k highest-scored cards
+    (a card's score/label is the max over its transactions that day), averaged over days (handbook 4.2)."""
+    if len(scores) == 0:
+        return float("nan")
+    frame = pd.DataFrame({"day": day, "card": card, "score": scores, "label": labels})
+    per_card = frame.groupby(["day", "card"], sort=False).agg(score=("score", "max"), label=("label", "max")).reset_index()
+    per_card["rank"] = per_card.groupby("day")["score"].rank(method="first", ascending=False)
+    top = per_card[per_card["rank"] <= k]
+    per_day = top.groupby("day")["label"].sum() / k
+    return float(per_day.reindex(per_card["day"].unique(), fill_value=0.0).mean())
+
+
+def recall_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = 0.01) -> float:
+    """The largest recall reachable with a false-positive rate at most ``fpr``."""
+    if labels.min() == labels.max():
+        return float("nan")
+    false_pos, true_pos, _ = roc_curve(labels, scores)
+    return float(true_pos[false_pos <= fpr].max())
+
+
+def evaluate_scores(scores: np.ndarray, labels: np.ndarray, card: np.ndarray | None, day: np.ndarray, k: int = 100, fpr: float = 0.01) -> dict[str, float]:
+    """All test metrics from arrays (used for baselines; the model uses :func:`build_metrics`)."""
+    names = metric_names(k, fpr)
+    both = labels.min() != labels.max()
+    out = {
+        names["ap"]: float(average_precision_score(labels, scores)) if both else float("nan"),
+        names["auc"]: float(roc_auc_score(labels, scores)) if both else float("nan"),
+        names["recall"]: recall_at_fpr(scores, labels, fpr),
+    }
+    if card is not None:
+        out[names["cp"]] = card_precision_at_k(scores, labels, card, day, k)
+    return out
+
+
+class CardPrecisionAtK(Metric):
+    """Card Precision@k per day, averaged over days; ``update(scores, labels, card, day)``."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, k: int = 100, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.k = k
+        for name in ("scores", "labels", "card", "day"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor, card: torch.Tensor, day: torch.Tensor) -> None:
+        self.scores.append(scores.detach().float().flatten())
+        self.labels.append(labels.detach().float().flatten())
+        self.card.append(card.detach().long().flatten())
+        self.day.append(day.detach().long().flatten())
+
+    def compute(self) -> torch.Tensor:
+        arrays = [dim_zero_cat(s).cpu().numpy() for s in (self.scores, self.labels, self.card, self.day)]
+        return torch.tensor(card_precision_at_k(*arrays, k=self.k), dtype=torch.float32)
+
+
+class RecallAtFPR(BinarySensitivityAtSpecificity):
+    """Recall (sensitivity) at a false-positive rate of at most ``fpr`` (specificity >= 1 - fpr)."""
+
+    def __init__(self, fpr: float = 0.01, **kwargs) -> None:
+        super().__init__(min_specificity=1.0 - fpr, **kwargs)
+
+    def compute(self) -> torch.Tensor:  # the parent returns (sensitivity, threshold)
+        return super().compute()[0]
+
+
+def build_metrics(k: int = 100, fpr: float = 0.01, with_cards: bool = True) -> MetricCollection:
+    """The model's accumulating metrics (CardPrecisionAtK is fed separately: it needs card and day)."""
+    names = metric_names(k, fpr)
+    metrics = {names["ap"]: BinaryAveragePrecision(), names["auc"]: BinaryAUROC(), names["recall"]: RecallAtFPR(fpr)}
+    if with_cards:
+        metrics[names["cp"]] = CardPrecisionAtK(k)
+    return MetricCollection(metrics, compute_groups=False)
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, policy: str = "f1", cost_missed_fraud: float = 100.0, cost_alert: float = 1.0) -> float:
+    """Alert threshold (alert when score >= threshold) chosen on validation scores.
+
+    ``f1``: the threshold with the highest F1. ``cost``: the one minimising the expected cost
+    ``cost_missed_fraud * FN + cost_alert * (TP + FP)`` (every alert is investigated).
+    """
+    if policy not in ("f1", "cost"):
+        raise ConfigError(f"model.threshold_policy={policy!r}: expected 'f1' or 'cost'")
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    if len(scores) == 0:
+        return 0.5
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[s[1:] != s[:-1], True]  # alert on all rows down to each distinct score
+    tp = np.cumsum(y)[last]
+    fp = np.cumsum(1 - y)[last]
+    thresholds = s[last]
+    positives = y.sum()
+    if policy == "f1":
+        value = np.divide(2 * tp, tp + fp + positives, out=np.zeros_like(tp), where=(tp + fp + positives) > 0)
+        best = int(np.argmax(value))
+    else:
+        cost = cost_missed_fraud * (positives - tp) + cost_alert * (tp + fp)
+        best = int(np.argmin(cost))
+        if cost_missed_fraud * positives <= cost[best]:  # alerting on nothing is cheapest
+            return float(np.nextafter(s[0], np.inf))
+    return float(thresholds[best])

@@ -1,0 +1,139 @@
+"""The Lightning module: preprocessing, network, score and alert flag in one ``forward``.
+
+``forward(numeric, categorical)`` takes raw numeric features (NaN allowed) and categorical codes and
+returns a (batch, 2) tensor: column 0 the fraud score in [0, 1], column 1 the alert flag (score >=
+the threshold chosen on validation). Standardisation statistics and the threshold are buffers, so
+they travel with the checkpoint and the ONNX export.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics import MetricCollection
+
+from core.errors import ConfigError
+from core.module import SectorModule
+from domains.finance.losses import classification_loss
+from domains.finance.metrics import build_metrics, choose_threshold
+from domains.finance.models import ARCHITECTURES
+
+Batch = dict[str, torch.Tensor]
+
+
+class FraudModule(SectorModule):
+    """Fraud scorer: supervised (``mlp``, ``ft_transformer``) or unsupervised (``autoencoder``)."""
+
+    def __init__(
+        self,
+        n_numeric: int,
+        cardinalities: list[int],
+        feature_mean: list[float],
+        feature_std: list[float],
+        log_features: list[bool] | None = None,
+        architecture: str = "mlp",
+        net: dict[str, Any] | None = None,
+        loss: str = "bce",
+        pos_weight: float | str | None = None,
+        class_ratio: float = 1.0,
+        focal_gamma: float = 2.0,
+        focal_alpha: float | None = 0.25,
+        threshold_policy: str = "f1",
+        cost_missed_fraud: float = 100.0,
+        cost_alert: float = 1.0,
+        top_k: int = 100,
+        fpr: float = 0.01,
+        with_cards: bool = True,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        if architecture not in ARCHITECTURES:
+            raise ConfigError(f"model.architecture={architecture!r}: expected one of {sorted(ARCHITECTURES)}")
+        if threshold_policy not in ("f1", "cost"):
+            raise ConfigError(f"model.threshold_policy={threshold_policy!r}: expected 'f1' or 'cost'")
+        self.top_k, self.fpr, self.with_cards = top_k, fpr, with_cards
+        super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
+        self.save_hyperparameters()
+        self.net = ARCHITECTURES[architecture](n_numeric, list(cardinalities), **dict(net or {}))
+        self.unsupervised = architecture == "autoencoder"
+        self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32).reshape(-1))
+        self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32).reshape(-1).clamp_min(1e-6))
+        self.register_buffer("log_mask", torch.tensor(log_features or [False] * n_numeric, dtype=torch.bool).reshape(-1))
+        self.register_buffer("threshold", torch.tensor(0.5))
+        self.register_buffer("error_scale", torch.tensor(1.0))
+        if pos_weight == "auto":
+            pos_weight = class_ratio
+        self.pos_weight = None if pos_weight is None else float(pos_weight)
+        self._val_scores: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+
+    # --- inference path ---------------------------------------------------------------------
+    def standardise(self, numeric: torch.Tensor) -> torch.Tensor:
+        """Signed log1p on flagged columns, then (x - mean) / std; NaN -> 0 (the training mean)."""
+        x = torch.where(self.log_mask, torch.sign(numeric) * torch.log1p(numeric.abs()), numeric)
+        x = (x - self.feature_mean) / self.feature_std
+        return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def raw_score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """Logit (supervised) or reconstruction error (autoencoder)."""
+        return self.net(self.standardise(numeric), categorical)
+
+    def score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """Fraud score in [0, 1]."""
+        raw = self.raw_score(numeric, categorical)
+        if self.unsupervised:
+            return 1.0 - torch.exp(-raw / self.error_scale)
+        return torch.sigmoid(raw)
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        score = self.score(numeric, categorical)
+        return torch.stack([score, (score >= self.threshold).to(score.dtype)], dim=1)
+
+    def batch_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        return batch["numeric"], batch["categorical"]
+
+    # --- training ---------------------------------------------------------------------------
+    def build_metrics(self) -> MetricCollection:
+        return build_metrics(self.top_k, self.fpr, self.with_cards)
+
+    def training_loss(self, batch: Batch) -> torch.Tensor:
+        if self.unsupervised:
+            legit = batch["target"] == 0
+            error = self.raw_score(batch["numeric"][legit], batch["categorical"][legit])
+            with torch.no_grad():  # running mean of legitimate errors: the score's scale
+                self.error_scale.mul_(0.99).add_(0.01 * error.detach().mean().clamp_min(1e-6))
+            return error.mean()
+        logits = self.raw_score(batch["numeric"], batch["categorical"])
+        hp = self.hparams
+        return classification_loss(logits, batch["target"], hp.loss, self.pos_weight, hp.focal_gamma, hp.focal_alpha)
+
+    def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
+        scores = self.score(*self.batch_inputs(batch))
+        target = batch["target"].long()
+        for name, metric in metrics.items(keep_base=True):
+            if name.endswith(f"cp_at_{self.top_k}"):
+                metric.update(scores, target, batch["card"], batch["day"])
+            else:
+                metric.update(scores, target)
+        if metrics is self.val_metrics:
+            self._val_scores.append(scores.detach().cpu())
+            self._val_targets.append(target.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_scores and not self.trainer.sanity_checking:
+            self.set_threshold(torch.cat(self._val_scores).numpy(), torch.cat(self._val_targets).numpy())
+        self._val_scores.clear()
+        self._val_targets.clear()
+        super().on_validation_epoch_end()
+
+    def set_threshold(self, scores: np.ndarray, targets: np.ndarray) -> float:
+        """Choose the alert threshold on validation scores with the configured policy."""
+        hp = self.hparams
+        value = choose_threshold(scores, targets, hp.threshold_policy, hp.cost_missed_fraud, hp.cost_alert)
+        self.threshold.fill_(value)
+        self.log("val/threshold", float(value))
+        return value

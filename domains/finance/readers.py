@@ -1,0 +1,186 @@
+"""Read a user's transaction table (CSV or Parquet) into the canonical frame, with schema checks.
+
+The canonical frame has ``seconds`` (float seconds since the first day's midnight), ``datetime``,
+``day`` (integer day index), ``amount``, and when configured ``card``, ``terminal``, ``label``,
+``id`` plus the extra numeric / categorical columns under their own names. Rows are sorted by time
+(stable: ties keep file order). Every problem raises :class:`core.errors.DataError` naming the file
+and the column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import ConfigError, DataError
+
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass
+class ColumnSpec:
+    """Which columns of the user's file hold what (``columns`` block of the data config)."""
+
+    time: str = "TX_DATETIME"
+    amount: str = "TX_AMOUNT"
+    label: str | None = "TX_FRAUD"
+    card: str | None = "CUSTOMER_ID"
+    terminal: str | None = "TERMINAL_ID"
+    id: str | None = None
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    time_unit: str = "auto"  # auto | datetime | seconds
+    time_origin: str = "2018-04-01"  # date that a seconds offset counts from
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ColumnSpec:
+        """Build from a dict/DictConfig, naming an unknown key as ``data.columns.<key>``."""
+        values = dict(cfg or {})
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown key(s) data.columns.{', data.columns.'.join(unknown)}; expected some of {sorted(cls.__dataclass_fields__)}")
+        spec = cls(**{k: (list(v) if k in ("numeric", "categorical") else v) for k, v in values.items()})
+        if spec.time_unit not in ("auto", "datetime", "seconds"):
+            raise ConfigError(f"data.columns.time_unit={spec.time_unit!r}: expected auto, datetime or seconds")
+        return spec
+
+    def required(self, with_label: bool) -> list[str]:
+        """The columns the file must contain."""
+        named = [self.time, self.amount, self.card, self.terminal, self.id, *self.numeric, *self.categorical]
+        if with_label:
+            named.append(self.label)
+        return [c for c in named if c]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet file; an empty file is a DataError."""
+    name = path.name.lower()
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give one CSV or Parquet transaction file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a CSV or Parquet transaction table")
+    try:
+        if name.endswith((".parquet", ".pq")):
+            frame = pd.read_parquet(path)
+        elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".txt")):
+            frame = pd.read_csv(path)
+        else:
+            raise DataError(f"{path}: unsupported file type; expected .csv (optionally .gz/.zip/.bz2) or .parquet")
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty; expected a CSV or Parquet transaction table") from exc
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: could not be read as a table ({exc})") from exc
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    return frame
+
+
+def _numeric(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """A column as float, with a DataError naming a non-numeric value or an all-NaN column."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna()
+    if bad.any():
+        example = raw[bad].iloc[0]
+        raise DataError(f"{source}: column {column!r} must be numeric; row {int(np.flatnonzero(bad.to_numpy())[0])} holds {example!r}")
+    if values.isna().all():
+        raise DataError(f"{source}: column {column!r} is entirely empty (all NaN)")
+    return values.to_numpy(np.float64)
+
+
+def _times(frame: pd.DataFrame, spec: ColumnSpec, source: str) -> tuple[np.ndarray, pd.Series]:
+    """Seconds since the first day's midnight and the datetimes, from a datetime or seconds column."""
+    raw = frame[spec.time]
+    if raw.isna().all():
+        raise DataError(f"{source}: column {spec.time!r} (time) is entirely empty (all NaN)")
+    if raw.isna().any():
+        raise DataError(f"{source}: column {spec.time!r} (time) has {int(raw.isna().sum())} missing value(s); every transaction needs a time")
+    unit = spec.time_unit
+    if unit == "auto":
+        unit = "seconds" if pd.api.types.is_numeric_dtype(raw) else "datetime"
+    if unit == "seconds":
+        offsets = _numeric(frame, spec.time, source)
+        when = pd.Timestamp(spec.time_origin) + pd.to_timedelta(offsets, unit="s")
+        when = pd.Series(when, index=frame.index)
+    else:
+        try:
+            when = pd.to_datetime(raw, errors="raise")
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{source}: column {spec.time!r} (time) is not a datetime or a seconds offset ({exc})") from exc
+        if getattr(when.dt, "tz", None) is not None:
+            when = when.dt.tz_convert("UTC").dt.tz_localize(None)
+    origin = when.min().normalize()
+    seconds = ((when - origin) / pd.Timedelta(seconds=1)).to_numpy(np.float64)
+    return seconds, when
+
+
+def to_canonical(frame: pd.DataFrame, spec: ColumnSpec, source: str, with_label: bool = True) -> pd.DataFrame:
+    """Check ``frame`` against ``spec`` and return the canonical, time-sorted frame."""
+    missing = [c for c in spec.required(with_label) if c not in frame.columns]
+    if missing:
+        shown = ", ".join(map(str, list(frame.columns)[:12])) + (" ..." if frame.shape[1] > 12 else "")
+        raise DataError(f"{source}: missing column(s) {missing} (from data.columns); the file has: {shown}")
+    seconds, when = _times(frame, spec, source)
+    out = pd.DataFrame({"seconds": seconds, "datetime": when.to_numpy(), "amount": _numeric(frame, spec.amount, source)})
+    if np.isnan(out["amount"].to_numpy()).any():
+        raise DataError(f"{source}: column {spec.amount!r} (amount) has missing values")
+    out["day"] = np.floor(seconds / SECONDS_PER_DAY).astype(np.int64)
+    for role in ("card", "terminal", "id"):
+        column = getattr(spec, role)
+        if column:
+            values = frame[column]
+            if values.isna().all():
+                raise DataError(f"{source}: column {column!r} ({role}) is entirely empty (all NaN)")
+            if pd.api.types.is_integer_dtype(values):
+                out[role] = values.to_numpy()
+            else:
+                out[role] = values.astype(str).where(values.notna(), "<missing>").to_numpy()
+    if spec.id and out["id"].duplicated().any():
+        dup = out["id"][out["id"].duplicated()].iloc[0]
+        raise DataError(f"{source}: column {spec.id!r} (transaction id) has duplicates, e.g. {dup!r}")
+    if spec.label and spec.label in frame.columns:
+        label = _numeric(frame, spec.label, source) if with_label else pd.to_numeric(frame[spec.label], errors="coerce").to_numpy(np.float64)
+        known = label[~np.isnan(label)]
+        if with_label and np.isnan(label).any():
+            raise DataError(f"{source}: column {spec.label!r} (label) has {int(np.isnan(label).sum())} missing value(s)")
+        if not np.isin(known, (0.0, 1.0)).all():
+            raise DataError(f"{source}: column {spec.label!r} (label) must hold 0/1, found {sorted(set(known[~np.isin(known, (0.0, 1.0))]))[:5]}")
+        out["label"] = label
+    for column in spec.numeric:
+        out[column] = _numeric(frame, column, source)
+    for column in spec.categorical:
+        if frame[column].isna().all():
+            raise DataError(f"{source}: column {column!r} (categorical) is entirely empty (all NaN)")
+        out[column] = frame[column].astype(str).where(frame[column].notna(), "<missing>").to_numpy()
+    order = np.argsort(seconds, kind="stable")
+    if (np.diff(seconds) < 0).any():
+        out = out.iloc[order]
+    return out.reset_index(drop=True)
+
+
+def read_transactions(path: str | Path, spec: ColumnSpec, with_label: bool = True) -> pd.DataFrame:
+    """Read and validate a user file (see :func:`to_canonical`)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file (from data.path)")
+    return to_canonical(read_table(path), spec, str(path), with_label=with_label)
+
+
+def sample_spec() -> ColumnSpec:
+    """The column roles of the built-in simulator's table."""
+    return ColumnSpec(time="TX_DATETIME", amount="TX_AMOUNT", label="TX_FRAUD", card="CUSTOMER_ID", terminal="TERMINAL_ID", id="TRANSACTION_ID")
+
+
+def kaggle_creditcard_spec(v_columns: Sequence[str] | None = None) -> ColumnSpec:
+    """The Kaggle ``creditcard.csv`` layout: Time (seconds offset), V1..V28, Amount, Class; no card/terminal."""
+    return ColumnSpec(
+        time="Time", amount="Amount", label="Class", card=None, terminal=None, id=None,
+        numeric=list(v_columns or [f"V{i}" for i in range(1, 29)]), time_unit="seconds", time_origin="2013-09-01",
+    )
