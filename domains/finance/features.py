@@ -74,7 +74,7 @@ def calendar_flags(when: pd.Series, night_end_hour: int = 6) -> dict[str, np.nda
     """Weekend flag and night flag (hour <= ``night_end_hour``, as in the handbook)."""
     when = pd.to_datetime(when)
     return {
-        "tx_weekend": (when.dt.weekday >= 5).to_numpy(np.float64),
+        "tx_weekend": (when.dt.day_of_week >= 5).to_numpy(np.float64),
         "tx_night": (when.dt.hour <= night_end_hour).to_numpy(np.float64),
     }
 
