@@ -26,15 +26,25 @@ def metric_names(k: int = 100, fpr: float = 0.01) -> dict[str, str]:
 
 def card_precision_at_k(scores: np.ndarray, labels: np.ndarray, card: np.ndarray, day: np.ndarray, k: int = 100) -> float:
     """Card Precision@k: each day, the share of fraudulent cards among the k highest-scored cards
-    (a card's score/label is the max over its transactions that day), averaged over days (handbook 4.2)."""
+    (a card's score/label is the max over its transactions that day), averaged over days.
+
+    As in the handbook (section 4.3), cards already caught in an earlier day's top k are left out of
+    later days (they would be blocked). The loop runs over days, not rows.
+    """
     if len(scores) == 0:
         return float("nan")
-    frame = pd.DataFrame({"day": day, "card": card, "score": scores, "label": labels})
-    per_card = frame.groupby(["day", "card"], sort=False).agg(score=("score", "max"), label=("label", "max")).reset_index()
-    per_card["rank"] = per_card.groupby("day")["score"].rank(method="first", ascending=False)
-    top = per_card[per_card["rank"] <= k]
-    per_day = top.groupby("day")["label"].sum() / k
-    return float(per_day.reindex(per_card["day"].unique(), fill_value=0.0).mean())
+    codes = pd.factorize(pd.Series(card))[0]
+    frame = pd.DataFrame({"day": day, "card": codes, "score": scores, "label": labels})
+    per_card = frame.groupby(["day", "card"], sort=True).agg(score=("score", "max"), label=("label", "max")).reset_index()
+    caught = np.zeros(codes.max() + 1, dtype=bool)
+    precisions = []
+    for _, today in per_card.groupby("day", sort=True):
+        today = today[~caught[today["card"].to_numpy()]]
+        top = today.nlargest(k, "score", keep="first")
+        hits = top.loc[top["label"] == 1, "card"].to_numpy()
+        precisions.append(len(hits) / k)
+        caught[hits] = True
+    return float(np.mean(precisions))
 
 
 def recall_at_fpr(scores: np.ndarray, labels: np.ndarray, fpr: float = 0.01) -> float:

@@ -1,0 +1,115 @@
+"""Networks, losses and the Lightning module: shapes, preprocessing in forward, learning on planted signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from core.errors import ConfigError
+from domains.finance.losses import classification_loss, focal_loss
+from domains.finance.models import ARCHITECTURES
+from domains.finance.module import FraudModule
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_network_shapes(name) -> None:
+    net = ARCHITECTURES[name](5, [4, 3])
+    out = net(torch.randn(8, 5), torch.randint(0, 3, (8, 2)))
+    assert out.shape == (8,)
+    assert ARCHITECTURES[name](5, [])(torch.randn(8, 5), torch.zeros(8, 0, dtype=torch.long)).shape == (8,)
+
+
+def test_focal_loss_down_weights_easy_examples() -> None:
+    target = torch.tensor([1.0, 0.0])
+    easy, hard = torch.tensor([5.0, -5.0]), torch.tensor([-1.0, 1.0])
+    assert focal_loss(easy, target) < 1e-3 * focal_loss(hard, target)
+    # gamma 0, alpha None = plain BCE
+    assert focal_loss(hard, target, gamma=0, alpha=None) == pytest.approx(float(classification_loss(hard, target)))
+    weighted = classification_loss(hard, target, pos_weight=10.0)
+    assert weighted > classification_loss(hard, target)
+    with pytest.raises(ConfigError, match="model.loss"):
+        classification_loss(hard, target, kind="hinge")
+
+
+def _module(**kw) -> FraudModule:
+    return FraudModule(n_numeric=3, cardinalities=[5], feature_mean=[10.0, 0.0, 0.0], feature_std=[2.0, 1.0, 1.0], log_features=[False, False, False], **kw)
+
+
+def test_forward_standardises_fills_nan_and_flags_alerts() -> None:
+    module = _module().eval()
+    module.threshold.fill_(0.5)
+    x = torch.tensor([[10.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]])
+    out = module(x, torch.zeros(2, 1, dtype=torch.long))
+    assert out.shape == (2, 2)
+    assert torch.allclose(out[0], out[1])  # NaN -> training mean
+    assert ((out[:, 0] >= 0.5).float() == out[:, 1]).all()
+    with pytest.raises(ConfigError, match="model.architecture"):
+        _module(architecture="resnet")
+
+
+def _planted(n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    numeric = torch.randn(n, 3, generator=g) * torch.tensor([2.0, 1.0, 1.0]) + torch.tensor([10.0, 0.0, 0.0])
+    cat = torch.randint(0, 5, (n, 1), generator=g)
+    logit = 2.5 * numeric[:, 1] * numeric[:, 2] + 2.0 * (cat[:, 0] == 3) - 4  # interaction: not linear
+    target = (torch.rand(n, generator=g) < torch.sigmoid(logit)).float()
+    return {"numeric": numeric, "categorical": cat, "target": target, "card": torch.arange(n), "day": torch.zeros(n, dtype=torch.long)}
+
+
+@pytest.mark.parametrize("kw", [dict(architecture="mlp"), dict(architecture="mlp", loss="focal"), dict(architecture="ft_transformer", net={"d_token": 16, "n_layers": 1})])
+def test_supervised_models_learn_planted_interaction(kw) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+
+    torch.manual_seed(0)
+    train, test = _planted(2000, 0), _planted(2000, 1)
+    module = _module(top_k=10, **kw)
+    optim = torch.optim.AdamW(module.parameters(), lr=3e-3)
+    module.train()
+    for _ in range(10):
+        for idx in torch.randperm(2000).split(128):
+            loss = module.training_loss({k: v[idx] for k, v in train.items()})
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    module.eval()
+    with torch.no_grad():
+        scores = module(test["numeric"], test["categorical"])[:, 0].numpy()
+    y = test["target"].numpy()
+    lr = LogisticRegression(max_iter=500).fit(np.c_[train["numeric"], train["categorical"] == 3], train["target"])
+    lr_ap = average_precision_score(y, lr.predict_proba(np.c_[test["numeric"], test["categorical"] == 3])[:, 1])
+    assert average_precision_score(y, scores) > lr_ap + 0.1
+
+
+def test_autoencoder_scores_anomalies_higher() -> None:
+    torch.manual_seed(0)
+    module = _module(architecture="autoencoder", net={"hidden": [16], "latent": 2})
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1000, 1, generator=g)
+    numeric = torch.cat([10 + 2 * z, z, -z], dim=1) + 0.05 * torch.randn(1000, 3, generator=g)  # a 1-d manifold
+    batch = {"numeric": numeric, "categorical": torch.zeros(1000, 1, dtype=torch.long), "target": torch.zeros(1000)}
+    optim = torch.optim.Adam(module.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = module.training_loss(batch)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    module.eval()
+    normal = module.score(numeric[:200], batch["categorical"][:200])
+    odd = module.score(numeric[:200] * torch.tensor([1.0, 1.0, -1.0]), batch["categorical"][:200])  # off the manifold
+    assert odd.mean() > normal.mean() + 0.2
+    assert (odd >= 0).all() and (odd <= 1).all()
+
+
+def test_threshold_is_saved_with_the_checkpoint(tmp_path) -> None:
+    module = _module()
+    module.set_threshold = module.set_threshold  # noqa: PLW0127 (log() needs a trainer: set the buffer directly)
+    module.threshold.fill_(0.37)
+    path = tmp_path / "m.ckpt"
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    loaded = FraudModule.load_from_checkpoint(path, weights_only=True)
+    assert float(loaded.threshold) == pytest.approx(0.37)
