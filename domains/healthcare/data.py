@@ -1,0 +1,177 @@
+"""The healthcare LightningDataModule: records from a layout (or the phantom sample) through a MONAI chain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
+from core.datamodule import SectorDataModule
+from core.errors import ConfigError
+from domains.healthcare.readers import Record, list_images, read_splits
+from domains.healthcare.sample import make_phantoms
+from domains.healthcare.transforms import build_transforms, unwrap_data_error
+
+STAGES = ("train", "val", "test")
+
+
+def phantom_records(n_train: int, n_val: int, n_test: int, size: int, spatial_dims: int, seed: int) -> dict[str, list[Record]]:
+    """Sample splits: normal-only train, val and test half abnormal; lesion radius kept per record."""
+    out: dict[str, list[Record]] = {}
+    for offset, (stage, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
+        n_abnormal = 0 if stage == "train" else n // 2
+        ph = make_phantoms(n - n_abnormal, n_abnormal, size=size, spatial_dims=spatial_dims, seed=seed * 1000 + offset)
+        buckets = ph.size_bucket
+        out[stage] = [
+            {"image": ph.images[i], "mask": ph.masks[i].astype(np.float32), "label": int(ph.labels[i]),
+             "name": f"{stage}_{i:04d}", "radius": float(ph.radius[i]), "contrast": float(ph.contrast[i]), "bucket": str(buckets[i])}
+            for i in range(n)
+        ]
+    return out
+
+
+class HealthcareDataModule(SectorDataModule):
+    """Normal-only training images and labelled val/test images (+ masks) as ``inputs/mask/target/index`` batches.
+
+    ``path=None`` uses the phantom sample (``sample`` sizes); otherwise ``layout`` auto|folder|medmnist|manifest.
+    ``cache``: ``memory`` (MONAI CacheDataset), ``disk`` (PersistentDataset under ``cache_dir``) or ``none``.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        layout: str = "auto",
+        normal_label: int = 0,
+        image_size: int = 64,
+        spatial_dims: int = 2,
+        channels: int = 1,
+        cache: str = "memory",
+        augment: bool = False,
+        nan_policy: str = "error",
+        sample: dict[str, int] | None = None,
+        heatmap_dir: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir)
+        if cache not in ("memory", "disk", "none"):
+            raise ConfigError(f"data.cache={cache!r}; expected memory, disk or none")
+        if nan_policy not in ("error", "zero"):
+            raise ConfigError(f"data.nan_policy={nan_policy!r}; expected error or zero")
+        if spatial_dims not in (2, 3):
+            raise ConfigError(f"data.spatial_dims={spatial_dims}; expected 2 or 3")
+        if cache == "disk" and cache_dir is None:
+            raise ConfigError("data.cache=disk needs data.cache_dir (the PersistentDataset folder)")
+        self.layout, self.normal_label = layout, normal_label
+        self.image_size, self.spatial_dims, self.channels = image_size, spatial_dims, channels
+        self.cache, self.augment, self.nan_policy = cache, augment, nan_policy
+        self.sample = {"n_train": 64, "n_val": 32, "n_test": 64, **(sample or {})}
+        self.heatmap_dir = Path(heatmap_dir) if heatmap_dir else None
+        self.records: dict[str, list[Record]] = {}
+        self.datasets: dict[str, Any] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    # --- records and datasets ------------------------------------------------------------------
+    def _read_records(self) -> dict[str, list[Record]]:
+        if self.path is None:
+            s = self.sample
+            return phantom_records(s["n_train"], s["n_val"], s["n_test"], self.image_size, self.spatial_dims, self.seed)
+        return read_splits(self.require_path(), self.layout, self.normal_label, self.seed)
+
+    def make_dataset(self, records: list[Record], augment: bool, cache: str | None = None) -> Any:
+        """A MONAI dataset over ``records``; loading/check errors surface here as DataErrors naming the file."""
+        cache = cache or self.cache
+        items = [{**r, "index": i} for i, r in enumerate(records)]
+        transform = build_transforms(self.image_size, self.spatial_dims, self.channels, self.nan_policy, augment)
+        try:
+            if cache == "memory":
+                return CacheDataset(items, transform, cache_rate=1.0, num_workers=0, progress=False)
+            if cache == "disk":
+                Path(self.cache_dir).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+                dataset = PersistentDataset(items, transform, cache_dir=self.cache_dir)
+            else:
+                dataset = Dataset(items, transform)
+            for i in range(len(dataset)):  # read every file once now so bad input fails before training
+                dataset[i]
+            return dataset
+        except Exception as exc:  # noqa: BLE001
+            raise unwrap_data_error(exc) from None
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.path is not None and not self.records:
+            self.records = {"predict": list_images(self.require_path())}
+            self.datasets["predict"] = self.make_dataset(self.records["predict"], augment=False)
+            return
+        if not self.records:
+            self.records = self._read_records()
+        for name in STAGES:
+            if name not in self.datasets:
+                self.datasets[name] = self.make_dataset(self.records[name], augment=self.augment and name == "train")
+        if stage == "predict":
+            self.datasets["predict"] = self.datasets["test"]
+            self.records["predict"] = self.records["test"]
+
+    def train_dataloader(self) -> Any:
+        return self.dataloader(self.datasets["train"], shuffle=True)
+
+    def val_dataloader(self) -> Any:
+        return self.dataloader(self.datasets["val"])
+
+    def test_dataloader(self) -> Any:
+        return self.dataloader(self.datasets["test"])
+
+    def predict_dataloader(self) -> Any:
+        return self.dataloader(self.datasets["predict"])
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"spatial_dims": self.spatial_dims, "in_channels": self.channels, "image_size": self.image_size}
+
+    # --- arrays for baselines, reports and benchmarks -----------------------------------------
+    def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images (N, C, *S), masks (N, 1, *S) and labels (N,) of one stage, without augmentation."""
+        if stage not in self._arrays:
+            dataset = self.datasets[stage]
+            if stage == "train" and self.augment:
+                dataset = self.make_dataset(self.records["train"], augment=False)
+            batches = list(self.dataloader(dataset, batch_size=256))
+            self._arrays[stage] = tuple(torch.cat([b[k] for b in batches]).numpy() for k in ("inputs", "mask", "target"))  # type: ignore[assignment]
+        return self._arrays[stage]
+
+    def record_frame(self, stage: str) -> pd.DataFrame:
+        """One row per record of a stage: name, label and (sample only) lesion radius, contrast and size bucket."""
+        frame = pd.DataFrame(self.records[stage]).drop(columns=["image", "mask"], errors="ignore")
+        return frame
+
+    # --- predict output --------------------------------------------------------------------------
+    def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
+        """Image score (0..1), anomaly flag and, when ``heatmap_dir`` is set, one heatmap PNG per image."""
+        scores = torch.cat([o[0] for o in outputs]).float().numpy()
+        maps = torch.cat([o[1] for o in outputs]).float().numpy()
+        flags = torch.cat([o[2] for o in outputs]).numpy().astype(bool)
+        records = self.records["predict" if "predict" in self.records else stage]
+        frame = pd.DataFrame({"name": [r["name"] for r in records][: len(scores)], "score": scores, "is_anomalous": flags})
+        if "label" in records[0] and stage != "predict":
+            frame["label"] = [r["label"] for r in records][: len(scores)]
+        if self.heatmap_dir is not None:
+            from domains.healthcare.report import save_heatmaps
+
+            images = self.arrays_for(stage)
+            frame["heatmap"] = save_heatmaps(images, maps, frame["name"].tolist(), self.heatmap_dir)
+        return frame
+
+    def arrays_for(self, stage: str) -> np.ndarray:
+        """Pre-processed images of the predict (or test) set, for heatmap overlays."""
+        key = "predict" if "predict" in self.datasets else stage
+        batches = list(self.dataloader(self.datasets[key], batch_size=256))
+        return torch.cat([b["inputs"] for b in batches]).numpy()
+

@@ -1,0 +1,1 @@
+"""Anomaly models: reconstruction (MONAI AutoEncoder / VarAutoEncoder) and feature embedding (PatchCore, PaDiM)."""

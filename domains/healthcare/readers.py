@@ -1,0 +1,200 @@
+"""Find the images of the three supported input layouts and split them into train (normal only), val and test.
+
+A record is a dict ``{"image": path | array, "mask": path | array | None, "label": 0|1, "name": str}``.
+
+* **folder** (medical anomaly-detection benchmarks such as BMAD): ``train/good/``; ``valid/`` (or ``val/``)
+  and ``test/`` each with ``good/`` and ``Ungood/``; images directly in those folders or in an ``img/``
+  subfolder, masks in ``anomaly_mask/`` (or ``label/``, ``mask/``) beside ``img/`` with the same file stem.
+* **medmnist**: a MedMNIST ``.npz`` (``train_images``, ``train_labels``, ``val_*``, ``test_*``); images whose
+  label equals ``normal_label`` are normal (multi-label sets: rows with no positive label are normal).
+  Only normal training images are kept for training.
+* **manifest**: a CSV with columns ``path,label`` (+ optional ``mask_path`` and ``split`` in
+  train|val|test); relative paths are resolved against the CSV's folder. Without ``split``, normals are
+  split 60/20/20 and abnormals 50/50 between val and test, deterministically by ``seed``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".npy")
+MASK_DIRS = ("anomaly_mask", "label", "mask", "masks")
+Record = dict[str, Any]
+Splits = dict[str, list[Record]]
+
+
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and not name.startswith(".") and name.endswith(IMAGE_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """Images of one class folder: in ``folder/img/`` when it exists, else directly in ``folder``."""
+    source = folder / "img" if (folder / "img").is_dir() else folder
+    return sorted(p for p in source.iterdir() if _is_image(p))
+
+
+def _mask_for(image: Path, class_dir: Path) -> Path | None:
+    for name in MASK_DIRS:
+        folder = class_dir / name
+        if folder.is_dir():
+            matches = [p for p in folder.iterdir() if _is_image(p) and _stem(p) == _stem(image)]
+            if not matches:
+                raise DataError(f"{image}: no mask with the same name in {folder} (expected e.g. {folder / image.name})")
+            return matches[0]
+    return None
+
+
+def _class_records(class_dir: Path, label: int) -> list[Record]:
+    return [
+        {"image": str(p), "mask": (str(m) if (m := _mask_for(p, class_dir)) else None), "label": label, "name": p.name}
+        for p in _images_in(class_dir)
+    ]
+
+
+def read_folder(root: Path) -> Splits:
+    """Records of the benchmark folder layout (see module docstring)."""
+    train_dir = root / "train" / "good"
+    if not train_dir.is_dir():
+        raise DataError(f"{root}: expected a train/good/ folder of normal images (benchmark folder layout)")
+    splits: Splits = {"train": _class_records(train_dir, 0)}
+    for stage, names in (("val", ("valid", "val")), ("test", ("test",))):
+        folder = next((root / n for n in names if (root / n).is_dir()), None)
+        if folder is None:
+            raise DataError(f"{root}: expected a {' or '.join(names)}/ folder with good/ and Ungood/ inside")
+        records: list[Record] = []
+        for cls, label in (("good", 0), ("Ungood", 1)):
+            if (folder / cls).is_dir():
+                records += _class_records(folder / cls, label)
+        if not records:
+            raise DataError(f"{folder}: no images found in good/ or Ungood/ (suffixes {', '.join(IMAGE_SUFFIXES)})")
+        splits[stage] = records
+    return splits
+
+
+def _medmnist_images(images: np.ndarray) -> np.ndarray:
+    """(N, H, W[, C]) uint8 -> (N, C, H, W) float32."""
+    arr = images.astype(np.float32)
+    return arr[:, None] if arr.ndim == 3 else np.moveaxis(arr, -1, 1)
+
+
+def read_medmnist(path: Path, normal_label: int = 0) -> Splits:
+    """Records of a MedMNIST ``.npz`` (arrays in memory); abnormal training images are dropped."""
+    try:
+        data = np.load(path)
+    except Exception as exc:  # noqa: BLE001 - any numpy/zip failure means the file is unreadable
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    splits: Splits = {}
+    for stage, prefix in (("train", "train"), ("val", "val"), ("test", "test")):
+        keys = (f"{prefix}_images", f"{prefix}_labels")
+        missing = [k for k in keys if k not in data.files]
+        if missing:
+            raise DataError(f"{path}: missing arrays {missing}; a MedMNIST file has {prefix}_images/{prefix}_labels")
+        labels = np.asarray(data[keys[1]])
+        if labels.ndim == 2 and labels.shape[1] > 1:
+            abnormal = labels.sum(axis=1) > 0
+        else:
+            flat = labels.reshape(-1)
+            if not (flat == normal_label).any():
+                raise ConfigError(f"data.normal_label={normal_label} never occurs in {path}:{keys[1]} (labels {np.unique(flat).tolist()})")
+            abnormal = flat != normal_label
+        images = _medmnist_images(np.asarray(data[keys[0]]))
+        keep = ~abnormal if stage == "train" else np.ones(len(abnormal), dtype=bool)
+        idx = np.flatnonzero(keep)
+        splits[stage] = [
+            {"image": images[i], "mask": None, "label": int(abnormal[i]), "name": f"{prefix}_{i}"} for i in idx
+        ]
+    return splits
+
+
+def read_manifest(path: Path, seed: int = 0) -> Splits:
+    """Records of a CSV manifest ``path,label[,mask_path][,split]``."""
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+    missing = {"path", "label"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; expected path,label[,mask_path][,split]")
+    labels = pd.to_numeric(frame["label"], errors="coerce")
+    bad = ~labels.isin([0, 1])
+    if bad.any():
+        raise DataError(f"{path}: column 'label' must be 0 (normal) or 1 (abnormal); row {int(np.flatnonzero(bad)[0]) + 2} has {frame['label'][bad].iloc[0]!r}")
+    base = path.parent
+    resolve = lambda s: s.map(lambda p: str(p if Path(p).is_absolute() else base / p))  # noqa: E731
+    frame = frame.assign(label=labels.astype(int), path=resolve(frame["path"].astype(str)))
+    if "mask_path" in frame:
+        has = frame["mask_path"].notna() & (frame["mask_path"].astype(str).str.len() > 0)
+        frame["mask_path"] = resolve(frame["mask_path"].astype(str)).where(has, None)
+    else:
+        frame["mask_path"] = None
+    if "split" in frame:
+        frame["split"] = frame["split"].astype(str).str.lower().replace({"valid": "val", "validation": "val"})
+        odd = ~frame["split"].isin(["train", "val", "test"])
+        if odd.any():
+            raise DataError(f"{path}: column 'split' must be train, val or test; found {frame['split'][odd].iloc[0]!r}")
+        if ((frame["split"] == "train") & (frame["label"] == 1)).any():
+            frame = frame[~((frame["split"] == "train") & (frame["label"] == 1))]  # documented: trained on normals only
+    else:
+        u = np.random.default_rng(seed).random(len(frame))
+        normal = frame["label"].to_numpy() == 0
+        split = np.where(normal, np.where(u < 0.6, "train", np.where(u < 0.8, "val", "test")), np.where(u < 0.5, "val", "test"))
+        frame = frame.assign(split=split)
+    records = pd.DataFrame({
+        "image": frame["path"], "mask": frame["mask_path"], "label": frame["label"],
+        "name": frame["path"].map(lambda p: Path(p).name), "split": frame["split"],
+    })
+    return {stage: records[records["split"] == stage].drop(columns="split").to_dict("records") for stage in ("train", "val", "test")}
+
+
+def detect_layout(path: Path) -> str:
+    """'folder', 'medmnist' or 'manifest' from what ``path`` is."""
+    if path.is_dir():
+        return "folder"
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        return "medmnist"
+    if name.endswith(".csv"):
+        return "manifest"
+    raise DataError(f"{path}: cannot tell the layout; give a folder (train/good, test/...), a MedMNIST .npz or a CSV manifest")
+
+
+def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: int = 0) -> Splits:
+    """Train/val/test records of ``path`` in ``layout`` (auto-detected by default); checks the normal set."""
+    layout = detect_layout(path) if layout == "auto" else layout
+    if layout == "folder":
+        splits = read_folder(path)
+    elif layout == "medmnist":
+        splits = read_medmnist(path, normal_label)
+    elif layout == "manifest":
+        splits = read_manifest(path, seed)
+    else:
+        raise ConfigError(f"data.layout={layout!r}; expected auto, folder, medmnist or manifest")
+    if not splits["train"]:
+        raise DataError(f"{path}: the normal training set is empty; anomaly detection trains on normal images only")
+    for stage in ("val", "test"):
+        if not splits[stage]:
+            raise DataError(f"{path}: the {stage} split is empty")
+    return splits
+
+
+def list_images(path: Path) -> list[Record]:
+    """Records for ``sectorkit predict``: one image file, or every image of a folder (recursively)."""
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if _is_image(p) and not any(d in p.parts for d in MASK_DIRS))
+    if not files:
+        raise DataError(f"{path}: no images found (suffixes {', '.join(IMAGE_SUFFIXES)})")
+    return [{"image": str(p), "mask": None, "label": 0, "name": str(p.relative_to(path)) if path.is_dir() else p.name} for p in files]

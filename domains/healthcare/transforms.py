@@ -1,0 +1,185 @@
+"""The MONAI dictionary-transform chain, plus the input checks that turn bad files into clear DataErrors.
+
+Documented handling: images of mixed sizes are resized to ``image_size``; RGB(A) images are averaged to one
+channel (or grey repeated to ``channels``); 16-bit DICOMs are scaled per image to 0..1 like any other
+input; NaNs raise a DataError naming the file unless ``nan_policy='zero'`` (then replaced by 0); a mask
+whose size differs from its image raises a DataError naming both files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    RandAffined,
+    Resized,
+    ScaleIntensityd,
+)
+
+from core.errors import DataError
+
+
+def _source(data: Mapping[Hashable, Any], key: str = "image") -> str:
+    """The file a record came from (its name for in-memory arrays)."""
+    value = data.get(f"{key}_path") or data.get("name")
+    return str(value)
+
+
+class SafeLoadd(MapTransform):
+    """LoadImaged for the keys that hold file paths; unreadable files raise a DataError naming the file."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.loaders = {k: LoadImaged(keys=k, image_only=True) for k in keys}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], str):
+                d[f"{key}_path"] = d[key]
+                try:
+                    d = self.loaders[key](d)
+                except Exception as exc:  # noqa: BLE001 - every reader failure is a bad file for the user
+                    raise DataError(f"{d[f'{key}_path']}: cannot read this {key} ({type(exc).__name__}: {exc})") from exc
+        return d
+
+
+class ZeroMaskd(MapTransform):
+    """Give records without a mask an all-zero mask of the image's spatial size (normals, unlabelled data)."""
+
+    def __init__(self) -> None:
+        super().__init__(["mask"], allow_missing_keys=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if d.get("mask") is None:
+            d["mask"] = torch.zeros((1, *d["image"].shape[1:]), dtype=torch.float32)
+        return d
+
+
+class CheckImaged(MapTransform):
+    """Spatial dims, finiteness, channel count and mask/image agreement, with errors naming the file."""
+
+    def __init__(self, spatial_dims: int, channels: int, nan_policy: str = "error") -> None:
+        super().__init__(["image", "mask"])
+        self.spatial_dims, self.channels, self.nan_policy = spatial_dims, channels, nan_policy
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = torch.as_tensor(d["image"]).float()
+        src = _source(d)
+        if image.ndim != self.spatial_dims + 1:
+            raise DataError(f"{src}: image has shape {tuple(image.shape[1:])} after adding channels; expected {self.spatial_dims}D (data.spatial_dims={self.spatial_dims})")
+        if not torch.isfinite(image).all():
+            if self.nan_policy != "zero":
+                raise DataError(f"{src}: image contains {int((~torch.isfinite(image)).sum())} NaN/inf values (set data.nan_policy=zero to replace them by 0)")
+            image = torch.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+        c = image.shape[0]
+        if c != self.channels:
+            if self.channels == 1:
+                image = image[:3].mean(dim=0, keepdim=True)  # RGB(A) -> grey
+            elif c == 1:
+                image = image.repeat(self.channels, *([1] * self.spatial_dims))
+            else:
+                raise DataError(f"{src}: image has {c} channels; expected 1 or data.channels={self.channels}")
+        mask = torch.as_tensor(d["mask"]).float()
+        if mask.shape[0] > 1:
+            mask = mask.amax(dim=0, keepdim=True)
+        if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
+            raise DataError(f"{_source(d, 'mask')}: mask size {tuple(mask.shape[1:])} does not match its image {src} of size {tuple(image.shape[1:])}")
+        d["image"] = image
+        d["mask"] = (mask > 0).float()
+        return d
+
+
+def deterministic_transforms(image_size: int, spatial_dims: int, channels: int, nan_policy: str) -> list:
+    """Load, check, scale to 0..1 and resize (the part a CacheDataset/PersistentDataset caches)."""
+    size = (image_size,) * spatial_dims
+    return [
+        SafeLoadd(["image", "mask"]),
+        _EnsureChannels(),
+        ZeroMaskd(),
+        CheckImaged(spatial_dims, channels, nan_policy),
+        ScaleIntensityd(keys="image", minv=0.0, maxv=1.0),
+        Resized(keys=["image", "mask"], spatial_size=size, mode=("area", "nearest")),
+        EnsureTyped(keys=["image", "mask"], dtype=torch.float32, track_meta=False),
+    ]
+
+
+class _EnsureChannels(MapTransform):
+    """EnsureChannelFirstd for files (uses the reader's channel metadata); in-memory arrays are already channel-first."""
+
+    def __init__(self) -> None:
+        super().__init__(["image", "mask"], allow_missing_keys=True)
+        self.from_meta = {k: EnsureChannelFirstd(keys=k) for k in ("image", "mask")}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if d[key] is None:
+                continue
+            if f"{key}_path" in d:
+                try:
+                    d = self.from_meta[key](d)
+                except Exception as exc:  # noqa: BLE001
+                    raise DataError(f"{d[f'{key}_path']}: cannot find the channel axis ({exc})") from exc
+            else:
+                d[key] = torch.as_tensor(np.asarray(d[key], dtype=np.float32))
+        return d
+
+
+def augment_transforms(spatial_dims: int, prob: float = 0.5) -> list:
+    """Mild random affine augmentation (rotation, translation, scaling) applied to image and mask together."""
+    return [
+        RandAffined(
+            keys=["image", "mask"],
+            prob=prob,
+            rotate_range=(0.1,) * (1 if spatial_dims == 2 else 3),
+            translate_range=(2,) * spatial_dims,
+            scale_range=(0.05,) * spatial_dims,
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
+        EnsureTyped(keys=["image", "mask"], dtype=torch.float32, track_meta=False),
+    ]
+
+
+class ToBatchd(MapTransform):
+    """Keep only the tensors a batch carries: ``inputs``, ``mask``, ``target`` (0/1) and ``index`` (record number)."""
+
+    def __init__(self) -> None:
+        super().__init__(["image"])
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[str, torch.Tensor]:
+        return {
+            "inputs": torch.as_tensor(data["image"]).float(),
+            "mask": torch.as_tensor(data["mask"]).float(),
+            "target": torch.tensor(int(data["label"]), dtype=torch.long),
+            "index": torch.tensor(int(data["index"]), dtype=torch.long),
+        }
+
+
+def build_transforms(image_size: int, spatial_dims: int, channels: int, nan_policy: str = "error", augment: bool = False) -> Compose:
+    """The full chain for one stage (deterministic part first, so caching datasets store it)."""
+    chain = deterministic_transforms(image_size, spatial_dims, channels, nan_policy)
+    if augment:
+        chain += augment_transforms(spatial_dims)
+    return Compose([*chain, ToBatchd()])
+
+
+def unwrap_data_error(exc: BaseException) -> BaseException:
+    """The DataError inside MONAI's 'applying transform' RuntimeError chain, or ``exc`` itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DataError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
