@@ -8,6 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from core.errors import DataError
 from domains.agriculture.baselines import evaluate_weather_baselines
 from domains.agriculture.data import WeatherDataModule, YieldDataModule
 from domains.agriculture.metrics import nrmse, score_forecasts
@@ -112,3 +113,24 @@ def test_yield_without_weather_uses_trend_and_covariates(tmp_path):
     module = YieldRegressor(**dm.model_kwargs())
     batch = next(iter(dm.test_dataloader()))
     assert module(*module.batch_inputs(batch)).shape == batch["target"].shape
+
+
+def test_yield_predict_next_season(tmp_path):
+    yields, _ = synthetic_yield()
+    yields.to_csv(tmp_path / "history.csv", index=False)
+    dm = YieldDataModule(path=str(tmp_path / "history.csv"))
+    dm.setup("fit")
+    module = YieldRegressor(**dm.model_kwargs())
+    later = YieldDataModule(path=str(tmp_path / "history.csv"))
+    later.load_state_dict(dm.state_dict())
+    later.setup("predict")
+    batch = next(iter(later.predict_dataloader()))
+    table = later.predict_frame([module(*module.batch_inputs(batch)).detach()], "predict")
+    assert len(table) == yields["region"].nunique() and (table["year"] == yields["year"].max() + 1).all()
+    # explicit next-season rows with a blank yield and a covariate the model was not trained on
+    extra = yields.assign(fertiliser=1.0)
+    extra.to_csv(tmp_path / "with_cov.csv", index=False)
+    bad = YieldDataModule(path=str(tmp_path / "with_cov.csv"), covariates=["fertiliser"])
+    bad.load_state_dict(dm.state_dict())
+    with pytest.raises(DataError, match="differ from those the model was trained on"):
+        bad.setup("predict")
