@@ -1,0 +1,310 @@
+"""Interaction data pipeline: read → clean → implicit → k-core → id maps → split → padded user batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from core.datamodule import SectorDataModule
+from core.errors import ConfigError, DataError
+from domains.retail.interactions import UserLists, sequence_windows
+from domains.retail.preprocess import build_id_map, encode, handle_duplicates, handle_missing_timestamps, k_core, to_implicit
+from domains.retail.readers import read_interactions
+from domains.retail.sample import generate_interactions
+from domains.retail.splits import make_split
+
+
+@dataclass
+class PreparedData:
+    """An encoded, split interaction log and its id maps."""
+
+    user_ids: list[str]
+    item_ids: list[str]
+    train: pd.DataFrame  # columns user, item, timestamp (int indices)
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def lists(self, name: str) -> UserLists:
+        frame = getattr(self, name)
+        return UserLists.build(frame["user"].to_numpy(), frame["item"].to_numpy(), frame["timestamp"].to_numpy(), self.n_users)
+
+
+def prepare_interactions(
+    frame: pd.DataFrame,
+    source: str = "interactions",
+    rating_threshold: float | None = None,
+    duplicates: str = "last",
+    missing_timestamps: str = "auto",
+    min_user_interactions: int = 0,
+    min_item_interactions: int = 0,
+    split: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> PreparedData:
+    """Clean a standard ``user, item, rating, timestamp`` frame, map ids to 0..n-1 and split it."""
+    split = dict(split or {})
+    method, order = split.get("method", "ratio"), split.get("order", "random")
+    ratios = list(split.get("ratios", (0.8, 0.1, 0.1)))
+    if missing_timestamps == "auto":
+        needs_time = method != "ratio" or order == "temporal"
+        missing_timestamps = "error" if needs_time else "row_order"
+    frame = handle_missing_timestamps(frame, missing_timestamps, source)
+    frame = handle_duplicates(frame, duplicates, source)
+    frame = to_implicit(frame, rating_threshold)
+    frame = k_core(frame, min_user_interactions, min_item_interactions)
+    user_ids, item_ids = build_id_map(frame["user"]), build_id_map(frame["item"])
+    encoded = pd.DataFrame(
+        {"user": encode(frame["user"], user_ids), "item": encode(frame["item"], item_ids), "timestamp": frame["timestamp"].to_numpy(dtype="float64")}
+    )
+    labels = make_split(encoded, method, ratios, order, seed)
+    parts = [encoded[labels == i].reset_index(drop=True) for i in range(3)]
+    if parts[2].empty:
+        raise DataError(f"{source}: the {method} split left no test interactions; every user has too few interactions (fewer than 3)")
+    return PreparedData(user_ids, item_ids, *parts)
+
+
+class PairDataset(Dataset):
+    """Training (user, item) pairs, indexed by whole batches of positions (no per-row Python work)."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        self.users, self.items = torch.as_tensor(users), torch.as_tensor(items)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, index: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(index)
+        return {"users": self.users[index], "items": self.items[index]}
+
+
+class TensorDictDataset(Dataset):
+    """Rows of a dict of equally long tensors, indexed by whole batches."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, index: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(index)
+        return {k: v[index] for k, v in self.tensors.items()}
+
+
+class UserBatchDataset(Dataset):
+    """Evaluation/prediction users; a batch holds padded history, items to exclude and (if any) targets."""
+
+    def __init__(self, users: np.ndarray, history: UserLists, exclude: UserLists, targets: UserLists | None, n_items: int, max_seq_len: int) -> None:
+        self.users, self.history, self.exclude, self.targets = np.asarray(users), history, exclude, targets
+        self.n_items, self.max_seq_len = n_items, max_seq_len
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, index: list[int]) -> dict[str, torch.Tensor]:
+        rows = np.arange(len(self.users))[np.asarray(index)]
+        users = self.users[rows]
+        batch = {
+            "users": torch.from_numpy(users.astype(np.int64)),
+            "history": torch.from_numpy(self.history.padded(rows, self.n_items, self.max_seq_len, right_align=True)),
+            "exclude": torch.from_numpy(self.exclude.padded(rows, -1)),
+        }
+        if self.targets is not None:
+            batch["targets"] = torch.from_numpy(self.targets.padded(rows, -1))
+        return batch
+
+
+def batch_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    """A loader that indexes the dataset once per batch (vectorised) instead of once per row."""
+    base = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=None, sampler=BatchSampler(base, batch_size, drop_last=False), num_workers=0)
+
+
+class RetailDataModule(SectorDataModule):
+    """Interaction logs (or the synthetic sample) for full-ranking recommendation.
+
+    Validation masks the user's training items; test masks training and validation items. The id maps,
+    training lists and item popularity are saved in checkpoints (as tensors/lists) for ``predict``.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        format: str = "auto",
+        user_column: str = "user_id",
+        item_column: str = "item_id",
+        rating_column: str | None = "rating",
+        timestamp_column: str | None = "timestamp",
+        separator: str | None = None,
+        rating_threshold: float | None = None,
+        duplicates: str = "last",
+        missing_timestamps: str = "auto",
+        min_user_interactions: int = 0,
+        min_item_interactions: int = 0,
+        split: dict[str, Any] | None = None,
+        sample: dict[str, Any] | None = None,
+        max_seq_len: int = 50,
+        training: str = "pairs",
+        top_k: int = 10,
+        batch_size: int = 2048,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir)
+        if training not in ("pairs", "sequences"):
+            raise ConfigError(f"data.training={training!r}; expected pairs (BPR, LightGCN, NeuMF) or sequences (SASRec)")
+        self.reader_kwargs = dict(format=format, user_column=user_column, item_column=item_column, rating_column=rating_column, timestamp_column=timestamp_column, separator=separator)
+        self.clean_kwargs = dict(rating_threshold=rating_threshold, duplicates=duplicates, missing_timestamps=missing_timestamps, min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
+        self.split_cfg = dict(split or {"method": "ratio", "ratios": [0.8, 0.1, 0.1], "order": "random"})
+        self.sample_cfg = dict(sample or {})
+        self.max_seq_len, self.training, self.top_k = max_seq_len, training, top_k
+        self.prepared: PreparedData | None = None
+        self.user_ids: list[str] = []
+        self.item_ids: list[str] = []
+        self.train_users = torch.zeros(0, dtype=torch.long)
+        self.train_items = torch.zeros(0, dtype=torch.long)
+        self.train_times = torch.zeros(0, dtype=torch.float64)
+
+    # --- loading -------------------------------------------------------------------------------
+    def load_frame(self) -> tuple[pd.DataFrame, str]:
+        """The raw standard frame and a name for messages."""
+        if self.path is None:
+            return generate_interactions(**{"seed": self.seed, **self.sample_cfg}), "built-in sample"
+        path = self.require_path()
+        return read_interactions(path, **self.reader_kwargs), str(path)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            return
+        if self.prepared is None:
+            frame, source = self.load_frame()
+            self.prepared = prepare_interactions(frame, source, split=self.split_cfg, seed=self.seed, **self.clean_kwargs)
+            p = self.prepared
+            self.user_ids, self.item_ids = p.user_ids, p.item_ids
+            self.train_users = torch.from_numpy(p.train["user"].to_numpy().copy())
+            self.train_items = torch.from_numpy(p.train["item"].to_numpy().copy())
+            self.train_times = torch.from_numpy(p.train["timestamp"].to_numpy().copy())
+            self.lists = {name: p.lists(name) for name in ("train", "valid", "test")}
+            self.lists["train_valid"] = UserLists.concat(self.lists["train"], self.lists["valid"])
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_train": int(len(self.train_users))}
+
+    def training_tensors(self) -> dict[str, torch.Tensor]:
+        """Training interactions (time-ordered per user) the model keeps for negatives, graphs and popularity."""
+        return {"users": self.train_users, "items": self.train_items}
+
+    # --- loaders -------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        if self.training == "sequences":
+            windows = sequence_windows(self.lists["train"], self.max_seq_len, self.n_items)
+            return batch_loader(TensorDictDataset(windows), self.batch_size, True, self.seed)
+        return batch_loader(PairDataset(self.train_users.numpy(), self.train_items.numpy()), self.batch_size, True, self.seed)
+
+    def eval_dataset(self, stage: str) -> UserBatchDataset:
+        """Users with at least one ``stage`` ('valid' or 'test') item, with history and exclusions."""
+        targets = self.lists[stage]
+        seen = self.lists["train"] if stage == "valid" else self.lists["train_valid"]
+        users = np.flatnonzero(targets.lengths() > 0)
+        return UserBatchDataset(users, seen, seen, _reindex(targets, users), self.n_items, self.max_seq_len)
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.eval_dataset("valid"), self.eval_batch_size, False, self.seed)
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.eval_dataset("test"), self.eval_batch_size, False, self.seed)
+
+    # --- prediction ----------------------------------------------------------------------------
+    def predict_dataset(self) -> tuple[UserBatchDataset, list[str]]:
+        """Users to recommend for: those in ``data.path`` (a user column, optional item column) or all known users."""
+        if not self.item_ids:
+            raise DataError("no id maps: predict needs a checkpoint written by training (ckpt_path=...)")
+        known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
+        if self.path is None:
+            users = np.arange(self.n_users)
+            return UserBatchDataset(users, _reindex(known, users), _reindex(known, users), None, self.n_items, self.max_seq_len), list(self.user_ids)
+        frame = read_predict_users(self.require_path(), self.reader_kwargs)
+        names = pd.unique(frame["user"]).tolist()
+        codes = encode(pd.Series(names), self.user_ids)
+        row_of = pd.Index(names).get_indexer(frame["user"])
+        item_codes = encode(frame["item"], self.item_ids) if "item" in frame else np.full(len(frame), -1)
+        keep = item_codes >= 0
+        extra = UserLists.build(row_of[keep], item_codes[keep], frame["timestamp"].to_numpy()[keep] if "timestamp" in frame else np.arange(keep.sum()), len(names))
+        seen = UserLists.concat(_reindex(known, codes), extra)
+        return UserBatchDataset(codes, seen, seen, None, self.n_items, self.max_seq_len), names
+
+    def predict_dataloader(self) -> DataLoader:
+        dataset, self.predict_user_names = self.predict_dataset()
+        return batch_loader(dataset, self.eval_batch_size, False, self.seed)
+
+    def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
+        """Long table: user, rank, item, score, source (model or popularity fallback)."""
+        items = torch.cat([o["items"] for o in outputs]).numpy()
+        scores = torch.cat([o["scores"] for o in outputs]).numpy()
+        fallback = torch.cat([o["fallback"] for o in outputs]).numpy()
+        names = self.predict_user_names if stage == "predict" else [self.user_ids[u] for u in self.eval_dataset("test").users]
+        k = items.shape[1]
+        item_names = np.asarray(self.item_ids, dtype=object)
+        valid = np.isfinite(scores)
+        return pd.DataFrame(
+            {
+                "user": np.repeat(np.asarray(names, dtype=object), k)[valid.ravel()],
+                "rank": np.tile(np.arange(1, k + 1), len(names))[valid.ravel()],
+                "item": item_names[items.ravel()][valid.ravel()],
+                "score": scores.ravel()[valid.ravel()],
+                "source": np.repeat(np.where(fallback, "popularity", "model"), k)[valid.ravel()],
+            }
+        )
+
+    # --- persisted preprocessing ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"user_ids": list(self.user_ids), "item_ids": list(self.item_ids), "train_users": self.train_users, "train_items": self.train_items, "train_times": self.train_times}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.user_ids, self.item_ids = list(state["user_ids"]), list(state["item_ids"])
+        self.train_users, self.train_items, self.train_times = state["train_users"], state["train_items"], state["train_times"]
+
+
+def _reindex(lists: UserLists, rows: np.ndarray) -> UserLists:
+    """The lists of ``rows`` (-1 = unknown user → empty list) as a new UserLists."""
+    rows = np.asarray(rows, dtype=np.int64)
+    lens = np.where(rows >= 0, lists.lengths()[np.maximum(rows, 0)], 0)
+    flat = lists.padded(rows, -1)
+    return UserLists(np.r_[0, np.cumsum(lens)].astype(np.int64), flat[flat >= 0] if flat.size else flat.ravel())
+
+
+def read_predict_users(path: Path, reader_kwargs: dict[str, Any]) -> pd.DataFrame:
+    """A predict input: an interaction log (its items are excluded and extend the history) or a list of users."""
+    try:
+        return read_interactions(path, **reader_kwargs)
+    except DataError as err:
+        if "item column" not in str(err):
+            raise
+    frame = read_interactions(path, **{**reader_kwargs, "item_column": reader_kwargs["user_column"]})
+    return frame[["user"]]
