@@ -1,0 +1,35 @@
+"""Healthcare: medical image anomaly detection (MONAI pipeline, reconstruction models, kNN/PCA baselines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.registry import Domain
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "healthcare"
+
+
+def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
+    """Test metrics of the kNN and PCA baselines on the run's test split (same metric names as the model)."""
+    from domains.healthcare.baselines import run_baselines as run
+
+    model_cfg = cfg.get("model", {}) if cfg is not None else {}
+    results = run(datamodule, threshold=model_cfg.get("threshold", "f1"), fpr=model_cfg.get("fpr", 0.05))
+    return {name: result["metrics"] for name, result in results.items()}
+
+
+def build_report(ctx: Any) -> list:
+    """The healthcare sections of report.md."""
+    from domains.healthcare.report import build_report as report
+
+    return report(ctx)
+
+
+DOMAIN = Domain(
+    name="healthcare",
+    description="Medical image anomaly detection: image AUROC (pixel AUROC, AUPRO, Dice where masks exist).",
+    config_dir=CONFIG_DIR,
+    baselines=run_baselines,
+    report=build_report,
+)

@@ -135,8 +135,9 @@ def read_manifest(path: Path, seed: int = 0) -> Splits:
     resolve = lambda s: s.map(lambda p: str(p if Path(p).is_absolute() else base / p))  # noqa: E731
     frame = frame.assign(label=labels.astype(int), path=resolve(frame["path"].astype(str)))
     if "mask_path" in frame:
-        has = frame["mask_path"].notna() & (frame["mask_path"].astype(str).str.len() > 0)
-        frame["mask_path"] = resolve(frame["mask_path"].astype(str)).where(has, None)
+        has = frame["mask_path"].notna() & (frame["mask_path"].astype(str).str.strip().str.len() > 0)
+        masks = resolve(frame["mask_path"].fillna("").astype(str)).astype(object)
+        frame["mask_path"] = masks.where(has.to_numpy(), None)
     else:
         frame["mask_path"] = None
     if "split" in frame:
@@ -155,7 +156,11 @@ def read_manifest(path: Path, seed: int = 0) -> Splits:
         "image": frame["path"], "mask": frame["mask_path"], "label": frame["label"],
         "name": frame["path"].map(lambda p: Path(p).name), "split": frame["split"],
     })
-    return {stage: records[records["split"] == stage].drop(columns="split").to_dict("records") for stage in ("train", "val", "test")}
+    out = {stage: records[records["split"] == stage].drop(columns="split").to_dict("records") for stage in ("train", "val", "test")}
+    for rows in out.values():  # pandas turns missing masks into NaN: the pipeline expects None
+        for row in rows:
+            row["mask"] = row["mask"] if isinstance(row["mask"], str) else None
+    return out
 
 
 def detect_layout(path: Path) -> str:

@@ -8,6 +8,8 @@ whose size differs from its image raises a DataError naming both files.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +27,10 @@ from monai.transforms import (
 )
 
 from core.errors import DataError
+
+# MONAI's optional GPU DICOM decoder announces on every load that it is absent; pydicom decodes instead.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 
 
 def _source(data: Mapping[Hashable, Any], key: str = "image") -> str:
