@@ -1,0 +1,77 @@
+"""Data module + module + baselines + report on the tiny simulator, and predict on a new file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+
+from core.reporting import RunContext
+from domains.finance import DOMAIN, run_baselines
+from domains.finance.data import FraudDataModule
+from domains.finance.module import FraudModule
+from domains.finance.sample import SimulatorConfig, load_sample
+
+TINY = dict(n_customers=400, n_terminals=800, n_days=50, n_compromised_terminals=1, n_compromised_customers=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    dm = FraudDataModule(simulator=TINY, split=dict(train_days=14), features=dict(amount_ratios=True), cache_dir=str(cache), batch_size=256)
+    dm.setup("fit")
+    pl.seed_everything(0, verbose=False)
+    module = FraudModule(**dm.model_kwargs(), net={"hidden": [64, 32]}, top_k=20)
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, dm)
+    metrics = trainer.test(module, dm, verbose=False)[0]
+    return dm, module, trainer, metrics, cache
+
+
+def test_model_and_baselines_share_metric_names_and_model_learns(trained) -> None:
+    dm, module, _, metrics, _ = trained
+    cfg = OmegaConf.create({"baselines": {"names": ["logistic_regression", "hist_gradient_boosting"]}, "model": {"top_k": 20, "fpr": 0.01}})
+    baselines = run_baselines(dm, cfg)
+    model = {k.removeprefix("test/"): v for k, v in metrics.items()}
+    assert set(baselines) == {"logistic_regression", "hist_gradient_boosting"}
+    for values in baselines.values():
+        assert set(values) == set(model) == {"ap", "auc", "cp_at_20", "recall_at_1pct_fpr"}
+    fraud_rate = float(dm.datasets["test"].tensors["target"].mean())
+    assert model["ap"] > 3 * fraud_rate  # far above chance on the planted scenarios
+    assert model["auc"] > 0.75
+    assert 0.0 < float(module.threshold) < 1.0  # chosen on validation, not the 0.5 default
+
+
+def test_report_sections(trained, tmp_path) -> None:
+    dm, module, trainer, metrics, _ = trained
+    ctx = RunContext(run_dir=tmp_path, cfg=OmegaConf.create({}), datamodule=dm, module=module, metrics={"test": metrics}, trainer=trainer)
+    sections = DOMAIN.report(ctx)
+    titles = [s.title for s in sections]
+    assert any("ROC" in t for t in titles) and any("Confusion" in t for t in titles) and any("Permutation" in t for t in titles)
+    for s in sections:
+        for image in s.images:
+            assert image.is_file() and image.stat().st_size > 1000
+    importance = next(s for s in sections if "Permutation" in s.title).body
+    assert "terminal_risk" in importance
+
+
+def test_predict_on_a_new_file_reuses_training_state(trained, tmp_path) -> None:
+    dm, module, _, _, cache = trained
+    raw = load_sample(SimulatorConfig(**TINY), cache)
+    new = raw[raw["TX_TIME_DAYS"] >= 20].drop(columns=["TX_FRAUD_SCENARIO"])
+    new.loc[new["TX_TIME_DAYS"] >= 40, "TX_FRAUD"] = np.nan  # labels not yet known for the recent rows
+    path = tmp_path / "new.parquet"
+    new.to_parquet(path, index=False)
+    fresh = FraudDataModule(str(path), simulator=TINY, features=dict(amount_ratios=True))
+    fresh.load_state_dict(dm.state_dict())
+    fresh.setup("predict")
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    out = fresh.predict_frame(trainer.predict(module, fresh), "predict")
+    assert len(out) == len(new)
+    assert {"id", "score", "alert", "card", "terminal"} <= set(out.columns)
+    assert out["score"].between(0, 1).all()
+    assert (out["alert"] == (out["score"] >= float(module.threshold))).all()
+    assert out["id"].is_unique
