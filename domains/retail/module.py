@@ -135,5 +135,11 @@ class RecommenderModule(SectorModule):
         top = torch.topk(scores, self.top_k, dim=1)
         return {"items": top.indices.cpu(), "scores": top.values.cpu(), "fallback": self.fallback_mask(batch["users"], batch["history"]).cpu()}
 
-    def on_fit_start(self) -> None:
-        self._prepare()
+    def setup(self, stage: str) -> None:
+        """At fit time take the training interactions from the datamodule (they then travel in the checkpoint)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "training_tensors"):
+            tensors = datamodule.training_tensors()
+            if len(tensors["users"]) == len(self.train_users):
+                self.set_training_data(tensors["users"].to(self.device), tensors["items"].to(self.device))
+        super().setup(stage)

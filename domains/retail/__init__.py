@@ -1,0 +1,37 @@
+"""Retail: product recommendations (implicit feedback, full-ranking NDCG@10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.registry import Domain
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "retail"
+
+
+def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
+    """MostPop, ItemKNN and EASE on the run's test split (train + validation items masked), same metric names."""
+    from omegaconf import OmegaConf
+
+    from domains.retail.baselines import run_baselines as evaluate
+
+    settings = OmegaConf.to_container(cfg.baselines, resolve=True) if cfg.get("baselines") else {}
+    names = settings.pop("names", None)
+    return evaluate(datamodule, list(cfg.metrics.ks), names, settings)
+
+
+def build_report(ctx: Any) -> list:
+    """The retail sections of report.md."""
+    from domains.retail.report import build_report as report
+
+    return report(ctx)
+
+
+DOMAIN = Domain(
+    name="retail",
+    description="Product recommendations: BPR-MF, LightGCN, NeuMF, SASRec vs MostPop/ItemKNN/EASE under full ranking.",
+    config_dir=CONFIG_DIR,
+    baselines=run_baselines,
+    report=build_report,
+)
