@@ -29,7 +29,7 @@ def fit_predict_yield(train: pd.DataFrame, test: pd.DataFrame, features: Sequenc
     y_mean, y_std = train["yield"].mean(), max(train["yield"].std(), 1e-6)
     trend_train = (trend_predictions(train, train) - y_mean) / y_std
     trend_test = (trend_predictions(train, test) - y_mean) / y_std
-    tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    tensor = lambda a: torch.as_tensor(np.array(a, dtype=np.float32))  # noqa: E731
     xt, tt, yt = tensor((x_train - mean) / std), tensor(trend_train), tensor((train["yield"] - y_mean) / y_std)
     net = YieldMLP(x_train.shape[1], hidden=hidden, residual_on_trend=residual_on_trend)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
