@@ -43,6 +43,8 @@ class WeatherForecaster(SectorModule):
                  scheduler: dict | None = None, compile: bool = False, channels_last: bool = False) -> None:
         if network not in NETWORKS:
             raise ConfigError(f"model.network={network!r}: expected one of {sorted(NETWORKS)}")
+        # plain containers, so save_hyperparameters stores nothing that weights_only loading would refuse
+        network_kwargs, quantiles = _plain(network_kwargs or {}), [float(q) for q in quantiles]
         self.horizon, self.quantiles = int(horizon), tuple(float(q) for q in quantiles)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
@@ -115,6 +117,15 @@ def conformal_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: 
         offsets[..., median] = 0.0
         out[s] = offsets
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Hydra/OmegaConf containers to plain dicts and lists (recursively)."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [_plain(v) for v in value]
+    return value
 
 
 def interval_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int,

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 from domains.agriculture.features import doy_features, fit_climatology
 
 STAGES = ("train", "val", "test")
@@ -89,7 +89,8 @@ def build_panel(frame: pd.DataFrame, stats: SeriesStats, target: str, covariates
     lookup = {s: i for i, s in enumerate(stats.series)}
     unknown = sorted(set(frame["series_id"]) - set(lookup))
     if unknown:
-        raise ConfigError(f"series {unknown[:3]} were not seen when the scalers were fitted; known: {stats.series[:5]}")
+        raise DataError(f"series {unknown[:3]} were not seen when the scalers were fitted (known: {stats.series[:5]}); "
+                        "forecasts need a model trained on these series")
     idx = frame["series_id"].map(lookup).to_numpy()
     values = frame[[target, *covariates]].to_numpy(float)
     z = (values - stats.loc[idx]) / stats.scale[idx]
