@@ -1,0 +1,163 @@
+"""Retail benchmark: MovieLens-100K under RecBole's quick-start protocol, and full-ranking evaluation throughput.
+
+Protocol: every interaction positive, per-user random 8:1:1 split, full ranking, test masks train and
+validation items, embedding 64, Adam lr 1e-3, batch 2048, early stopping on validation MRR@10 with
+patience 10 (RecBole defaults; LightGCN also with patience 50 in full mode), no refit on train+valid.
+Each model: mean ± std over 3 seeds (seed drives the split and the initialisation).
+
+    python benchmarks/retail.py /path/to/ml-100k            # full
+    python benchmarks/retail.py /path/to/ml-100k --quick    # fewer epochs / models, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from domains.retail.baselines import run_baselines  # noqa: E402
+from domains.retail.data import RetailDataModule  # noqa: E402
+from domains.retail.metrics import RankingMetrics, dense_targets  # noqa: E402
+from domains.retail.module import RecommenderModule  # noqa: E402
+
+TARGETS = {"bpr": "within ±0.01 of RecBole 0.281 (published 0.2768)", "ease": ">= 0.325", "best neural": ">= 0.31"}
+REPORTED = ("ndcg@10", "recall@10", "hit@10", "mrr@10", "precision@10")
+
+
+def evaluate(module: RecommenderModule, loader) -> dict[str, float]:
+    metric = RankingMetrics([10], module.n_items)
+    module.eval()
+    with torch.no_grad():
+        for batch in loader:
+            top = torch.topk(module(*module.batch_inputs(batch)), 10, dim=1).indices
+            metric.update(top, dense_targets(batch["targets"], module.n_items), module.popularity)
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def train_model(dm: RetailDataModule, network: str, kwargs: dict, seed: int, max_epochs: int, patience: int, lr: float) -> dict:
+    """Plain loop over the same module the Lightning pipeline uses: fit, early-stop on valid MRR@10, test best."""
+    torch.manual_seed(seed)
+    module = RecommenderModule(**dm.model_kwargs(), network=network, network_kwargs=kwargs, ks=[10])
+    module.set_training_data(dm.train_users, dm.train_items)
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    best, best_state, wait, epoch = -1.0, None, 0, 0
+    start = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        module.train()
+        for batch in dm.train_dataloader():
+            loss = module.training_loss(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        score = evaluate(module, dm.val_dataloader())["mrr@10"]
+        if score > best:
+            best, wait = score, 0
+            best_state = {k: v.clone() for k, v in module.state_dict().items()}
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    module.load_state_dict(best_state)
+    test = evaluate(module, dm.test_dataloader())
+    return {**test, "epochs": epoch, "train_s": time.perf_counter() - start}
+
+
+def datamodule(path: Path, seed: int, training: str = "pairs", split: dict | None = None) -> RetailDataModule:
+    inter = path / "ml-100k.inter" if path.is_dir() else path
+    dm = RetailDataModule(path=str(inter), format="inter", seed=seed, training=training, batch_size=2048, eval_batch_size=4096, split=split)
+    dm.setup("fit")
+    return dm
+
+
+def summarise(runs: list[dict]) -> dict:
+    return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs])), "runs": [r[k] for r in runs]} for k in runs[0]}
+
+
+def throughput(path: Path, factors: list[int], seed: int = 0) -> list[dict]:
+    """Users/s and peak memory of full-ranking evaluation (score, mask, top-10, metrics) at catalogue × factor.
+
+    The catalogue is enlarged with extra random item embeddings; every user's seen/test lists stay the same.
+    """
+    dm = datamodule(path, seed)
+    rows = []
+    for factor in factors:
+        n_items = dm.n_items * factor
+        module = RecommenderModule(n_users=dm.n_users, n_items=n_items, n_train=len(dm.train_users), network="bpr", ks=[10])
+        module.set_training_data(dm.train_users, dm.train_items)
+        loader = list(dm.test_dataloader())
+        evaluate(module, loader[:1])
+        tracemalloc.start()
+        start = time.perf_counter()
+        users = 0
+        for _ in range(3):
+            evaluate(module, loader)
+            users += sum(len(b["users"]) for b in loader)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append({"catalogue_x": factor, "n_items": n_items, "users_per_s": users / seconds, "peak_python_mb": peak / 2**20, "eval_batch": dm.eval_batch_size})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path, help="folder with ml-100k.inter (from the recbole==1.2.1 wheel) or the file itself")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retail.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    max_epochs = 120 if args.quick else 300
+    configs = {
+        "bpr": ("bpr", {"embedding_size": 64}, 10, 1e-3),
+        "lightgcn": ("lightgcn", {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-5}, 10, 1e-3),
+        "neumf": ("neumf", {"embedding_size": 64}, 10, 1e-3),
+    }
+    models = args.models or (["bpr", "lightgcn"] if args.quick else list(configs))
+    results: dict = {"protocol": __doc__.split("\n\n")[1], "seeds": args.seeds, "quick": args.quick, "machine": platform.platform(), "torch": torch.__version__, "models": {}}
+    per_model: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        dm = datamodule(args.path, seed)
+        for name, values in run_baselines(dm, [10], settings={"ease": {"reg_weight": 250.0}}).items():
+            per_model.setdefault(name, []).append(values)
+        for name in models:
+            network, kwargs, patience, lr = configs[name]
+            run = train_model(dm, network, kwargs, seed, max_epochs, patience, lr)
+            per_model.setdefault(name, []).append(run)
+            print(f"seed {seed} {name}: ndcg@10 {run['ndcg@10']:.4f} ({run['epochs']} epochs, {run['train_s']:.0f}s)", flush=True)
+    for name, runs in per_model.items():
+        keep = [{k: r[k] for k in REPORTED + tuple(k for k in ("epochs", "train_s") if k in r)} for r in runs]
+        results["models"][name] = summarise(keep)
+    results["throughput"] = throughput(args.path, [1, 4, 16])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print("\n| model | " + " | ".join(REPORTED) + " |\n|---" * (len(REPORTED) + 1) + "|")
+    for name, stats in results["models"].items():
+        print(f"| {name} | " + " | ".join(f"{stats[m]['mean']:.4f} ± {stats[m]['std']:.4f}" for m in REPORTED) + " |")
+    neural = {n: results["models"][n]["ndcg@10"]["mean"] for n in models}
+    bpr = results["models"].get("bpr", {}).get("ndcg@10", {}).get("mean")
+    print("\nTargets (NDCG@10):")
+    if bpr is not None:
+        print(f"- BPR {bpr:.4f} vs RecBole 0.281: {'met' if abs(bpr - 0.281) <= 0.01 else 'NOT met'} (±0.01)")
+    ease = results["models"]["ease"]["ndcg@10"]["mean"]
+    print(f"- EASE {ease:.4f} >= 0.325: {'met' if ease >= 0.325 else 'NOT met'}")
+    if neural:
+        best = max(neural, key=neural.get)
+        print(f"- best neural {best} {neural[best]:.4f} >= 0.31: {'met' if neural[best] >= 0.31 else 'NOT met'}")
+    print("\n| catalogue | items | users/s | peak Python MB |\n|---|---|---|---|")
+    for row in results["throughput"]:
+        print(f"| {row['catalogue_x']}x | {row['n_items']} | {row['users_per_s']:.0f} | {row['peak_python_mb']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
