@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--lookback", type=int, default=56)
     parser.add_argument("--yield-years", type=int, default=10)
     parser.add_argument("--skip-yield", action="store_true")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "agriculture.json"))
+    parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/agriculture[_quick].json)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -180,7 +180,7 @@ def main() -> None:
     if not args.skip_yield:
         results["yield"] = yield_benchmark(seeds, args.yield_years, 200 if args.quick else 300)
     results["total_seconds"] = time.perf_counter() - start
-    path = Path(args.output)
+    path = Path(args.output or ROOT / "benchmarks" / "results" / f"agriculture{'_quick' if args.quick else ''}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))

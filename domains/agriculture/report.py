@@ -103,7 +103,8 @@ def fan_figure(dm: WeatherDataModule, preds: np.ndarray, n_series: int = 3, n_fa
             ax.plot(dates, preds[i, :, preds.shape[-1] // 2], color="tab:blue", lw=1.5, label="median" if k == 0 else None)
         ax.set_title(f"{dm.stats.series[s]}: {dm.target}")
         ax.legend(fontsize=8, loc="upper left")
-    fig.autofmt_xdate()
+        ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
     return fig
 
 
@@ -146,3 +147,35 @@ def frame_markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     lines += ["| " + " | ".join(map(str, [idx, *row])) + " |" for idx, row in zip(frame.index, frame.to_numpy().tolist())]
     return "\n".join(lines)
+
+
+def forecast_figure(dm: WeatherDataModule, forecast: pd.DataFrame, history_days: int = 60, max_series: int = 6) -> plt.Figure:
+    """The last ``history_days`` of each series and its next-H-days forecast fan (for ``predict``)."""
+    series = list(dict.fromkeys(forecast["series_id"]))[:max_series]
+    fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.8 * len(series)), squeeze=False)
+    names = np.asarray(dm.stats.series)[dm.panel.series_index]
+    qcols = [c for c in forecast.columns if c.startswith("q")]
+    for ax, sid in zip(axes[:, 0], series):
+        rows = np.flatnonzero(names == sid)[-history_days:]
+        ax.plot(dm.panel.dates[rows], dm.panel.target[rows], color="black", lw=1, label="observed")
+        f = forecast[forecast["series_id"] == sid]
+        ax.fill_between(f["date"], f[qcols[0]], f[qcols[-1]], color="tab:blue", alpha=0.3, label=f"{qcols[0]}-{qcols[-1]}")
+        ax.plot(f["date"], f[qcols[len(qcols) // 2]], color="tab:blue", lw=2, label="median forecast")
+        ax.set_title(f"{sid}: next {f['horizon'].max()} days of {dm.target}")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def yield_forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame) -> plt.Figure:
+    """Yield history per region with next season's predicted yield (for ``predict``)."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for i, (region, g) in enumerate(history.groupby("region")):
+        color = f"C{i % 10}"
+        ax.plot(g["year"], g["yield"], color=color, lw=1, alpha=0.7)
+        f = forecast[forecast["region"] == region]
+        ax.scatter(f["year"], f["predicted_yield"], color=color, marker="*", s=90, label=str(region))
+    ax.set(xlabel="year", ylabel="yield", title="Yield history (lines) and forecast (stars)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
