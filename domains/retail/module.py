@@ -20,7 +20,7 @@ class NegativeSampler:
         self.n_items = n_items
         self.keys = torch.sort(users * n_items + items).values
 
-    def __call__(self, users: torch.Tensor, shape: tuple[int, ...], rounds: int = 4) -> torch.Tensor:
+    def __call__(self, users: torch.Tensor, shape: tuple[int, ...], rounds: int = 8) -> torch.Tensor:
         if self.keys.device != users.device:
             self.keys = self.keys.to(users.device)
         negatives = torch.randint(self.n_items, shape, device=users.device)

@@ -1,0 +1,119 @@
+"""Metrics, negative sampling, networks and baselines of the retail domain."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from domains.retail.baselines import EASE, ItemKNN, MostPop, interaction_matrix, run_baselines
+from domains.retail.data import RetailDataModule
+from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores, per_user_metrics
+from domains.retail.module import NegativeSampler, RecommenderModule
+
+torch.set_num_threads(1)
+
+
+def test_metrics_follow_recbole_definitions():
+    targets = dense_targets(torch.tensor([[2, 5, -1], [0, -1, -1], [-1, -1, -1]]), 6)
+    top = torch.tensor([[5, 1, 2], [1, 3, 0], [0, 1, 2]])
+    values = per_user_metrics(top, targets, [1, 3])
+    assert len(values["ndcg@3"]) == 2  # the user without targets is not averaged
+    assert values["hit@1"].tolist() == [1.0, 0.0]
+    assert values["recall@3"].tolist() == [1.0, 1.0]
+    assert values["mrr@3"].tolist() == pytest.approx([1.0, 1 / 3])
+    assert values["precision@3"].tolist() == pytest.approx([2 / 3, 1 / 3])
+    assert values["ndcg@3"][0] == pytest.approx((1 + 0.5) / (1 + 1 / math.log2(3)))
+    assert values["ndcg@3"][1] == pytest.approx(0.5)
+    metric = RankingMetrics([1, 3], 6)
+    metric.update(top, targets, torch.tensor([0.5, 0.1, 0.1, 0.1, 0.1, 0.1]))
+    out = metric.compute()
+    assert out["hit@1"] == pytest.approx(0.5) and out["coverage@1"] == pytest.approx(2 / 6)
+    assert out["popularity_lift@1"] == pytest.approx(0.1 / (1.0 / 6))
+
+
+def test_masking_excludes_seen_items_from_topk():
+    scores = torch.arange(5.0).repeat(2, 1)
+    masked = mask_scores(scores, torch.tensor([[4, 3], [-1, -1]]))
+    assert torch.topk(masked, 1).indices.ravel().tolist() == [2, 4]
+
+
+def test_negative_sampler_avoids_positives():
+    users = torch.tensor([0, 0, 0, 1])
+    items = torch.tensor([0, 1, 2, 3])
+    sampler = NegativeSampler(users, items, n_items=50)
+    neg = sampler(torch.zeros(5000, dtype=torch.long), (5000, 2))
+    assert not set(neg.unique().tolist()) & {0, 1, 2} and len(neg.unique()) == 47
+    assert 3 not in sampler(torch.ones(5000, dtype=torch.long), (5000,)).tolist()
+
+
+@pytest.fixture(scope="module")
+def sample_dm() -> RetailDataModule:
+    dm = RetailDataModule(sample={"n_users": 200, "n_items": 120, "mean_length": 20, "popularity_exponent": 0.5, "taste_strength": 6.0}, batch_size=256, eval_batch_size=128, seed=0)
+    dm.setup("fit")
+    return dm
+
+
+def _fit(dm: RetailDataModule, network: str, epochs: int, lr: float, **kwargs) -> RecommenderModule:
+    torch.manual_seed(0)
+    module = RecommenderModule(**dm.model_kwargs(), network=network, network_kwargs=kwargs, ks=[10])
+    module.set_training_data(dm.train_users, dm.train_items)
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    for _ in range(epochs):
+        module.train()
+        for batch in dm.train_dataloader():
+            loss = module.training_loss(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return module
+
+
+def _ndcg(module: RecommenderModule, dm: RetailDataModule) -> float:
+    metric = RankingMetrics([10], dm.n_items)
+    module.eval()
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            metric.update(torch.topk(module(*module.batch_inputs(batch)), 10).indices, dense_targets(batch["targets"], dm.n_items))
+    return float(metric.compute()["ndcg@10"])
+
+
+def test_baselines_rank_as_expected_on_planted_tastes(sample_dm):
+    results = run_baselines(sample_dm, [10])
+    assert results["ease"]["ndcg@10"] > results["mostpop"]["ndcg@10"]
+    assert results["itemknn"]["ndcg@10"] > results["mostpop"]["ndcg@10"]
+    assert results["mostpop"]["popularity_lift@10"] > results["ease"]["popularity_lift@10"]
+
+
+@pytest.mark.parametrize("network, epochs, lr", [("bpr", 25, 0.01), ("lightgcn", 25, 0.01), ("neumf", 8, 0.002)])
+def test_networks_beat_most_popular(sample_dm, network, epochs, lr):
+    mostpop = run_baselines(sample_dm, [10], ["mostpop"])["mostpop"]["ndcg@10"]
+    assert _ndcg(_fit(sample_dm, network, epochs, lr), sample_dm) > mostpop
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_sasrec_learns_follow_up_items(loss):
+    dm = RetailDataModule(sample={"n_users": 200, "n_items": 120, "sequential_prob": 0.5}, split={"method": "leave_one_out"}, training="sequences", batch_size=32, max_seq_len=20)
+    dm.setup("fit")
+    mostpop = run_baselines(dm, [10], ["mostpop"])["mostpop"]["ndcg@10"]
+    module = _fit(dm, "sasrec", 6, 0.01, n_layers=1, dropout=0.1, max_seq_len=20, loss=loss)
+    assert _ndcg(module, dm) > mostpop
+
+
+def test_unknown_users_get_popularity_fallback(sample_dm):
+    module = RecommenderModule(**sample_dm.model_kwargs(), network="bpr", ks=[10])
+    module.set_training_data(sample_dm.train_users, sample_dm.train_items)
+    scores = module(torch.tensor([-1, 0]), torch.full((2, 3), sample_dm.n_items), torch.tensor([[-1], [-1]]))
+    assert torch.equal(torch.topk(scores[0], 5).indices, torch.topk(module.popularity, 5).indices)
+    assert not torch.equal(scores[0], scores[1])
+
+
+def test_ease_and_itemknn_closed_forms():
+    matrix = interaction_matrix(torch.tensor([0, 0, 1, 1, 2]).numpy(), torch.tensor([0, 1, 0, 1, 2]).numpy(), 3, 3)
+    ease = EASE(reg_weight=0.5).fit(matrix)
+    assert torch.diagonal(ease.weights).abs().max() == 0
+    assert ease.weights[0, 1] > 0 and ease.weights[0, 2] == pytest.approx(0.0, abs=1e-6)
+    knn = ItemKNN(k=1).fit(matrix)
+    assert knn.similarity[0, 1] == pytest.approx(1.0, abs=1e-4) and (knn.similarity > 0).sum(0).max() <= 1
+    assert MostPop().fit(matrix).scores(torch.tensor([0]))[0].tolist() == [2.0, 2.0, 1.0]
