@@ -75,3 +75,14 @@ def test_predict_on_a_new_file_reuses_training_state(trained, tmp_path) -> None:
     assert out["score"].between(0, 1).all()
     assert (out["alert"] == (out["score"] >= float(module.threshold))).all()
     assert out["id"].is_unique
+
+
+def test_balanced_sampler_and_auto_pos_weight(trained) -> None:
+    dm, *_ = trained
+    balanced = FraudDataModule(simulator=TINY, split=dict(train_days=14), sampler="balanced", cache_dir=str(trained[4]), batch_size=512)
+    balanced.setup("fit")
+    share = float(torch.cat([b["target"] for b in balanced.train_dataloader()]).mean())
+    assert 0.4 < share < 0.6  # vs a few % frauds in the training window
+    assert float(dm.datasets["train"].tensors["target"].mean()) < 0.1
+    module = FraudModule(**balanced.model_kwargs(), pos_weight="auto")
+    assert module.pos_weight == pytest.approx(balanced.fitted["class_ratio"]) and module.pos_weight > 10
