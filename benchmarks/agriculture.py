@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
-from domains.agriculture.baselines import YIELD_BASELINES, evaluate_weather_baselines, yield_baseline_predictions  # noqa: E402
+from domains.agriculture.baselines import YIELD_BASELINES, evaluate_weather_baselines  # noqa: E402
 from domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
 from domains.agriculture.metrics import nrmse, score_forecasts  # noqa: E402
 from domains.agriculture.module import WeatherForecaster  # noqa: E402
@@ -44,18 +43,40 @@ STRONG = ("damped_anomaly", "ridge_ar")
 METRICS = ("mae", "rmse", "mase", "smape", "pinball", "coverage")
 
 
-def train_weather(network: str, seed: int, epochs: int, lr: float, lookback: int, workdir: Path,
-                  network_kwargs: dict | None = None, stations: tuple[str, ...] = ("seattle", "champion"),
-                  **model_options) -> tuple[WeatherDataModule, np.ndarray, float]:
+def train_weather(
+    network: str,
+    seed: int,
+    epochs: int,
+    lr: float,
+    lookback: int,
+    workdir: Path,
+    network_kwargs: dict | None = None,
+    stations: tuple[str, ...] = ("seattle", "champion"),
+    **model_options,
+) -> tuple[WeatherDataModule, np.ndarray, float]:
     """Fit one network on the bundled stations; returns the data module, test quantiles and fit seconds."""
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = WeatherDataModule(stations=stations, lookback=lookback, batch_size=128, seed=seed)
     dm.setup("fit")
-    module = WeatherForecaster(network=network, **dm.model_kwargs(), network_kwargs=network_kwargs, **model_options,
-                               optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 1e-4})
-    ckpt = ModelCheckpoint(dirpath=workdir / f"{network}_{seed}_{time.time_ns()}", monitor="val/mae", mode="min", save_top_k=1)
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", deterministic=True)
+    module = WeatherForecaster(
+        network=network,
+        **dm.model_kwargs(),
+        network_kwargs=network_kwargs,
+        **model_options,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 1e-4},
+    )
+    ckpt = ModelCheckpoint(
+        dirpath=workdir / f"{network}_{seed}_{time.time_ns()}", monitor="val/mae", mode="min", save_top_k=1
+    )
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        callbacks=[ckpt],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        deterministic=True,
+    )
     start = time.perf_counter()
     trainer.fit(module, dm)
     fit_s = time.perf_counter() - start
@@ -64,10 +85,15 @@ def train_weather(network: str, seed: int, epochs: int, lr: float, lookback: int
     return dm, preds, fit_s
 
 
-def weather_benchmark(networks: list[str], seeds: list[int], epochs: int, lr: float, lookback: int, workdir: Path) -> dict:
+def weather_benchmark(
+    networks: list[str], seeds: list[int], epochs: int, lr: float, lookback: int, workdir: Path
+) -> dict:
     """Per-station, per-horizon metrics of each network (over seeds) and of every baseline."""
-    out: dict = {"protocol": "bundled stations, split 60/15/25 per station, 1 origin per test day, H=7",
-                 "mase_scale": "in-sample one-day naive MAE on the training span", "stations": {}}
+    out: dict = {
+        "protocol": "bundled stations, split 60/15/25 per station, 1 origin per test day, H=7",
+        "mase_scale": "in-sample one-day naive MAE on the training span",
+        "stations": {},
+    }
     runs: dict[str, list] = {n: [] for n in networks}
     for network in networks:
         for seed in seeds:
@@ -79,18 +105,26 @@ def weather_benchmark(networks: list[str], seeds: list[int], epochs: int, lr: fl
         sub = {k: v[panel.series_index[v] == s] for k, v in origins.items()}
         target = panel.target[sub["test"][:, None] + np.arange(1, horizon + 1)]
         scale = dm.stats.mase_scale[panel.series_index[sub["test"]]]
-        res = {"n_origins": int(mask.sum()), "mase_scale_value": float(dm.stats.mase_scale[s]),
-               "baselines": evaluate_weather_baselines(panel, sub, horizon, per_horizon=True), "models": {}}
+        res = {
+            "n_origins": int(mask.sum()),
+            "mase_scale_value": float(dm.stats.mase_scale[s]),
+            "baselines": evaluate_weather_baselines(panel, sub, horizon, per_horizon=True),
+            "models": {},
+        }
         for network, seed_runs in runs.items():
             scores = [score_forecasts(preds[mask], target, scale) for _, preds, _ in seed_runs]
             entry = {m: _mean_std([sc[m] for sc in scores]) for m in METRICS}
             entry["per_horizon"] = {m: np.mean([sc["per_horizon"][m] for sc in scores], 0).tolist() for m in METRICS}
-            entry["per_horizon_std"] = {m: np.std([sc["per_horizon"][m] for sc in scores], 0).tolist() for m in ("mae", "pinball")}
+            entry["per_horizon_std"] = {
+                m: np.std([sc["per_horizon"][m] for sc in scores], 0).tolist() for m in ("mae", "pinball")
+            }
             entry["fit_seconds"] = _mean_std([fit for _, _, fit in seed_runs])
             best = min(STRONG, key=lambda b: res["baselines"][b]["mae"])
             entry["best_strong_baseline"] = best
             base_h = np.array(res["baselines"][best]["per_horizon"]["mae"])
-            entry["mae_margin_pct_per_horizon"] = (100 * (base_h - np.array(entry["per_horizon"]["mae"])) / base_h).tolist()
+            entry["mae_margin_pct_per_horizon"] = (
+                100 * (base_h - np.array(entry["per_horizon"]["mae"])) / base_h
+            ).tolist()
             entry["beats_best_baseline_mae"] = entry["mae"]["mean"] < res["baselines"][best]["mae"]
             best_pin = min(res["baselines"][b]["pinball"] for b in STRONG)
             entry["beats_best_baseline_pinball"] = entry["pinball"]["mean"] < best_pin
@@ -113,9 +147,12 @@ def yield_benchmark(seeds: list[int], years: int, epochs: int) -> dict:
             model_scores.append(nrmse(pred["predicted"], pred["yield"]))
             if base_scores is None:
                 base_scores = {b: nrmse(pred[b], pred["yield"]) for b in YIELD_BASELINES}
-        out[name] = {"model_nrmse": _mean_std(model_scores), "baselines_nrmse": base_scores,
-                     "n_predictions": int(len(pred)),
-                     "beats_all_baselines": bool(np.mean(model_scores) < min(base_scores.values()))}
+        out[name] = {
+            "model_nrmse": _mean_std(model_scores),
+            "baselines_nrmse": base_scores,
+            "n_predictions": int(len(pred)),
+            "beats_all_baselines": bool(np.mean(model_scores) < min(base_scores.values())),
+        }
     return out
 
 
@@ -125,35 +162,53 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 def markdown(results: dict) -> str:
     """The tables printed at the end of a run."""
-    lines = ["### Weather (test span, mean over horizons 1..7; model mean ± std over seeds)", "",
-             "| station | model | MAE | pinball | coverage | MASE | best strong baseline MAE | its pinball | MAE margin % per horizon h1..h7 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "### Weather (test span, mean over horizons 1..7; model mean ± std over seeds)",
+        "",
+        "| station | model | MAE | pinball | coverage | MASE | best strong baseline MAE | its pinball "
+        "| MAE margin % per horizon h1..h7 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for station, res in results["weather"]["stations"].items():
         for network, e in res["models"].items():
             b = res["baselines"][e["best_strong_baseline"]]
             margins = " ".join(f"{m:+.1f}" for m in e["mae_margin_pct_per_horizon"])
-            lines.append(f"| {station} | {network} | {e['mae']['mean']:.3f} ± {e['mae']['std']:.3f} | "
-                         f"{e['pinball']['mean']:.3f} ± {e['pinball']['std']:.3f} | {e['coverage']['mean']:.3f} | "
-                         f"{e['mase']['mean']:.3f} | {e['best_strong_baseline']} {b['mae']:.3f} | {b['pinball']:.3f} | {margins} |")
+            lines.append(
+                f"| {station} | {network} | {e['mae']['mean']:.3f} ± {e['mae']['std']:.3f} | "
+                f"{e['pinball']['mean']:.3f} ± {e['pinball']['std']:.3f} | {e['coverage']['mean']:.3f} | "
+                f"{e['mase']['mean']:.3f} | {e['best_strong_baseline']} {b['mae']:.3f} | {b['pinball']:.3f} | {margins} |"
+            )
     lines += ["", "| station | baseline | MAE | pinball | coverage | MASE |", "|---|---|---|---|---|---|"]
     for station, res in results["weather"]["stations"].items():
         for name, b in res["baselines"].items():
-            lines.append(f"| {station} | {name} | {b['mae']:.3f} | {b['pinball']:.3f} | {b['coverage']:.3f} | {b['mase']:.3f} |")
+            lines.append(
+                f"| {station} | {name} | {b['mae']:.3f} | {b['pinball']:.3f} | {b['coverage']:.3f} | {b['mase']:.3f} |"
+            )
     y = results.get("yield")
     if y:
-        lines += ["", "### Yield (NRMSE %, lower is better)", "",
-                  "| protocol | model | historical_average | previous_year | linear_trend | beats all |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Yield (NRMSE %, lower is better)",
+            "",
+            "| protocol | model | historical_average | previous_year | linear_trend | beats all |",
+            "|---|---|---|---|---|---|",
+        ]
         for name in ("expanding_window", "leave_one_year_out"):
             r = y[name]
             bs = r["baselines_nrmse"]
-            lines.append(f"| {name} ({r['n_predictions']} predictions) | {r['model_nrmse']['mean']:.2f} ± {r['model_nrmse']['std']:.2f} | "
-                         f"{bs['historical_average']:.2f} | {bs['previous_year']:.2f} | {bs['linear_trend']:.2f} | {r['beats_all_baselines']} |")
+            lines.append(
+                f"| {name} ({r['n_predictions']} predictions) "
+                f"| {r['model_nrmse']['mean']:.2f} ± {r['model_nrmse']['std']:.2f} | "
+                f"{bs['historical_average']:.2f} | {bs['previous_year']:.2f} | {bs['linear_trend']:.2f} | {r['beats_all_baselines']} |"
+            )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the default network (GRU) only, fewer epochs (a few minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the default network (GRU) only, fewer epochs (a few minutes)"
+    )
     parser.add_argument("--networks", nargs="+", default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
@@ -161,7 +216,9 @@ def main() -> None:
     parser.add_argument("--lookback", type=int, default=56)
     parser.add_argument("--yield-years", type=int, default=10)
     parser.add_argument("--skip-yield", action="store_true")
-    parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/agriculture[_quick].json)")
+    parser.add_argument(
+        "--output", default=None, help="JSON path (default benchmarks/results/agriculture[_quick].json)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,9 +231,15 @@ def main() -> None:
     seeds = list(range(args.seeds))
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "agriculture_benchmark"
     start = time.perf_counter()
-    results = {"command": " ".join(sys.argv), "torch_threads": torch.get_num_threads(), "epochs": epochs, "seeds": seeds,
-               "lookback": args.lookback, "lr": args.lr,
-               "weather": weather_benchmark(networks, seeds, epochs, args.lr, args.lookback, workdir)}
+    results = {
+        "command": " ".join(sys.argv),
+        "torch_threads": torch.get_num_threads(),
+        "epochs": epochs,
+        "seeds": seeds,
+        "lookback": args.lookback,
+        "lr": args.lr,
+        "weather": weather_benchmark(networks, seeds, epochs, args.lr, args.lookback, workdir),
+    }
     if not args.skip_yield:
         results["yield"] = yield_benchmark(seeds, args.yield_years, 200 if args.quick else 300)
     results["total_seconds"] = time.perf_counter() - start

@@ -23,8 +23,6 @@ AR_LAGS = 14
 YEAR_DAYS = 365
 
 
-
-
 def _future_rows(origins: np.ndarray, horizon: int) -> np.ndarray:
     return origins[:, None] + np.arange(1, horizon + 1)[None, :]
 
@@ -54,11 +52,12 @@ def _baseline_train_rows(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
     np.maximum.at(last, series, train_origins)
     first = panel.starts + AR_LAGS - 1
     keep = last >= first
-    return np.concatenate([np.arange(f, l + 1) for f, l in zip(first[keep], last[keep])]).astype(np.int64)
+    return np.concatenate([np.arange(lo, hi + 1) for lo, hi in zip(first[keep], last[keep])]).astype(np.int64)
 
 
-def point_forecasts(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
-                    stages: Sequence[str] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
+def point_forecasts(
+    panel: Panel, origins: dict[str, np.ndarray], horizon: int, stages: Sequence[str] = ("val", "test")
+) -> dict[str, dict[str, np.ndarray]]:
     """``{baseline: {stage: (n, H) point forecasts}}`` for the requested stages."""
     train = _baseline_train_rows(panel, origins["train"])
     phi = _anomaly_phi(panel, train)
@@ -66,7 +65,8 @@ def point_forecasts(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
     for s in np.unique(panel.series_index[train]):
         rows = train[panel.series_index[train] == s]
         models[int(s)] = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(
-            _ridge_design(panel, rows), panel.target[_future_rows(rows, horizon)])
+            _ridge_design(panel, rows), panel.target[_future_rows(rows, horizon)]
+        )
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in WEATHER_BASELINES}
     for stage in stages:
         o = origins[stage]
@@ -92,24 +92,33 @@ def point_forecasts(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
     return out
 
 
-def add_intervals(point: np.ndarray, val_point: np.ndarray, val_target: np.ndarray,
-                  quantiles: Sequence[float] = QUANTILES) -> np.ndarray:
+def add_intervals(
+    point: np.ndarray, val_point: np.ndarray, val_target: np.ndarray, quantiles: Sequence[float] = QUANTILES
+) -> np.ndarray:
     """Quantile forecasts ``(n, H, Q)`` = point + per-horizon quantiles of validation errors (median = point)."""
     err = val_target - val_point
-    offsets = np.stack([np.zeros(point.shape[1]) if q == 0.5 else np.quantile(err, q, axis=0) for q in quantiles], axis=-1)
+    offsets = np.stack(
+        [np.zeros(point.shape[1]) if q == 0.5 else np.quantile(err, q, axis=0) for q in quantiles], axis=-1
+    )
     return point[..., None] + offsets[None]
 
 
-def weather_baseline_forecasts(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
-                               quantiles: Sequence[float] = QUANTILES) -> dict[str, np.ndarray]:
+def weather_baseline_forecasts(
+    panel: Panel, origins: dict[str, np.ndarray], horizon: int, quantiles: Sequence[float] = QUANTILES
+) -> dict[str, np.ndarray]:
     """Test-span quantile forecasts ``(n_test, H, Q)`` of every weather baseline."""
     points = point_forecasts(panel, origins, horizon)
     val_target = panel.target[_future_rows(origins["val"], horizon)]
     return {name: add_intervals(p["test"], p["val"], val_target, quantiles) for name, p in points.items()}
 
 
-def evaluate_weather_baselines(panel: Panel, origins: dict[str, np.ndarray], horizon: int,
-                               quantiles: Sequence[float] = QUANTILES, per_horizon: bool = False) -> dict[str, dict]:
+def evaluate_weather_baselines(
+    panel: Panel,
+    origins: dict[str, np.ndarray],
+    horizon: int,
+    quantiles: Sequence[float] = QUANTILES,
+    per_horizon: bool = False,
+) -> dict[str, dict]:
     """Test metrics of every weather baseline (same definitions as the model's test metrics)."""
     target = panel.target[_future_rows(origins["test"], horizon)]
     scale = panel.stats.mase_scale[panel.series_index[origins["test"]]]
@@ -133,9 +142,14 @@ def yield_baseline_predictions(train: pd.DataFrame, test: pd.DataFrame) -> dict[
     mean = train.groupby("region")["yield"].mean()
     hist = test["region"].map(mean).fillna(pooled).to_numpy()
     # previous year: last training observation of the region strictly before the test year
-    merged = pd.merge_asof(test[["region", "year"]].reset_index().sort_values("year"),
-                           train[["region", "year", "yield"]].sort_values("year").rename(columns={"year": "prev_year"}),
-                           left_on="year", right_on="prev_year", by="region", allow_exact_matches=False)
+    merged = pd.merge_asof(
+        test[["region", "year"]].reset_index().sort_values("year"),
+        train[["region", "year", "yield"]].sort_values("year").rename(columns={"year": "prev_year"}),
+        left_on="year",
+        right_on="prev_year",
+        by="region",
+        allow_exact_matches=False,
+    )
     prev = merged.set_index("index").reindex(test.index)["yield"]
     prev = prev.fillna(test["region"].map(mean)).fillna(pooled).to_numpy()
     trend = trend_predictions(train, test)
@@ -149,7 +163,9 @@ def trend_predictions(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
     pooled_slope = float((x * (train["yield"] - train["yield"].mean())).sum() / max((x**2).sum(), 1e-9))
     g = train.assign(x=train["year"]).groupby("region")
     stats = pd.DataFrame({"xm": g["x"].mean(), "ym": g["yield"].mean(), "n": g.size()})
-    cov = train.assign(dx=train["year"] - train["region"].map(stats["xm"]), dy=train["yield"] - train["region"].map(stats["ym"]))
+    cov = train.assign(
+        dx=train["year"] - train["region"].map(stats["xm"]), dy=train["yield"] - train["region"].map(stats["ym"])
+    )
     sxy = (cov["dx"] * cov["dy"]).groupby(cov["region"]).sum()
     sxx = (cov["dx"] ** 2).groupby(cov["region"]).sum()
     stats["slope"] = np.where((stats["n"] >= 3) & (sxx > 0), sxy / sxx.where(sxx > 0, 1), pooled_slope)
@@ -162,6 +178,11 @@ def trend_predictions(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
 def evaluate_yield_baselines(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, dict[str, float]]:
     """NRMSE / RMSE / MAE of each yield baseline on ``test``."""
     actual = test["yield"].to_numpy()
-    return {name: {"nrmse": nrmse(p, actual), "rmse": float(np.sqrt(np.mean((p - actual) ** 2))),
-                   "mae": float(np.mean(np.abs(p - actual)))}
-            for name, p in yield_baseline_predictions(train, test).items()}
+    return {
+        name: {
+            "nrmse": nrmse(p, actual),
+            "rmse": float(np.sqrt(np.mean((p - actual) ** 2))),
+            "mae": float(np.mean(np.abs(p - actual))),
+        }
+        for name, p in yield_baseline_predictions(train, test).items()
+    }

@@ -42,16 +42,32 @@ class WeatherDataModule(SectorDataModule):
     fractions; the rest is the test span, backtested with one forecast origin per day).
     """
 
-    def __init__(self, path: str | None = None, stations: Sequence[str] = ("seattle", "champion"),
-                 target: str = "tmax", covariates: Sequence[str] = ("tmin", "precip"), id_column: str = "series_id",
-                 date_column: str = "date", lookback: int = 56, horizon: int = 7, split: Sequence[float] = (0.6, 0.15),
-                 fill_gaps: str | None = None, max_gap: int = 3, units_column: str = "units",
-                 expected_units: str | None = "degC", valid_range: Sequence[float] | None = (-70.0, 60.0),
-                 synthetic: dict[str, Any] | None = None, quantiles: Sequence[float] = QUANTILES,
-                 balance_series: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        stations: Sequence[str] = ("seattle", "champion"),
+        target: str = "tmax",
+        covariates: Sequence[str] = ("tmin", "precip"),
+        id_column: str = "series_id",
+        date_column: str = "date",
+        lookback: int = 56,
+        horizon: int = 7,
+        split: Sequence[float] = (0.6, 0.15),
+        fill_gaps: str | None = None,
+        max_gap: int = 3,
+        units_column: str = "units",
+        expected_units: str | None = "degC",
+        valid_range: Sequence[float] | None = (-70.0, 60.0),
+        synthetic: dict[str, Any] | None = None,
+        quantiles: Sequence[float] = QUANTILES,
+        balance_series: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(path=path, **kwargs)
         if lookback < 14 or horizon < 1:
-            raise ConfigError(f"data.lookback={lookback} / data.horizon={horizon}: expected lookback >= 14 and horizon >= 1")
+            raise ConfigError(
+                f"data.lookback={lookback} / data.horizon={horizon}: expected lookback >= 14 and horizon >= 1"
+            )
         self.stations, self.target, self.covariates = list(stations), target, list(covariates)
         self.id_column, self.date_column = id_column, date_column
         self.lookback, self.horizon, self.split = int(lookback), int(horizon), list(split)
@@ -75,9 +91,26 @@ class WeatherDataModule(SectorDataModule):
                 raw, source = sample.sample_weather(self.stations), f"bundled stations {self.stations}"
             id_col, date_col = "series_id", "date"
         else:
-            raw, source, id_col, date_col = read_table(self.require_path()), str(self.path), self.id_column, self.date_column
-        return validate_series(raw, source, self.target, self.covariates, id_col, date_col, self.fill_gaps, self.max_gap,
-                               min_length, self.units_column, self.expected_units, self.valid_range)
+            raw, source, id_col, date_col = (
+                read_table(self.require_path()),
+                str(self.path),
+                self.id_column,
+                self.date_column,
+            )
+        return validate_series(
+            raw,
+            source,
+            self.target,
+            self.covariates,
+            id_col,
+            date_col,
+            self.fill_gaps,
+            self.max_gap,
+            min_length,
+            self.units_column,
+            self.expected_units,
+            self.valid_range,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
@@ -94,8 +127,10 @@ class WeatherDataModule(SectorDataModule):
         cuts = train_end_rows(lengths, self.split)
         short = np.flatnonzero(cuts[:, 0] < self.lookback + self.horizon + 1)
         if len(short):
-            raise DataError(f"series {frame['series_id'].unique()[short[0]]!r}: its training span ({cuts[short[0], 0]} days) "
-                            f"is shorter than lookback + horizon = {self.lookback + self.horizon}")
+            raise DataError(
+                f"series {frame['series_id'].unique()[short[0]]!r}: its training span ({cuts[short[0], 0]} days) "
+                f"is shorter than lookback + horizon = {self.lookback + self.horizon}"
+            )
         if self.stats is None:
             self.stats = fit_stats(frame, self.target, self.covariates, cuts[:, 0])
         self.panel = build_panel(frame, self.stats, self.target, self.covariates)
@@ -103,7 +138,9 @@ class WeatherDataModule(SectorDataModule):
 
     # --- loaders --------------------------------------------------------------------------------
     def dataset(self, stage: str) -> WindowDataset:
-        return WindowDataset(self.panel, self.origins[stage], self.lookback, self.horizon, with_target=stage != "predict")
+        return WindowDataset(
+            self.panel, self.origins[stage], self.lookback, self.horizon, with_target=stage != "predict"
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training windows; with ``balance_series`` every series is drawn equally often, so a long
@@ -129,9 +166,14 @@ class WeatherDataModule(SectorDataModule):
 
     # --- hooks ----------------------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
-        return {"lookback": self.lookback, "horizon": self.horizon, "n_past": int(self.panel.past.shape[1]),
-                "n_future": int(self.panel.future.shape[1]), "quantiles": list(self.quantiles),
-                "n_series": len(self.stats.series)}
+        return {
+            "lookback": self.lookback,
+            "horizon": self.horizon,
+            "n_past": int(self.panel.past.shape[1]),
+            "n_future": int(self.panel.future.shape[1]),
+            "quantiles": list(self.quantiles),
+            "n_series": len(self.stats.series),
+        }
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
         """One row per series, forecast origin and horizon with the quantiles (and the actual on ``test``)."""
@@ -140,12 +182,14 @@ class WeatherDataModule(SectorDataModule):
         preds = torch.cat([torch.as_tensor(o) for o in outputs]).cpu().numpy()
         origins = self.origins[key]
         n, h = preds.shape[:2]
-        frame = pd.DataFrame({
-            "series_id": np.repeat(np.asarray(self.stats.series)[self.panel.series_index[origins]], h),
-            "origin_date": np.repeat(self.panel.dates[origins], h),
-            "date": future_dates(self.panel, origins, h).ravel(),
-            "horizon": np.tile(np.arange(1, h + 1), n),
-        })
+        frame = pd.DataFrame(
+            {
+                "series_id": np.repeat(np.asarray(self.stats.series)[self.panel.series_index[origins]], h),
+                "origin_date": np.repeat(self.panel.dates[origins], h),
+                "date": future_dates(self.panel, origins, h).ravel(),
+                "horizon": np.tile(np.arange(1, h + 1), n),
+            }
+        )
         for j, q in enumerate(self.quantiles):
             frame[f"q{q:g}"] = preds[..., j].ravel()
         if key == "test":
@@ -169,10 +213,20 @@ class YieldDataModule(SectorDataModule):
     before them serve early stopping. ``path=None`` uses the synthetic crop-response sample.
     """
 
-    def __init__(self, path: str | None = None, weather_path: str | None = None, use_weather: bool = True,
-                 region_column: str = "region", year_column: str = "year", target: str = "yield",
-                 covariates: Sequence[str] = (), val_years: int = 3, test_years: int = 5,
-                 sample_options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        weather_path: str | None = None,
+        use_weather: bool = True,
+        region_column: str = "region",
+        year_column: str = "year",
+        target: str = "yield",
+        covariates: Sequence[str] = (),
+        val_years: int = 3,
+        test_years: int = 5,
+        sample_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("batch_size", 32)
         super().__init__(path=path, **kwargs)
         self.weather_path, self.use_weather = weather_path, use_weather
@@ -203,8 +257,15 @@ class YieldDataModule(SectorDataModule):
                 wraw = read_table(self.weather_path)
                 if self.region_column not in wraw.columns:
                     raise DataError(f"{self.weather_path}: missing column {self.region_column!r} (data.region_column)")
-                checked = validate_series(wraw, str(self.weather_path), "tmax", ["tmin", "precip"], self.region_column,
-                                          fill_gaps="interpolate", max_gap=3)
+                checked = validate_series(
+                    wraw,
+                    str(self.weather_path),
+                    "tmax",
+                    ["tmin", "precip"],
+                    self.region_column,
+                    fill_gaps="interpolate",
+                    max_gap=3,
+                )
                 weather = checked.rename(columns={"series_id": "region"})
         if weather is not None and self.use_weather:
             agg = season_aggregates(weather)
@@ -213,8 +274,10 @@ class YieldDataModule(SectorDataModule):
             missing = merged[weather_cols].isna().any(axis=1)
             if missing.any():
                 row = merged.loc[missing].iloc[0]
-                raise DataError(f"{source}: no complete growing-season weather for region {row['region']!r} "
-                                f"year {row['year']} (April-September needed)")
+                raise DataError(
+                    f"{source}: no complete growing-season weather for region {row['region']!r} "
+                    f"year {row['year']} (April-September needed)"
+                )
             self.feature_names = weather_cols + self.covariates
             return merged
         self.feature_names = list(self.covariates)
@@ -225,14 +288,18 @@ class YieldDataModule(SectorDataModule):
             trained_on = list(self.feature_names)
             frame = self.load_tables(allow_missing=True)
             if self.feature_mean is not None and self.feature_names != trained_on:
-                raise DataError(f"{self.path}: features {self.feature_names} differ from those the model was trained "
-                                f"on {trained_on} (check data.weather_path, data.use_weather and data.covariates)")
+                raise DataError(
+                    f"{self.path}: features {self.feature_names} differ from those the model was trained "
+                    f"on {trained_on} (check data.weather_path, data.use_weather and data.covariates)"
+                )
             history = frame[frame["yield"].notna()]
             target_rows = frame[frame["yield"].isna()]
             if target_rows.empty:
                 if self.feature_names:
-                    raise DataError(f"{self.path}: no rows with an empty {self.target!r} to forecast; add next season's "
-                                    "rows (with their covariates / weather) and leave the yield blank")
+                    raise DataError(
+                        f"{self.path}: no rows with an empty {self.target!r} to forecast; add next season's "
+                        "rows (with their covariates / weather) and leave the yield blank"
+                    )
                 nxt = history.groupby("region")["year"].max() + 1
                 target_rows = pd.DataFrame({"region": nxt.index, "year": nxt.to_numpy(), "yield": np.nan})
             self.frames["predict"] = self._with_trend(history, target_rows)
@@ -242,12 +309,17 @@ class YieldDataModule(SectorDataModule):
         frame = self.load_tables()
         years = np.sort(frame["year"].unique())
         if len(years) < self.val_years + self.test_years + 3:
-            raise DataError(f"yield table has {len(years)} years; need at least val_years + test_years + 3 = "
-                            f"{self.val_years + self.test_years + 3}")
+            raise DataError(
+                f"yield table has {len(years)} years; need at least val_years + test_years + 3 = "
+                f"{self.val_years + self.test_years + 3}"
+            )
         test_start, val_start = years[-self.test_years], years[-self.test_years - self.val_years]
         history = frame[frame["year"] < test_start]
-        self.frames = {"train": frame[frame["year"] < val_start], "val": frame[(frame["year"] >= val_start) & (frame["year"] < test_start)],
-                       "test": frame[frame["year"] >= test_start]}
+        self.frames = {
+            "train": frame[frame["year"] < val_start],
+            "val": frame[(frame["year"] >= val_start) & (frame["year"] < test_start)],
+            "test": frame[frame["year"] >= test_start],
+        }
         self.frames = {k: self._with_trend(history, v) for k, v in self.frames.items()}
         if self.feature_mean is None:
             train = self.frames["train"]
@@ -260,7 +332,9 @@ class YieldDataModule(SectorDataModule):
         return rows.assign(trend=trend_predictions(history, rows)).reset_index(drop=True)
 
     def _raw_features(self, frame: pd.DataFrame) -> np.ndarray:
-        cols = [frame[c].to_numpy(float) for c in self.feature_names] + [frame["year"].to_numpy(float) - self.year_center]
+        cols = [frame[c].to_numpy(float) for c in self.feature_names] + [
+            frame["year"].to_numpy(float) - self.year_center
+        ]
         return np.column_stack(cols)
 
     def features(self, frame: pd.DataFrame) -> np.ndarray:
@@ -269,9 +343,11 @@ class YieldDataModule(SectorDataModule):
 
     def tensor_dataset(self, stage: str) -> Dataset:
         frame = self.frames[stage]
-        return _DictDataset(features=torch.from_numpy(self.features(frame)),
-                            trend=torch.as_tensor(frame["trend"].to_numpy(np.float32)),
-                            target=torch.as_tensor(frame["yield"].fillna(0).to_numpy(np.float32)))
+        return _DictDataset(
+            features=torch.from_numpy(self.features(frame)),
+            trend=torch.as_tensor(frame["trend"].to_numpy(np.float32)),
+            target=torch.as_tensor(frame["yield"].fillna(0).to_numpy(np.float32)),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader(self.tensor_dataset("train"), shuffle=True)
@@ -293,9 +369,14 @@ class YieldDataModule(SectorDataModule):
         key = "predict" if stage == "predict" and "predict" in self.frames else "test"
         key = getattr(self, "predicted_stage", key)
         frame = self.frames[key]
-        out = pd.DataFrame({"region": frame["region"], "year": frame["year"],
-                            "predicted_yield": torch.cat([torch.as_tensor(o) for o in outputs]).cpu().numpy(),
-                            "trend": frame["trend"]})
+        out = pd.DataFrame(
+            {
+                "region": frame["region"],
+                "year": frame["year"],
+                "predicted_yield": torch.cat([torch.as_tensor(o) for o in outputs]).cpu().numpy(),
+                "trend": frame["trend"],
+            }
+        )
         if key == "test":
             out["actual"] = frame["yield"].to_numpy()
         return out
@@ -303,9 +384,14 @@ class YieldDataModule(SectorDataModule):
     def state_dict(self) -> dict[str, Any]:
         if self.feature_mean is None:
             return {}
-        return {"feature_names": list(self.feature_names), "feature_mean": torch.as_tensor(self.feature_mean),
-                "feature_std": torch.as_tensor(self.feature_std), "year_center": self.year_center,
-                "y_mean": self.y_mean, "y_std": self.y_std}
+        return {
+            "feature_names": list(self.feature_names),
+            "feature_mean": torch.as_tensor(self.feature_mean),
+            "feature_std": torch.as_tensor(self.feature_std),
+            "year_center": self.year_center,
+            "y_mean": self.y_mean,
+            "y_std": self.y_std,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:

@@ -21,6 +21,7 @@ def fit_climatology(values: np.ndarray, doy: np.ndarray, n_harmonics: int = 3) -
     A harmonic fit is used instead of raw per-day means so that four training years still give a smooth,
     unbiased seasonal curve.
     """
+
     def design(d: np.ndarray) -> np.ndarray:
         angle = 2 * np.pi * (d - 1) / 365.25
         cols = [np.ones_like(angle)]
@@ -33,8 +34,9 @@ def fit_climatology(values: np.ndarray, doy: np.ndarray, n_harmonics: int = 3) -
     return design(np.arange(1, 367, dtype=float)) @ coef
 
 
-def season_aggregates(weather: pd.DataFrame, region_col: str = "region", start_month: int = 4,
-                      end_month: int = 9) -> pd.DataFrame:
+def season_aggregates(
+    weather: pd.DataFrame, region_col: str = "region", start_month: int = 4, end_month: int = 9
+) -> pd.DataFrame:
     """Per region-year growing-season aggregates from daily ``tmax, tmin, precip``.
 
     ``gdd``: sum of max(0, min(tmean, 30) - 10); ``heat_days``: days with tmax > 32 C; ``rain``: total mm;
@@ -51,8 +53,9 @@ def season_aggregates(weather: pd.DataFrame, region_col: str = "region", start_m
         heat_days=(frame["tmax"] > HEAT_THRESHOLD).astype(float),
     )
     keys = [region_col, "year"]
-    season = frame.groupby(keys, sort=True).agg(gdd=("gdd", "sum"), heat_days=("heat_days", "sum"),
-                                                rain=("precip", "sum"), tmax_mean=("tmax", "mean"))
+    season = frame.groupby(keys, sort=True).agg(
+        gdd=("gdd", "sum"), heat_days=("heat_days", "sum"), rain=("precip", "sum"), tmax_mean=("tmax", "mean")
+    )
     monthly = frame.groupby([*keys, "month"]).agg(tmax=("tmax", "mean"), rain=("precip", "sum")).unstack("month")
     monthly.columns = [f"{name}_m{m}" for name, m in monthly.columns]
     out = season.join(monthly).reset_index()

@@ -58,15 +58,22 @@ class ForecastMetrics(Metric):
     def per_horizon(self) -> dict[str, torch.Tensor]:
         """Each metric as a ``(H,)`` tensor."""
         n = self.count.clamp_min(1)
-        return {"mae": self.sum_abs / n, "rmse": (self.sum_sq / n).sqrt(), "mase": self.sum_scaled / n,
-                "smape": self.sum_smape / n, "pinball": self.sum_pinball / n, "coverage": self.sum_covered / n}
+        return {
+            "mae": self.sum_abs / n,
+            "rmse": (self.sum_sq / n).sqrt(),
+            "mase": self.sum_scaled / n,
+            "smape": self.sum_smape / n,
+            "pinball": self.sum_pinball / n,
+            "coverage": self.sum_covered / n,
+        }
 
     def compute(self) -> dict[str, torch.Tensor]:
         return {k: v.mean().float() for k, v in self.per_horizon().items()}
 
 
-def score_forecasts(preds: np.ndarray, target: np.ndarray, mase_scale: np.ndarray,
-                    quantiles: Sequence[float] = QUANTILES) -> dict[str, object]:
+def score_forecasts(
+    preds: np.ndarray, target: np.ndarray, mase_scale: np.ndarray, quantiles: Sequence[float] = QUANTILES
+) -> dict[str, object]:
     """Averages and per-horizon lists of every forecast metric for arrays ``(N, H, Q)`` / ``(N, H)``."""
     metric = ForecastMetrics(target.shape[1], quantiles)
     metric.update(torch.as_tensor(preds), torch.as_tensor(target), torch.as_tensor(mase_scale))
@@ -101,4 +108,8 @@ class NRMSE(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.sum_n.clamp_min(1)
         rmse = (self.sum_sq / n).sqrt()
-        return {"nrmse": (100 * rmse / (self.sum_actual / n)).float(), "rmse": rmse.float(), "mae": (self.sum_abs / n).float()}
+        return {
+            "nrmse": (100 * rmse / (self.sum_actual / n)).float(),
+            "rmse": rmse.float(),
+            "mae": (self.sum_abs / n).float(),
+        }

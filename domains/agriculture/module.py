@@ -11,7 +11,7 @@ from torchmetrics import MetricCollection
 
 from core.errors import ConfigError
 from core.module import SectorModule
-from domains.agriculture.metrics import QUANTILES, NRMSE, ForecastMetrics, pinball_loss
+from domains.agriculture.metrics import NRMSE, QUANTILES, ForecastMetrics, pinball_loss
 from domains.agriculture.models import NETWORKS
 from domains.agriculture.models.common import SeriesAdapter
 from domains.agriculture.models.yield_mlp import YieldMLP
@@ -37,10 +37,23 @@ class WeatherForecaster(SectorModule):
     * ``none``: the raw network quantiles.
     """
 
-    def __init__(self, network: str = "dlinear", lookback: int = 56, horizon: int = 7, n_past: int = 6,
-                 n_future: int = 3, n_series: int = 1, quantiles: Sequence[float] = QUANTILES, calibrate: str = "auto", local_lags: int = 14,
-                 network_kwargs: dict[str, Any] | None = None, optimizer: dict | None = None,
-                 scheduler: dict | None = None, compile: bool = False, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        network: str = "dlinear",
+        lookback: int = 56,
+        horizon: int = 7,
+        n_past: int = 6,
+        n_future: int = 3,
+        n_series: int = 1,
+        quantiles: Sequence[float] = QUANTILES,
+        calibrate: str = "auto",
+        local_lags: int = 14,
+        network_kwargs: dict[str, Any] | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
         if network not in NETWORKS:
             raise ConfigError(f"model.network={network!r}: expected one of {sorted(NETWORKS)}")
         # plain containers, so save_hyperparameters stores nothing that weights_only loading would refuse
@@ -65,8 +78,9 @@ class WeatherForecaster(SectorModule):
     def batch_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
         return batch["past"], batch["future"], batch["loc"], batch["scale"], batch["series"]
 
-    def forward(self, past: torch.Tensor, future: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
-                series: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, past: torch.Tensor, future: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, series: torch.Tensor
+    ) -> torch.Tensor:
         z = self.network_output(past, future, series)
         median = z[..., self.quantiles.index(0.5)].unsqueeze(-1)
         z = torch.where(self.use_band[series][:, None, None], median + self.band[series], z + self.calibration[series])
@@ -98,14 +112,18 @@ class WeatherForecaster(SectorModule):
         if self.calibrate != "none" and self._val_residuals and not self.trainer.sanity_checking:
             series = torch.cat([s for s, _ in self._val_residuals])
             residuals = torch.cat([r for _, r in self._val_residuals]).float()
-            learned, band, use_band = interval_offsets(series, residuals, self.quantiles, self.calibration.shape[0], self.calibrate)
+            learned, band, use_band = interval_offsets(
+                series, residuals, self.quantiles, self.calibration.shape[0], self.calibrate
+            )
             self.calibration.copy_(learned)
             self.band.copy_(band)
             self.use_band.copy_(use_band)
         self._val_residuals = []
 
 
-def conformal_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int) -> torch.Tensor:
+def conformal_offsets(
+    series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int
+) -> torch.Tensor:
     """Per series and horizon, the q-quantile of ``target - prediction_q`` for each outer quantile q (0 for the
     median and for series without validation windows). ``residuals (N, H, Q)``, returns ``(S, H, Q)``."""
     out = torch.zeros(n_series, residuals.shape[1], residuals.shape[2], device=residuals.device)
@@ -128,8 +146,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def interval_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int,
-                     mode: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def interval_offsets(
+    series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int, mode: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validation-fitted interval offsets per series: ``(learned (S, H, Q), band (S, H, Q), use_band (S,))``.
 
     ``residuals (N, H, Q)`` = scaled target minus each scaled quantile. ``band`` holds the quantiles of the
@@ -137,7 +156,9 @@ def interval_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: S
     """
     median = list(quantiles).index(0.5)
     learned = conformal_offsets(series, residuals, quantiles, n_series)
-    band = conformal_offsets(series, residuals[..., median : median + 1].expand_as(residuals).contiguous(), quantiles, n_series)
+    band = conformal_offsets(
+        series, residuals[..., median : median + 1].expand_as(residuals).contiguous(), quantiles, n_series
+    )
     use_band = torch.zeros(n_series, dtype=torch.bool, device=residuals.device)
     if mode == "band":
         use_band[:] = True
@@ -159,10 +180,20 @@ def interval_offsets(series: torch.Tensor, residuals: torch.Tensor, quantiles: S
 class YieldRegressor(SectorModule):
     """Season yield from weather aggregates + trend features; outputs yield in the data's units."""
 
-    def __init__(self, n_features: int = 1, hidden: int = 64, layers: int = 2, dropout: float = 0.1,
-                 residual_on_trend: bool = True, y_mean: float = 0.0, y_std: float = 1.0,
-                 optimizer: dict | None = None, scheduler: dict | None = None, compile: bool = False,
-                 channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        n_features: int = 1,
+        hidden: int = 64,
+        layers: int = 2,
+        dropout: float = 0.1,
+        residual_on_trend: bool = True,
+        y_mean: float = 0.0,
+        y_std: float = 1.0,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.net = YieldMLP(n_features, hidden, layers, dropout, residual_on_trend)

@@ -70,12 +70,16 @@ def validate_series(
     if expected_units is not None and units_column in frame.columns:
         bad = frame.loc[frame[units_column].astype(str) != expected_units, units_column]
         if len(bad):
-            raise DataError(f"{source}: column {units_column!r} has {sorted(bad.astype(str).unique())[:3]}, "
-                            f"expected {expected_units!r} for every row (convert the values first)")
+            raise DataError(
+                f"{source}: column {units_column!r} has {sorted(bad.astype(str).unique())[:3]}, "
+                f"expected {expected_units!r} for every row (convert the values first)"
+            )
     dates = pd.to_datetime(frame[date_column], errors="coerce")
     if dates.isna().any():
         row = int(np.flatnonzero(dates.isna().to_numpy())[0])
-        raise DataError(f"{source}: column {date_column!r} has an unparseable date {frame[date_column].iloc[row]!r} (row {row})")
+        raise DataError(
+            f"{source}: column {date_column!r} has an unparseable date {frame[date_column].iloc[row]!r} (row {row})"
+        )
     out = pd.DataFrame({"series_id": frame[id_column].astype(str).to_numpy(), "date": dates.dt.normalize().to_numpy()})
     for col in [target, *covariates]:
         values = pd.to_numeric(frame[col], errors="coerce")
@@ -86,24 +90,32 @@ def validate_series(
     dup = out.duplicated(["series_id", "date"])
     if dup.any():
         first = out.loc[dup.idxmax()]
-        raise DataError(f"{source}: {int(dup.sum())} duplicated (series, date) row(s), first {first['series_id']!r} "
-                        f"{first['date'].date()}; expected one row per series and day")
+        raise DataError(
+            f"{source}: {int(dup.sum())} duplicated (series, date) row(s), first {first['series_id']!r} "
+            f"{first['date'].date()}; expected one row per series and day"
+        )
     out = _regularise(out, source, [target, *covariates], fill_gaps, max_gap)
     if valid_range is not None:
         lo, hi = valid_range
         outside = (out[target] < lo) | (out[target] > hi)
         if outside.any():
-            raise DataError(f"{source}: column {target!r} has {int(outside.sum())} value(s) outside [{lo}, {hi}] "
-                            f"(e.g. {out.loc[outside, target].iloc[0]}); wrong units? expected {expected_units}")
+            raise DataError(
+                f"{source}: column {target!r} has {int(outside.sum())} value(s) outside [{lo}, {hi}] "
+                f"(e.g. {out.loc[outside, target].iloc[0]}); wrong units? expected {expected_units}"
+            )
     lengths = out.groupby("series_id").size()
     short = lengths[lengths < min_length]
     if len(short):
-        raise DataError(f"{source}: series {short.index[0]!r} has {int(short.iloc[0])} days, fewer than "
-                        f"lookback + horizon = {min_length}")
+        raise DataError(
+            f"{source}: series {short.index[0]!r} has {int(short.iloc[0])} days, fewer than "
+            f"lookback + horizon = {min_length}"
+        )
     return out
 
 
-def _regularise(out: pd.DataFrame, source: str, columns: list[str], fill_gaps: str | None, max_gap: int) -> pd.DataFrame:
+def _regularise(
+    out: pd.DataFrame, source: str, columns: list[str], fill_gaps: str | None, max_gap: int
+) -> pd.DataFrame:
     """Reindex every series to consecutive days; fill short gaps/NaNs when configured, else raise."""
     bounds = out.groupby("series_id")["date"].agg(["min", "max"])
     n_days = ((bounds["max"] - bounds["min"]).dt.days + 1).to_numpy()
@@ -118,21 +130,31 @@ def _regularise(out: pd.DataFrame, source: str, columns: list[str], fill_gaps: s
     row = out.loc[missing].iloc[0]
     absent_rows = int(missing.sum())
     if fill_gaps is None:
-        raise DataError(f"{source}: {absent_rows} day(s) with a gap in dates or a NaN value, first series "
-                        f"{row['series_id']!r} on {row['date'].date()}; set data.fill_gaps=interpolate to fill "
-                        f"gaps of up to data.max_gap={max_gap} days")
+        raise DataError(
+            f"{source}: {absent_rows} day(s) with a gap in dates or a NaN value, first series "
+            f"{row['series_id']!r} on {row['date'].date()}; set data.fill_gaps=interpolate to fill "
+            f"gaps of up to data.max_gap={max_gap} days"
+        )
     run_id = (missing != missing.shift()).cumsum()
     run_len = missing.groupby(run_id).transform("size").where(missing, 0)
     if (run_len > max_gap).any():
         bad = out.loc[run_len > max_gap].iloc[0]
-        raise DataError(f"{source}: series {bad['series_id']!r} has a gap of {int(run_len.max())} days from "
-                        f"{bad['date'].date()}, longer than data.max_gap={max_gap}")
+        raise DataError(
+            f"{source}: series {bad['series_id']!r} has a gap of {int(run_len.max())} days from "
+            f"{bad['date'].date()}, longer than data.max_gap={max_gap}"
+        )
     out[columns] = out.groupby("series_id")[columns].transform(lambda s: s.interpolate(limit_direction="both"))
     return out
 
 
-def validate_yield(frame: pd.DataFrame, source: str, region_column: str = "region", year_column: str = "year",
-                   target: str = "yield", covariates: Sequence[str] = ()) -> pd.DataFrame:
+def validate_yield(
+    frame: pd.DataFrame,
+    source: str,
+    region_column: str = "region",
+    year_column: str = "year",
+    target: str = "yield",
+    covariates: Sequence[str] = (),
+) -> pd.DataFrame:
     """Check a region x year yield table: required columns, integer years, one row per region-year, no NaN yield."""
     _require(frame, [region_column, year_column, target, *covariates], source)
     out = pd.DataFrame({"region": frame[region_column].astype(str).to_numpy()})
@@ -148,5 +170,7 @@ def validate_yield(frame: pd.DataFrame, source: str, region_column: str = "regio
     dup = out.duplicated(["region", "year"])
     if dup.any():
         first = out.loc[dup.idxmax()]
-        raise DataError(f"{source}: duplicated region-year ({first['region']!r}, {first['year']}); expected one row each")
+        raise DataError(
+            f"{source}: duplicated region-year ({first['region']!r}, {first['year']}); expected one row each"
+        )
     return out.sort_values(["region", "year"]).reset_index(drop=True)

@@ -52,11 +52,15 @@ def weather_sections(ctx: RunContext) -> list[ReportSection]:
     save_figure(per_horizon_figure(model, baselines), error_plot)
     fan = ctx.plot_path("fan_charts.png")
     save_figure(fan_figure(dm, preds), fan)
-    body = ("MAE per horizon on the rolling-origin test backtest (one origin per day). MASE scale: in-sample "
-            "one-day naive MAE on the training span, so values above 1 at longer horizons are normal. Baseline "
-            "intervals come from per-horizon quantiles of their validation errors.\n\n" + table)
-    return [ReportSection("Per-horizon errors vs baselines", body, [error_plot]),
-            ReportSection("Fan charts (10-90 % band, median, actual)", "", [fan])]
+    body = (
+        "MAE per horizon on the rolling-origin test backtest (one origin per day). MASE scale: in-sample "
+        "one-day naive MAE on the training span, so values above 1 at longer horizons are normal. Baseline "
+        "intervals come from per-horizon quantiles of their validation errors.\n\n" + table
+    )
+    return [
+        ReportSection("Per-horizon errors vs baselines", body, [error_plot]),
+        ReportSection("Fan charts (10-90 % band, median, actual)", "", [fan]),
+    ]
 
 
 def per_horizon_table(model: dict, baselines: dict[str, dict]) -> str:
@@ -67,7 +71,9 @@ def per_horizon_table(model: dict, baselines: dict[str, dict]) -> str:
     for name, scores in rows.items():
         for metric in ("mae", "pinball"):
             values = scores["per_horizon"][metric]
-            lines.append(f"| {name} | {metric} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {scores[metric]:.3f} |")
+            lines.append(
+                f"| {name} | {metric} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {scores[metric]:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -82,7 +88,9 @@ def per_horizon_figure(model: dict, baselines: dict[str, dict]) -> plt.Figure:
     return fig
 
 
-def fan_figure(dm: WeatherDataModule, preds: np.ndarray, n_series: int = 3, n_fans: int = 4, spacing: int = 10) -> plt.Figure:
+def fan_figure(
+    dm: WeatherDataModule, preds: np.ndarray, n_series: int = 3, n_fans: int = 4, spacing: int = 10
+) -> plt.Figure:
     """For up to ``n_series`` series: actuals over the last part of the test span with forecast fans from a
     few origins."""
     origins = dm.origins["test"]
@@ -98,9 +106,17 @@ def fan_figure(dm: WeatherDataModule, preds: np.ndarray, n_series: int = 3, n_fa
         ax.plot(dm.panel.dates[rows], dm.panel.target[rows], color="black", lw=1, label="actual")
         for k, i in enumerate(chosen):
             dates = dm.panel.dates[origins[i] + 1 : origins[i] + 1 + h]
-            ax.fill_between(dates, preds[i, :, 0], preds[i, :, -1], color="tab:blue", alpha=0.25,
-                            label="10-90 %" if k == 0 else None)
-            ax.plot(dates, preds[i, :, preds.shape[-1] // 2], color="tab:blue", lw=1.5, label="median" if k == 0 else None)
+            ax.fill_between(
+                dates,
+                preds[i, :, 0],
+                preds[i, :, -1],
+                color="tab:blue",
+                alpha=0.25,
+                label="10-90 %" if k == 0 else None,
+            )
+            ax.plot(
+                dates, preds[i, :, preds.shape[-1] // 2], color="tab:blue", lw=1.5, label="median" if k == 0 else None
+            )
         ax.set_title(f"{dm.stats.series[s]}: {dm.target}")
         ax.legend(fontsize=8, loc="upper left")
         ax.tick_params(axis="x", labelrotation=30)
@@ -118,8 +134,10 @@ def yield_sections(ctx: RunContext) -> list[ReportSection]:
     path = ctx.plot_path("yield_predicted_vs_actual.png")
     save_figure(yield_figure(test, pred, base), path)
     by_year = test.assign(model=pred, **base).groupby("year")[["yield", "model", *base]].mean()
-    body = ("Test years are predicted from earlier years only (one expanding-window cut). Mean over regions "
-            "per year:\n\n" + frame_markdown(by_year.round(3)))
+    body = (
+        "Test years are predicted from earlier years only (one expanding-window cut). Mean over regions "
+        "per year:\n\n" + frame_markdown(by_year.round(3))
+    )
     return [ReportSection("Yield: predicted vs actual per year", body, [path])]
 
 
@@ -145,11 +163,15 @@ def frame_markdown(frame: pd.DataFrame) -> str:
     """A small DataFrame as a markdown table (index first), without the optional ``tabulate`` dependency."""
     header = [frame.index.name or "", *map(str, frame.columns)]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join(map(str, [idx, *row])) + " |" for idx, row in zip(frame.index, frame.to_numpy().tolist())]
+    lines += [
+        "| " + " | ".join(map(str, [idx, *row])) + " |" for idx, row in zip(frame.index, frame.to_numpy().tolist())
+    ]
     return "\n".join(lines)
 
 
-def forecast_figure(dm: WeatherDataModule, forecast: pd.DataFrame, history_days: int = 60, max_series: int = 6) -> plt.Figure:
+def forecast_figure(
+    dm: WeatherDataModule, forecast: pd.DataFrame, history_days: int = 60, max_series: int = 6
+) -> plt.Figure:
     """The last ``history_days`` of each series and its next-H-days forecast fan (for ``predict``)."""
     series = list(dict.fromkeys(forecast["series_id"]))[:max_series]
     fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.8 * len(series)), squeeze=False)
@@ -159,7 +181,9 @@ def forecast_figure(dm: WeatherDataModule, forecast: pd.DataFrame, history_days:
         rows = np.flatnonzero(names == sid)[-history_days:]
         ax.plot(dm.panel.dates[rows], dm.panel.target[rows], color="black", lw=1, label="observed")
         f = forecast[forecast["series_id"] == sid]
-        ax.fill_between(f["date"], f[qcols[0]], f[qcols[-1]], color="tab:blue", alpha=0.3, label=f"{qcols[0]}-{qcols[-1]}")
+        ax.fill_between(
+            f["date"], f[qcols[0]], f[qcols[-1]], color="tab:blue", alpha=0.3, label=f"{qcols[0]}-{qcols[-1]}"
+        )
         ax.plot(f["date"], f[qcols[len(qcols) // 2]], color="tab:blue", lw=2, label="median forecast")
         ax.set_title(f"{sid}: next {f['horizon'].max()} days of {dm.target}")
         ax.legend(fontsize=8, loc="upper left")

@@ -33,8 +33,14 @@ def sample_weather(stations: list[str] | tuple[str, ...] = ("seattle", "champion
     return pd.concat([load_station(s) for s in stations], ignore_index=True)
 
 
-def synthetic_weather(n_series: int = 3, n_days: int = 3 * 365, start: str = "2000-01-01", seed: int = 0,
-                      phi: float = 0.8, noise: float = 2.0) -> pd.DataFrame:
+def synthetic_weather(
+    n_series: int = 3,
+    n_days: int = 3 * 365,
+    start: str = "2000-01-01",
+    seed: int = 0,
+    phi: float = 0.8,
+    noise: float = 2.0,
+) -> pd.DataFrame:
     """Daily stations with a seasonal cycle plus AR(1) anomalies (planted, forecastable signal).
 
     ``tmax = mean + amplitude * seasonal(doy) + anomaly``, anomaly ~ AR(1) with coefficient ``phi``;
@@ -55,13 +61,15 @@ def synthetic_weather(n_series: int = 3, n_days: int = 3 * 365, start: str = "20
     tmin = tmax - rng.uniform(6, 10, n_series)[:, None] + rng.normal(0, 1, (n_series, n_days))
     wet = rng.random((n_series, n_days)) < 0.3
     precip = np.where(wet, rng.gamma(0.8, 6.0, (n_series, n_days)), 0.0)
-    return pd.DataFrame({
-        "series_id": np.repeat([f"station_{i}" for i in range(n_series)], n_days),
-        "date": np.tile(dates, n_series),
-        "tmax": tmax.ravel().round(2),
-        "tmin": tmin.ravel().round(2),
-        "precip": precip.ravel().round(2),
-    })
+    return pd.DataFrame(
+        {
+            "series_id": np.repeat([f"station_{i}" for i in range(n_series)], n_days),
+            "date": np.tile(dates, n_series),
+            "tmax": tmax.ravel().round(2),
+            "tmin": tmin.ravel().round(2),
+            "precip": precip.ravel().round(2),
+        }
+    )
 
 
 def synthetic_season_weather(n_regions: int = 8, years: tuple[int, int] = (1982, 2018), seed: int = 0) -> pd.DataFrame:
@@ -84,19 +92,23 @@ def synthetic_season_weather(n_regions: int = 8, years: tuple[int, int] = (1982,
     rain_mult = rng.lognormal(0, 0.35, (n_regions, n_years, 1))
     wet = rng.random(tmax.shape) < 0.3
     precip = np.where(wet, rng.gamma(0.9, 9.0, tmax.shape), 0.0) * rain_mult
-    dates = (pd.to_datetime(year_list.astype(str) + "-04-01").to_numpy()[:, None]
-             + np.arange(n_days)[None, :].astype("timedelta64[D]"))  # (Y, D)
-    return pd.DataFrame({
-        "region": np.repeat([f"region_{i}" for i in range(n_regions)], n_years * n_days),
-        "date": np.tile(dates.ravel(), n_regions),
-        "tmax": tmax.ravel().round(2),
-        "tmin": tmin.ravel().round(2),
-        "precip": precip.ravel().round(2),
-    })
+    dates = pd.to_datetime(year_list.astype(str) + "-04-01").to_numpy()[:, None] + np.arange(n_days)[None, :].astype(
+        "timedelta64[D]"
+    )  # (Y, D)
+    return pd.DataFrame(
+        {
+            "region": np.repeat([f"region_{i}" for i in range(n_regions)], n_years * n_days),
+            "date": np.tile(dates.ravel(), n_regions),
+            "tmax": tmax.ravel().round(2),
+            "tmin": tmin.ravel().round(2),
+            "precip": precip.ravel().round(2),
+        }
+    )
 
 
-def synthetic_yield(weather: pd.DataFrame | None = None, seed: int = 0, noise: float = 0.25,
-                    trend: float = 0.08) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic_yield(
+    weather: pd.DataFrame | None = None, seed: int = 0, noise: float = 0.25, trend: float = 0.08
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Region x year yields (t/ha) from in-season weather through a documented crop-response model.
 
     ``yield = base_region + trend * (year - first_year)
@@ -115,11 +127,14 @@ def synthetic_yield(weather: pd.DataFrame | None = None, seed: int = 0, noise: f
     base = pd.Series(rng.uniform(7.0, 10.0, len(regions)), index=regions)
     first = agg["year"].min()
     r = agg["rain"] / 450.0 - 1.0
-    value = (base.reindex(agg["region"]).to_numpy()
-             + trend * (agg["year"] - first)
-             + 0.004 * (agg["gdd"] - agg["gdd"].mean())
-             - 0.09 * (agg["heat_days"] - agg["heat_days"].mean())
-             + 2.2 * r - 2.5 * r**2
-             + rng.normal(0, noise, len(agg)))
+    value = (
+        base.reindex(agg["region"]).to_numpy()
+        + trend * (agg["year"] - first)
+        + 0.004 * (agg["gdd"] - agg["gdd"].mean())
+        - 0.09 * (agg["heat_days"] - agg["heat_days"].mean())
+        + 2.2 * r
+        - 2.5 * r**2
+        + rng.normal(0, noise, len(agg))
+    )
     yields = pd.DataFrame({"region": agg["region"], "year": agg["year"], "yield": value.round(3)})
     return yields.reset_index(drop=True), weather

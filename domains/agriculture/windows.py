@@ -33,8 +33,13 @@ class SeriesStats:
 
     def to_state(self) -> dict[str, object]:
         """Plain tensors + list, storable in a checkpoint loaded with ``weights_only=True``."""
-        return {"series": list(self.series), "loc": torch.as_tensor(self.loc), "scale": torch.as_tensor(self.scale),
-                "clim": torch.as_tensor(self.clim), "mase_scale": torch.as_tensor(self.mase_scale)}
+        return {
+            "series": list(self.series),
+            "loc": torch.as_tensor(self.loc),
+            "scale": torch.as_tensor(self.scale),
+            "clim": torch.as_tensor(self.clim),
+            "mase_scale": torch.as_tensor(self.mase_scale),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> SeriesStats:
@@ -89,8 +94,10 @@ def build_panel(frame: pd.DataFrame, stats: SeriesStats, target: str, covariates
     lookup = {s: i for i, s in enumerate(stats.series)}
     unknown = sorted(set(frame["series_id"]) - set(lookup))
     if unknown:
-        raise DataError(f"series {unknown[:3]} were not seen when the scalers were fitted (known: {stats.series[:5]}); "
-                        "forecasts need a model trained on these series")
+        raise DataError(
+            f"series {unknown[:3]} were not seen when the scalers were fitted (known: {stats.series[:5]}); "
+            "forecasts need a model trained on these series"
+        )
     idx = frame["series_id"].map(lookup).to_numpy()
     values = frame[[target, *covariates]].to_numpy(float)
     z = (values - stats.loc[idx]) / stats.scale[idx]
@@ -150,7 +157,9 @@ class WindowDataset(Dataset):
     and, when the horizon lies inside the data, ``target`` (H,) in raw units.
     """
 
-    def __init__(self, panel: Panel, origins: np.ndarray, lookback: int, horizon: int, with_target: bool = True) -> None:
+    def __init__(
+        self, panel: Panel, origins: np.ndarray, lookback: int, horizon: int, with_target: bool = True
+    ) -> None:
         self.panel, self.origins, self.lookback, self.horizon = panel, origins, lookback, horizon
         self.with_target = with_target
         self._past = torch.from_numpy(panel.past)
@@ -170,8 +179,11 @@ class WindowDataset(Dataset):
         t = int(self.origins[i])
         item = {
             "past": self._past[t - self.lookback + 1 : t + 1],
-            "loc": self._loc[t], "scale": self._scale[t], "mase_scale": self._mase[t],
-            "origin": torch.tensor(t), "series": self._series[t],
+            "loc": self._loc[t],
+            "scale": self._scale[t],
+            "mase_scale": self._mase[t],
+            "origin": torch.tensor(t),
+            "series": self._series[t],
         }
         if not self.with_target:
             item["future"] = self._ahead[i]

@@ -14,9 +14,17 @@ from domains.agriculture.baselines import trend_predictions, yield_baseline_pred
 from domains.agriculture.models.yield_mlp import YieldMLP
 
 
-def fit_predict_yield(train: pd.DataFrame, test: pd.DataFrame, features: Sequence[str], seed: int = 0,
-                      epochs: int = 300, lr: float = 3e-3, weight_decay: float = 1e-3, hidden: int = 64,
-                      residual_on_trend: bool = True) -> np.ndarray:
+def fit_predict_yield(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    features: Sequence[str],
+    seed: int = 0,
+    epochs: int = 300,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-3,
+    hidden: int = 64,
+    residual_on_trend: bool = True,
+) -> np.ndarray:
     """Fit :class:`YieldMLP` on ``train`` and predict ``test`` (features standardised on ``train``)."""
     torch.manual_seed(seed)
     center = train["year"].mean()
@@ -44,8 +52,9 @@ def fit_predict_yield(train: pd.DataFrame, test: pd.DataFrame, features: Sequenc
     return z * y_std + y_mean
 
 
-def _fold(frame: pd.DataFrame, train_mask: pd.Series, test_mask: pd.Series, features: Sequence[str], seed: int,
-          epochs: int) -> pd.DataFrame:
+def _fold(
+    frame: pd.DataFrame, train_mask: pd.Series, test_mask: pd.Series, features: Sequence[str], seed: int, epochs: int
+) -> pd.DataFrame:
     train, test = frame[train_mask], frame[test_mask]
     out = test[["region", "year", "yield"]].copy()
     out["predicted"] = fit_predict_yield(train, test, features, seed=seed, epochs=epochs)
@@ -54,17 +63,21 @@ def _fold(frame: pd.DataFrame, train_mask: pd.Series, test_mask: pd.Series, feat
     return out
 
 
-def expanding_window(frame: pd.DataFrame, features: Sequence[str], seed: int = 0, epochs: int = 300,
-                     last_years: int = 10) -> pd.DataFrame:
+def expanding_window(
+    frame: pd.DataFrame, features: Sequence[str], seed: int = 0, epochs: int = 300, last_years: int = 10
+) -> pd.DataFrame:
     """Predict each of the last ``last_years`` years from all earlier years only."""
     years = np.sort(frame["year"].unique())[-last_years:]
-    return pd.concat([_fold(frame, frame["year"] < y, frame["year"] == y, features, seed, epochs) for y in years],
-                     ignore_index=True)
+    return pd.concat(
+        [_fold(frame, frame["year"] < y, frame["year"] == y, features, seed, epochs) for y in years], ignore_index=True
+    )
 
 
-def leave_one_year_out(frame: pd.DataFrame, features: Sequence[str], seed: int = 0, epochs: int = 300,
-                       last_years: int | None = None) -> pd.DataFrame:
+def leave_one_year_out(
+    frame: pd.DataFrame, features: Sequence[str], seed: int = 0, epochs: int = 300, last_years: int | None = None
+) -> pd.DataFrame:
     """Hold out every year once and fit on all the other years (``last_years`` is ignored)."""
     years = np.sort(frame["year"].unique())
-    return pd.concat([_fold(frame, frame["year"] != y, frame["year"] == y, features, seed, epochs) for y in years],
-                     ignore_index=True)
+    return pd.concat(
+        [_fold(frame, frame["year"] != y, frame["year"] == y, features, seed, epochs) for y in years], ignore_index=True
+    )

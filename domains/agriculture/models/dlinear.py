@@ -15,9 +15,16 @@ from domains.agriculture.models.common import MonotoneQuantiles
 class DLinear(nn.Module):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``; channel 0 of ``past`` is the target."""
 
-    def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int,
-                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), kernel_size: int = 25,
-                 covariate_window: int | None = 7) -> None:
+    def __init__(
+        self,
+        lookback: int,
+        horizon: int,
+        n_past: int,
+        n_future: int,
+        quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+        kernel_size: int = 25,
+        covariate_window: int | None = 7,
+    ) -> None:
         super().__init__()
         self.horizon, self.n_q, self.kernel_size = horizon, len(quantiles), kernel_size
         out = horizon * self.n_q

@@ -14,15 +14,26 @@ from domains.agriculture.models.common import MonotoneQuantiles
 class GRUForecaster(nn.Module):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``."""
 
-    def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int,
-                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), hidden: int = 32, layers: int = 1,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        lookback: int,
+        horizon: int,
+        n_past: int,
+        n_future: int,
+        quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+        hidden: int = 32,
+        layers: int = 1,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.horizon, self.n_q = horizon, len(quantiles)
         out = horizon * self.n_q
-        self.encoder = nn.GRU(n_past, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
-        self.decoder = nn.Sequential(nn.Linear(hidden + horizon * n_future, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                     nn.Linear(hidden, out))
+        self.encoder = nn.GRU(
+            n_past, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(hidden + horizon * n_future, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out)
+        )
         self.skip = nn.Linear(lookback + horizon * n_future, out)
         self.head = MonotoneQuantiles(quantiles)
 

@@ -14,13 +14,15 @@ from domains.agriculture.models.common import MonotoneQuantiles
 
 
 class _Block(nn.Module):
-    def __init__(self, lookback: int, n_other: int, out: int, hidden: int, pool: int, dropout: float,
-                 backcast: bool = True) -> None:
+    def __init__(
+        self, lookback: int, n_other: int, out: int, hidden: int, pool: int, dropout: float, backcast: bool = True
+    ) -> None:
         super().__init__()
         self.pool = pool
         pooled = -(-lookback // pool)
-        self.mlp = nn.Sequential(nn.Linear(pooled + n_other, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden), nn.ReLU())
+        self.mlp = nn.Sequential(
+            nn.Linear(pooled + n_other, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU()
+        )
         self.backcast = nn.Linear(hidden, lookback) if backcast else None  # the last block needs none
         self.forecast = nn.Linear(hidden, out)
 
@@ -33,15 +35,24 @@ class _Block(nn.Module):
 class NHiTS(nn.Module):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``; channel 0 of ``past`` is the target."""
 
-    def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int,
-                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), hidden: int = 128,
-                 pools: Sequence[int] = (8, 4, 1), dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        lookback: int,
+        horizon: int,
+        n_past: int,
+        n_future: int,
+        quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+        hidden: int = 128,
+        pools: Sequence[int] = (8, 4, 1),
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.horizon, self.n_q = horizon, len(quantiles)
         n_other = lookback * (n_past - 1) + horizon * n_future
         out = horizon * self.n_q
-        self.blocks = nn.ModuleList(_Block(lookback, n_other, out, hidden, p, dropout, backcast=i < len(pools) - 1)
-                                    for i, p in enumerate(pools))
+        self.blocks = nn.ModuleList(
+            _Block(lookback, n_other, out, hidden, p, dropout, backcast=i < len(pools) - 1) for i, p in enumerate(pools)
+        )
         self.skip = nn.Linear(lookback + n_other, out)  # linear path so the stack starts from a linear AR model
         self.head = MonotoneQuantiles(quantiles)
 

@@ -20,19 +20,40 @@ class PatchTST(nn.Module):
     must match); otherwise a fresh encoder from the config values given here.
     """
 
-    def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int,
-                 quantiles: Sequence[float] = (0.1, 0.5, 0.9), patch_length: int = 8, d_model: int = 32,
-                 n_heads: int = 4, n_layers: int = 2, ffn_dim: int = 64, dropout: float = 0.1,
-                 pretrained_path: str | None = None) -> None:
+    def __init__(
+        self,
+        lookback: int,
+        horizon: int,
+        n_past: int,
+        n_future: int,
+        quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+        patch_length: int = 8,
+        d_model: int = 32,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        ffn_dim: int = 64,
+        dropout: float = 0.1,
+        pretrained_path: str | None = None,
+    ) -> None:
         super().__init__()
         self.horizon, self.n_q = horizon, len(quantiles)
         if pretrained_path:
             self.encoder = PatchTSTModel.from_pretrained(pretrained_path, local_files_only=True)
         else:
-            config = PatchTSTConfig(num_input_channels=n_past, context_length=lookback, patch_length=patch_length,
-                                    patch_stride=patch_length, d_model=d_model, num_attention_heads=n_heads,
-                                    num_hidden_layers=n_layers, ffn_dim=ffn_dim, dropout=dropout,
-                                    prediction_length=horizon, scaling=None, do_mask_input=False)
+            config = PatchTSTConfig(
+                num_input_channels=n_past,
+                context_length=lookback,
+                patch_length=patch_length,
+                patch_stride=patch_length,
+                d_model=d_model,
+                num_attention_heads=n_heads,
+                num_hidden_layers=n_layers,
+                ffn_dim=ffn_dim,
+                dropout=dropout,
+                prediction_length=horizon,
+                scaling=None,
+                do_mask_input=False,
+            )
             self.encoder = PatchTSTModel(config)
         cfg = self.encoder.config
         n_patches = (max(cfg.context_length, cfg.patch_length) - cfg.patch_length) // cfg.patch_stride + 1

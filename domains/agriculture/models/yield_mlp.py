@@ -13,8 +13,9 @@ from torch import nn
 class YieldMLP(nn.Module):
     """``forward(features (B, F), trend (B,)) -> (B,)`` in standardised yield units."""
 
-    def __init__(self, n_features: int, hidden: int = 64, layers: int = 2, dropout: float = 0.1,
-                 residual_on_trend: bool = True) -> None:
+    def __init__(
+        self, n_features: int, hidden: int = 64, layers: int = 2, dropout: float = 0.1, residual_on_trend: bool = True
+    ) -> None:
         super().__init__()
         self.residual_on_trend = residual_on_trend
         blocks: list[nn.Module] = []

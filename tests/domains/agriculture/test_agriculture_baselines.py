@@ -75,8 +75,9 @@ def test_forecast_metrics_match_hand_computation():
 
 
 def test_yield_baselines():
-    train = pd.DataFrame({"region": ["a"] * 4 + ["b"] * 4, "year": [1, 2, 3, 4] * 2,
-                          "yield": [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0]})
+    train = pd.DataFrame(
+        {"region": ["a"] * 4 + ["b"] * 4, "year": [1, 2, 3, 4] * 2, "yield": [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0]}
+    )
     test = pd.DataFrame({"region": ["a", "b", "a"], "year": [5, 5, 6], "yield": [5.0, 5.0, 6.0]})
     p = yield_baseline_predictions(train, test)
     assert np.allclose(p["historical_average"], [2.5, 5.0, 2.5])

@@ -14,8 +14,14 @@ from domains.agriculture.module import WeatherForecaster, YieldRegressor
 
 def _fit(module, dm, tmp_path, epochs=2):
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        callbacks=[ckpt],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(module, dm)
     return tmp_path / "last.ckpt"
 

@@ -58,7 +58,11 @@ def test_gaps_raise_unless_filling_is_configured():
     filled = validate_series(frame, "f.csv", "tmax", fill_gaps="interpolate", max_gap=3)
     assert len(filled) == len(_frame())
     row = filled.iloc[10]
-    assert min(frame.loc[9, "tmax"], frame.loc[12, "tmax"]) <= row["tmax"] <= max(frame.loc[9, "tmax"], frame.loc[12, "tmax"])
+    assert (
+        min(frame.loc[9, "tmax"], frame.loc[12, "tmax"])
+        <= row["tmax"]
+        <= max(frame.loc[9, "tmax"], frame.loc[12, "tmax"])
+    )
     with pytest.raises(DataError, match="longer than data.max_gap=1"):
         validate_series(frame, "f.csv", "tmax", fill_gaps="interpolate", max_gap=1)
 

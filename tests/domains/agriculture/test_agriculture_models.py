@@ -49,13 +49,23 @@ def test_conformal_offsets_reach_nominal_coverage():
 def test_dlinear_beats_naive_baselines_on_planted_ar1():
     torch.manual_seed(0)
     pl.seed_everything(0, verbose=False)
-    dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 3, "n_days": 1100, "phi": 0.85},
-                           lookback=28, batch_size=64)
+    dm = WeatherDataModule(
+        stations=["synthetic"], synthetic={"n_series": 3, "n_days": 1100, "phi": 0.85}, lookback=28, batch_size=64
+    )
     dm.setup("fit")
-    module = WeatherForecaster(network="dlinear", **dm.model_kwargs(),
-                               optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3})
-    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
+    module = WeatherForecaster(
+        network="dlinear",
+        **dm.model_kwargs(),
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
+    )
+    trainer = pl.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(module, dm)
     preds = torch.cat(trainer.predict(module, dataloaders=dm.test_dataloader())).numpy()
     o = dm.origins["test"]

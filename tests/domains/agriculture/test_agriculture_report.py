@@ -18,7 +18,10 @@ def test_weather_report_and_forecast_plot(tmp_path):
     module = WeatherForecaster(network="dlinear", **dm.model_kwargs())
     ctx = RunContext(run_dir=tmp_path, cfg=OmegaConf.create({}), datamodule=dm, module=module, metrics={})
     sections = DOMAIN.report(ctx)
-    assert [s.title for s in sections] == ["Per-horizon errors vs baselines", "Fan charts (10-90 % band, median, actual)"]
+    assert [s.title for s in sections] == [
+        "Per-horizon errors vs baselines",
+        "Fan charts (10-90 % band, median, actual)",
+    ]
     assert all(p.is_file() for s in sections for p in s.images)
     assert "| ridge_ar | mae |" in sections[0].body and "h7" in sections[0].body
     baselines = run_baselines(dm, None)
