@@ -199,7 +199,8 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {name} ({r['n_predictions']} predictions) "
                 f"| {r['model_nrmse']['mean']:.2f} ± {r['model_nrmse']['std']:.2f} | "
-                f"{bs['historical_average']:.2f} | {bs['previous_year']:.2f} | {bs['linear_trend']:.2f} | {r['beats_all_baselines']} |"
+                f"{bs['historical_average']:.2f} | {bs['previous_year']:.2f} | {bs['linear_trend']:.2f} "
+                f"| {r['beats_all_baselines']} |"
             )
     return "\n".join(lines)
 
