@@ -13,6 +13,13 @@ from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
 from domains.retail.models import NETWORKS
 
 
+def _plain(value: Any) -> Any:
+    """OmegaConf containers → dicts/lists (anything else unchanged)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
 class NegativeSampler:
     """Uniform negatives on the model's device, resampling (a few rounds) those the user has interacted with."""
 
@@ -53,6 +60,8 @@ class RecommenderModule(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
+        # plain containers so checkpoints load with weights_only=True (hparams are read from these locals)
+        network_kwargs, optimizer, scheduler, ks = (_plain(x) for x in (network_kwargs, optimizer, scheduler, ks))
         if network not in NETWORKS:
             raise ConfigError(f"model.network={network!r}; expected one of {', '.join(NETWORKS)}")
         self.n_users, self.n_items = n_users, n_items
