@@ -120,10 +120,10 @@ def fold_starts(n_folds: int) -> list[str]:
 def handbook_lr(seeds: list[int], cache: str) -> dict:
     out = {"single": [], "prequential": []}
     for seed in seeds:
-        dm = fold_datamodule(SINGLE_START, HANDBOOK_FEATURES, cache, seed, valid_days=0)
+        dm = fold_datamodule(SINGLE_START, HANDBOOK_FEATURES, cache, seed)
         assert len(dm.fitted["numeric"]) == 15, dm.fitted["numeric"]
         out["single"].append(raw_lr(dm))
-        folds = [raw_lr(fold_datamodule(s, HANDBOOK_FEATURES, cache, seed, valid_days=0)) for s in fold_starts(4)]
+        folds = [raw_lr(fold_datamodule(s, HANDBOOK_FEATURES, cache, seed)) for s in fold_starts(4)]
         out["prequential"].append({k: float(np.mean([f[k] for f in folds])) for k in folds[0]})
         print(f"  LR seed {seed}: single AP {out['single'][-1]['ap']:.3f} AUC {out['single'][-1]['auc']:.3f}; "
               f"prequential AP {out['prequential'][-1]['ap']:.3f} AUC {out['prequential'][-1]['auc']:.3f}", flush=True)

@@ -156,6 +156,10 @@ class FraudDataModule(SectorDataModule):
         return Windows(start, w.train_days, w.delay_days, w.test_days, w.valid_days)
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict" and self.path is None:  # built-in sample: predict its test window
+            self.setup("fit")
+            self.datasets["predict"], self.tables["predict"] = self.datasets["test"], self.tables["test"]
+            return
         if stage == "predict":
             frame = self.load_frame(with_label=False)
             self.tables["predict"] = frame
@@ -212,8 +216,12 @@ class FraudDataModule(SectorDataModule):
         }
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
-        table = self.tables["predict" if stage == "predict" else "test"]
         scores = torch.cat([torch.as_tensor(o) for o in outputs]).float().cpu().numpy()
+        preferred = ["predict", "test"] if stage == "predict" else ["test", "predict"]
+        matching = [n for n in preferred if n in self.tables and len(self.tables[n]) == len(scores)]
+        if not matching:
+            raise DataError(f"{self.source}: {len(scores)} predictions do not match any prepared table ({ {n: len(t) for n, t in self.tables.items()} })")
+        table = self.tables[matching[0]]
         out = pd.DataFrame({"datetime": table["datetime"].to_numpy(), "amount": table["amount"].to_numpy()})
         for role in ("id", "card", "terminal"):
             if role in table:
