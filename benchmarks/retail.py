@@ -2,11 +2,11 @@
 
 Protocol: every interaction positive, per-user random 8:1:1 split, full ranking, test masks train and
 validation items, embedding 64, Adam lr 1e-3, batch 2048, early stopping on validation MRR@10 with
-patience 10 (RecBole defaults; LightGCN also with patience 50 in full mode), no refit on train+valid.
+patience 10 (RecBole defaults; LightGCN with patience 50, as in the RecBole re-run it is compared with), no refit on train+valid.
 Each model: mean ± std over 3 seeds (seed drives the split and the initialisation).
 
     python benchmarks/retail.py /path/to/ml-100k            # full
-    python benchmarks/retail.py /path/to/ml-100k --quick    # fewer epochs / models, a few minutes
+    python benchmarks/retail.py /path/to/ml-100k --quick    # one seed, BPR + LightGCN, capped epochs
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import platform
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +42,13 @@ def evaluate(module: RecommenderModule, loader) -> dict[str, float]:
     return {k: float(v) for k, v in metric.compute().items()}
 
 
-def train_model(dm: RetailDataModule, network: str, kwargs: dict, seed: int, max_epochs: int, patience: int, lr: float) -> dict:
+def train_model(dm: RetailDataModule, network: str, kwargs: dict, seed: int, max_epochs: int, patience: int, lr: float, batch_size: int | None = None) -> dict:
     """Plain loop over the same module the Lightning pipeline uses: fit, early-stop on valid MRR@10, test best."""
     torch.manual_seed(seed)
     module = RecommenderModule(**dm.model_kwargs(), network=network, network_kwargs=kwargs, ks=[10])
     module.set_training_data(dm.train_users, dm.train_items)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    dm.batch_size = batch_size or dm.batch_size
     best, best_state, wait, epoch = -1.0, None, 0, 0
     start = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
@@ -82,29 +82,44 @@ def summarise(runs: list[dict]) -> dict:
     return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs])), "runs": [r[k] for r in runs]} for k in runs[0]}
 
 
-def throughput(path: Path, factors: list[int], seed: int = 0) -> list[dict]:
+def _throughput_worker(path: str, factor: int, seed: int, eval_batch: int, queue) -> None:
+    """Child process: evaluate a BPR model over a catalogue ``factor`` times larger; report users/s and memory."""
+    import resource
+
+    torch.set_num_threads(1)
+    dm = datamodule(Path(path), seed)
+    dm.eval_batch_size = eval_batch
+    n_items = dm.n_items * factor
+    module = RecommenderModule(n_users=dm.n_users, n_items=n_items, n_train=len(dm.train_users), network="bpr", ks=[10])
+    module.set_training_data(dm.train_users, dm.train_items)
+    loader = list(dm.test_dataloader())
+    evaluate(module, loader[:1])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    for _ in range(3):
+        evaluate(module, loader)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    users = 3 * sum(len(b["users"]) for b in loader)
+    queue.put({"catalogue_x": factor, "n_items": n_items, "users_per_s": users / seconds, "peak_rss_mb": peak / 1024, "peak_rss_growth_mb": (peak - before) / 1024, "eval_batch": eval_batch})
+
+
+def throughput(path: Path, factors: list[int], seed: int = 0, eval_batch: int = 256) -> list[dict]:
     """Users/s and peak memory of full-ranking evaluation (score, mask, top-10, metrics) at catalogue × factor.
 
-    The catalogue is enlarged with extra random item embeddings; every user's seen/test lists stay the same.
+    The catalogue is enlarged with extra (untrained) item embeddings; users' seen and test lists stay the
+    same. Each size runs in a fresh process so its peak resident memory is its own.
     """
-    dm = datamodule(path, seed)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
     rows = []
     for factor in factors:
-        n_items = dm.n_items * factor
-        module = RecommenderModule(n_users=dm.n_users, n_items=n_items, n_train=len(dm.train_users), network="bpr", ks=[10])
-        module.set_training_data(dm.train_users, dm.train_items)
-        loader = list(dm.test_dataloader())
-        evaluate(module, loader[:1])
-        tracemalloc.start()
-        start = time.perf_counter()
-        users = 0
-        for _ in range(3):
-            evaluate(module, loader)
-            users += sum(len(b["users"]) for b in loader)
-        seconds = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        rows.append({"catalogue_x": factor, "n_items": n_items, "users_per_s": users / seconds, "peak_python_mb": peak / 2**20, "eval_batch": dm.eval_batch_size})
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_throughput_worker, args=(str(path), factor, seed, eval_batch, queue))
+        proc.start()
+        rows.append(queue.get())
+        proc.join()
     return rows
 
 
@@ -114,13 +129,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retail.json")
+    parser.add_argument("--no-sequential", action="store_true", help="skip the SASRec CE vs BCE leave-one-out comparison")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/retail.json (retail_quick.json with --quick)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    max_epochs = 120 if args.quick else 300
+    args.out = args.out or Path(__file__).parent / "results" / ("retail_quick.json" if args.quick else "retail.json")
+    max_epochs = 100 if args.quick else 300
+    if args.quick and args.seeds == [0, 1, 2]:
+        args.seeds = [0]
     configs = {
         "bpr": ("bpr", {"embedding_size": 64}, 10, 1e-3),
-        "lightgcn": ("lightgcn", {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-5}, 10, 1e-3),
+        "lightgcn": ("lightgcn", {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-5}, 50, 1e-3),
         "neumf": ("neumf", {"embedding_size": 64}, 10, 1e-3),
     }
     models = args.models or (["bpr", "lightgcn"] if args.quick else list(configs))
@@ -138,6 +157,18 @@ def main() -> None:
     for name, runs in per_model.items():
         keep = [{k: r[k] for k in REPORTED + tuple(k for k in ("epochs", "train_s") if k in r)} for r in runs]
         results["models"][name] = summarise(keep)
+    if not args.no_sequential:
+        sequential: dict[str, list[dict]] = {}
+        for seed in args.seeds[:1] if args.quick else args.seeds:
+            dm = datamodule(args.path, seed, training="sequences", split={"method": "leave_one_out"})
+            for name, values in run_baselines(dm, [10], ["mostpop", "ease"]).items():
+                sequential.setdefault(name, []).append(values)
+            for loss in ("ce", "bce"):
+                kwargs = {"embedding_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "dropout": 0.2, "max_seq_len": 50, "loss": loss}
+                run = train_model(dm, "sasrec", kwargs, seed, 30 if args.quick else max_epochs, 10, 1e-3, batch_size=128)
+                sequential.setdefault(f"sasrec_{loss}", []).append(run)
+                print(f"seed {seed} sasrec {loss} (leave-one-out): ndcg@10 {run['ndcg@10']:.4f} ({run['epochs']} epochs, {run['train_s']:.0f}s)", flush=True)
+        results["leave_one_out"] = {n: summarise([{k: r[k] for k in REPORTED} for r in runs]) for n, runs in sequential.items()}
     results["throughput"] = throughput(args.path, [1, 4, 16])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -146,6 +177,12 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{stats[m]['mean']:.4f} ± {stats[m]['std']:.4f}" for m in REPORTED) + " |")
     neural = {n: results["models"][n]["ndcg@10"]["mean"] for n in models}
     bpr = results["models"].get("bpr", {}).get("ndcg@10", {}).get("mean")
+    if "leave_one_out" in results:
+        print("\nLeave-one-out (temporal), full ranking:\n\n| model | ndcg@10 | hit@10 |\n|---|---|---|")
+        for name, stats in results["leave_one_out"].items():
+            print(f"| {name} | {stats['ndcg@10']['mean']:.4f} ± {stats['ndcg@10']['std']:.4f} | {stats['hit@10']['mean']:.4f} |")
+        ce, bce = (results["leave_one_out"][f"sasrec_{x}"]["ndcg@10"]["mean"] for x in ("ce", "bce"))
+        print(f"- SASRec CE {ce:.4f} vs BCE {bce:.4f}: CE {'beats' if ce > bce else 'does NOT beat'} BCE")
     print("\nTargets (NDCG@10):")
     if bpr is not None:
         print(f"- BPR {bpr:.4f} vs RecBole 0.281: {'met' if abs(bpr - 0.281) <= 0.01 else 'NOT met'} (±0.01)")
@@ -154,9 +191,9 @@ def main() -> None:
     if neural:
         best = max(neural, key=neural.get)
         print(f"- best neural {best} {neural[best]:.4f} >= 0.31: {'met' if neural[best] >= 0.31 else 'NOT met'}")
-    print("\n| catalogue | items | users/s | peak Python MB |\n|---|---|---|---|")
+    print(f"\n| catalogue | items | users/s | peak RSS MB | RSS growth during eval MB |\n|---|---|---|---|---|")
     for row in results["throughput"]:
-        print(f"| {row['catalogue_x']}x | {row['n_items']} | {row['users_per_s']:.0f} | {row['peak_python_mb']:.1f} |")
+        print(f"| {row['catalogue_x']}x | {row['n_items']} | {row['users_per_s']:.0f} | {row['peak_rss_mb']:.0f} | {row['peak_rss_growth_mb']:.1f} |")
 
 
 if __name__ == "__main__":
