@@ -20,7 +20,7 @@ from domains.healthcare.metrics import anomaly_metrics, choose_threshold, normal
 from domains.healthcare.models.common import image_score
 
 Batch = dict[str, torch.Tensor]
-NETWORKS = ("autoencoder", "vae")
+NETWORKS = ("autoencoder", "vae", "patchcore", "padim")
 
 
 def build_network(network: str, spatial_dims: int, in_channels: int, image_size: int, network_kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -33,6 +33,12 @@ def build_network(network: str, spatial_dims: int, in_channels: int, image_size:
         from domains.healthcare.models.vae import VAEDetector
 
         return VAEDetector(spatial_dims, in_channels, image_size, **network_kwargs)
+    if network in ("patchcore", "padim"):
+        from domains.healthcare.models.padim import PaDiMDetector
+        from domains.healthcare.models.patchcore import PatchCoreDetector
+
+        cls = PatchCoreDetector if network == "patchcore" else PaDiMDetector
+        return cls(spatial_dims, in_channels, image_size, **network_kwargs)
     raise ConfigError(f"model.network={network!r}; expected one of {', '.join(NETWORKS)}")
 
 
@@ -97,15 +103,29 @@ class AnomalyDetector(SectorModule):
         self.network.collect(batch["inputs"])  # memory-based models: gather embeddings, fit at epoch end
         return torch.zeros((), device=self.device)
 
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainable:  # validation runs before on_train_epoch_end: fit the memory bank here
+            self.network.fit_memory()
+
     def on_train_epoch_end(self) -> None:
         if not self.trainable:
             self.network.fit_memory()
+
+    def on_test_epoch_start(self) -> None:
+        self.on_train_epoch_end()
+
+    @property
+    def ready(self) -> bool:
+        """False for a memory-based model that has not seen training images yet (Lightning's sanity check)."""
+        return self.trainable or bool(self.network.fitted)
 
     def configure_optimizers(self) -> Any:
         return super().configure_optimizers() if self.trainable else None
 
     # --- validation: thresholds and normalisation ---------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if not self.ready:
+            return
         score, amap = self.raw_outputs(batch["inputs"])
         self._val_raw.append((score.detach().cpu(), amap.detach().cpu(), batch["target"].cpu(), batch["mask"].cpu()))
         self.val_metrics.update((score, amap, torch.zeros_like(score), torch.zeros_like(amap)), batch["target"], batch["mask"])
@@ -114,6 +134,8 @@ class AnomalyDetector(SectorModule):
         if self._val_raw:
             self.calibrate(*(torch.cat(parts) for parts in zip(*self._val_raw)))
             self._val_raw.clear()
+        if not self.ready:
+            return
         values = {k: v.float() for k, v in self.val_metrics.compute().items() if k.split("/")[-1] not in ("image_f1", "dice")}
         self.log_dict(values, prog_bar=True)
         self.val_metrics.reset()

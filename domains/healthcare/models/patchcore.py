@@ -1,0 +1,100 @@
+"""PatchCore: nearest-neighbour distance of locally aggregated ResNet patch features to a coreset memory bank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from domains.healthcare.models.backbone import ResNetFeatures
+from domains.healthcare.models.common import GaussianBlur
+
+
+def embed(features: list[torch.Tensor], size: tuple[int, ...]) -> torch.Tensor:
+    """Concatenate feature maps resized to ``size`` after a 3x3 local average (PatchCore's neighbourhood aggregation)."""
+    d = len(size)
+    pool = F.avg_pool2d if d == 2 else F.avg_pool3d
+    mode = "bilinear" if d == 2 else "trilinear"
+    return torch.cat([F.interpolate(pool(f, 3, 1, 1), size=size, mode=mode, align_corners=False) for f in features], dim=1)
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared Euclidean distances with matmuls only (exports to ONNX, unlike cdist)."""
+    return (a.pow(2).sum(-1, keepdim=True) - 2 * a @ b.T + b.pow(2).sum(-1)[None]).clamp_min(0)
+
+
+def greedy_coreset(x: torch.Tensor, size: int, seed: int = 0, projection: int = 64, max_candidates: int = 40000) -> torch.Tensor:
+    """Indices of a greedy k-centre coreset of ``x`` (computed on a random projection, as in PatchCore).
+
+    For speed on CPU the greedy search runs over at most ``max_candidates`` randomly drawn patches."""
+    if size >= len(x):
+        return torch.arange(len(x))
+    g = torch.Generator().manual_seed(seed)
+    if len(x) > max_candidates:
+        subset = torch.randperm(len(x), generator=g)[:max_candidates]
+        return subset[greedy_coreset(x[subset], size, seed, projection, max_candidates)]
+    proj = x @ (torch.randn(x.shape[1], projection, generator=g) / projection**0.5) if x.shape[1] > projection else x
+    proj = proj.contiguous()
+    norms = proj.pow(2).sum(1)
+    chosen = torch.empty(size, dtype=torch.long)
+    chosen[0] = int(torch.randint(len(x), (1,), generator=g))
+    dist = norms - 2 * proj @ proj[chosen[0]] + norms[chosen[0]]
+    for i in range(1, size):
+        chosen[i] = dist.argmax()
+        c = proj[chosen[i]]
+        dist = torch.minimum(dist, norms - 2 * proj @ c + norms[chosen[i]])
+    return chosen
+
+
+class PatchCoreDetector(nn.Module):
+    """Memory-based: ``collect`` training batches, ``fit_memory`` builds the coreset bank, forward gives the raw map."""
+
+    memory_based = True
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, weights_path: str | None = None,
+                 coreset_size: int = 2000, sigma: float = 4.0, seed: int = 0, chunk: int = 4096) -> None:
+        super().__init__()
+        self.backbone = ResNetFeatures(spatial_dims, in_channels, weights_path, seed)
+        self.blur = GaussianBlur(spatial_dims, sigma)
+        self.coreset_size, self.seed, self.chunk = coreset_size, seed, chunk
+        self.register_buffer("bank", torch.zeros(0, self.backbone.channels))
+        self._collected: list[torch.Tensor] = []
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings (B, C, *s) at the resolution of the first feature map."""
+        feats = self.backbone(x)
+        return embed(feats, tuple(feats[0].shape[2:]))
+
+    @torch.no_grad()
+    def collect(self, x: torch.Tensor) -> None:
+        f = self.features(x)
+        self._collected.append(f.movedim(1, -1).reshape(-1, f.shape[1]).cpu())
+
+    def fit_memory(self) -> None:
+        if not self._collected:
+            return
+        patches = torch.cat(self._collected)
+        self._collected = []
+        self.bank = patches[greedy_coreset(patches, self.coreset_size, self.seed)].to(self.bank.device)
+
+    @property
+    def fitted(self) -> bool:
+        return self.bank.numel() > 0
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("PatchCore is fitted from memory, not by gradient descent")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        flat = f.movedim(1, -1).reshape(-1, f.shape[1])
+        dist = torch.cat([squared_distances(part, self.bank).min(dim=1).values for part in flat.split(self.chunk)])
+        amap = dist.sqrt().reshape(f.shape[0], 1, *f.shape[2:])
+        mode = "bilinear" if amap.ndim == 4 else "trilinear"
+        return self.blur(F.interpolate(amap, size=x.shape[2:], mode=mode, align_corners=False))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        if prefix + "bank" in state_dict:  # the bank's size is only known after fitting
+            self.bank = torch.empty_like(state_dict[prefix + "bank"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,141 @@
+"""Metrics, thresholds, baselines, models (2D and 3D), buffers in checkpoints, export parity and planted-signal wins."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from core.errors import ConfigError
+from domains.healthcare.baselines import KNNBaseline, PCABaseline, evaluate_detector
+from domains.healthcare.data import HealthcareDataModule
+from domains.healthcare.metrics import aupro, anomaly_metrics, choose_threshold, normalise
+from domains.healthcare.module import AnomalyDetector, predict_outputs
+
+warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+FAST_AE = {"channels": [8, 16], "strides": [2, 2]}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> HealthcareDataModule:
+    torch.set_num_threads(1)
+    dm = HealthcareDataModule(image_size=32, sample={"n_train": 32, "n_val": 16, "n_test": 24}, batch_size=16)
+    dm.setup("fit")
+    return dm
+
+
+def _trainer(epochs: int = 1) -> pl.Trainer:
+    return pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+def test_metrics_on_perfect_and_random_maps():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((6, 1, 16, 16), dtype=np.float32)
+    masks[3:, :, 4:8, 4:8] = 1
+    target = torch.tensor([0, 0, 0, 1, 1, 1])
+    perfect = torch.as_tensor(masks + 0.01 * rng.random(masks.shape, dtype=np.float32))
+    score = perfect.flatten(1).max(1).values
+    m = anomaly_metrics()
+    m.update((score, perfect, (score > 0.5).float(), (perfect > 0.5).float()), target, torch.as_tensor(masks))
+    out = {k: float(v) for k, v in m.compute().items()}
+    assert all(out[k] == pytest.approx(1.0) for k in ("image_auroc", "pixel_auroc", "dice", "image_f1", "image_ap", "image_f1_max"))
+    assert out["aupro"] == pytest.approx(1.0, abs=0.02)
+    big = np.zeros((50, 1, 32, 32), dtype=bool)
+    big[25:, :, 4:12, 4:12] = True
+    assert aupro(rng.random(big.size), big) == pytest.approx(0.15, abs=0.02)  # random maps: PRO ~ FPR, area/0.3 ~ 0.15
+    # no masks at all: pixel metrics are NaN, image metrics still defined
+    m = anomaly_metrics()
+    m.update((score, perfect, score, perfect), target, torch.zeros_like(perfect))
+    out = m.compute()
+    assert torch.isnan(out["pixel_auroc"]) and out["image_auroc"] == 1
+
+
+def test_thresholds_and_monotone_normalisation():
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
+    labels = np.array([0, 0, 0, 1, 1])
+    assert 0.3 < choose_threshold(scores, labels, "f1") <= 0.8
+    assert choose_threshold(np.arange(100.0), None, "fpr", fpr=0.05) == pytest.approx(94.05)
+    assert choose_threshold(scores, np.zeros(5), "f1") == pytest.approx(np.quantile(scores, 0.95))  # no abnormal: FPR rule
+    x = torch.linspace(-5, 5, 101)
+    y = normalise(x, torch.tensor(-1.0), torch.tensor(1.0), torch.tensor(0.3))
+    assert (y.diff() > 0).all() and 0 < y.min() and y.max() < 1
+    assert normalise(torch.tensor(0.3), torch.tensor(-1.0), torch.tensor(1.0), torch.tensor(0.3)) == 0.5
+
+
+# --- baselines ---------------------------------------------------------------------------------
+def test_baselines_find_planted_lesions(tiny):
+    train, val, test = (tiny.arrays(s) for s in ("train", "val", "test"))
+    for detector in (KNNBaseline(), PCABaseline()):
+        result = evaluate_detector(detector, train, val, test)
+        assert result["maps"].shape == test[1].shape
+        assert result["metrics"]["pixel_auroc"] > 0.75, type(detector).__name__
+
+
+def test_knn_baseline_3d_volume():
+    dm = HealthcareDataModule(image_size=12, spatial_dims=3, sample={"n_train": 8, "n_val": 4, "n_test": 4})
+    dm.setup("fit")
+    result = evaluate_detector(KNNBaseline(pool=6), *(dm.arrays(s) for s in ("train", "val", "test")))
+    assert result["maps"].shape == (4, 1, 12, 12, 12)
+
+
+# --- models ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("network,kwargs", [("autoencoder", FAST_AE), ("vae", {**FAST_AE, "latent_size": 8}), ("padim", {"n_features": 16}), ("patchcore", {"coreset_size": 64})])
+def test_every_model_trains_calibrates_and_round_trips(tiny, network, kwargs, tmp_path):
+    torch.manual_seed(0)
+    model = AnomalyDetector(network=network, network_kwargs=kwargs, **tiny.model_kwargs())
+    trainer = _trainer(1)
+    trainer.fit(model, tiny)
+    assert float(model.image_threshold) != 0.5 or float(model.image_max) != 1.0  # calibrated on validation
+    test = trainer.test(model, tiny, verbose=False)[0]
+    assert {"test/image_auroc", "test/pixel_auroc", "test/aupro", "test/dice", "test/image_f1_max"} <= set(test)
+    score, amap, flag, pflag = predict_outputs(model, tiny.test_dataloader())
+    assert score.shape == (24,) and amap.shape == (24, 1, 32, 32) and ((0 <= amap) & (amap <= 1)).all()
+    assert torch.equal(flag, (score >= 0.5).float())  # the flag is the normalised score against 0.5
+    # buffers (thresholds, memory banks) persist through a weights-only checkpoint round trip
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    ckpt = torch.load(tmp_path / "m.ckpt", weights_only=True)
+    restored = AnomalyDetector(**ckpt["hyper_parameters"])
+    restored.load_state_dict(ckpt["state_dict"])
+    again = predict_outputs(restored, tiny.test_dataloader())
+    torch.testing.assert_close(again[0], score)
+    assert torch.equal(again[2], flag)
+
+
+def test_onnx_export_gives_the_same_decisions(tiny, tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = AnomalyDetector(network="autoencoder", network_kwargs=FAST_AE, **tiny.model_kwargs())
+    _trainer(1).fit(model, tiny)
+    model.eval()
+    x = torch.as_tensor(tiny.arrays("test")[0])
+    torch.onnx.export(model, (x[:2],), tmp_path / "m.onnx", input_names=["images"], output_names=["score", "map", "flag", "pixel_flag"],
+                      dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+    onnx_out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        torch_out = model(x)
+    np.testing.assert_allclose(onnx_out[0], torch_out[0].numpy(), atol=1e-4)
+    assert (onnx_out[2] == torch_out[2].numpy()).mean() == 1.0
+
+
+def test_reconstruction_models_on_a_tiny_volume():
+    dm = HealthcareDataModule(image_size=16, spatial_dims=3, sample={"n_train": 8, "n_val": 4, "n_test": 4}, batch_size=4)
+    dm.setup("fit")
+    for network, kwargs in (("autoencoder", FAST_AE), ("vae", {**FAST_AE, "latent_size": 8})):
+        model = AnomalyDetector(network=network, network_kwargs=kwargs, **dm.model_kwargs())
+        _trainer(1).fit(model, dm)
+        score, amap, _, _ = predict_outputs(model, dm.test_dataloader())
+        assert amap.shape == (4, 1, 16, 16, 16) and torch.isfinite(score).all()
+
+
+def test_unknown_network_and_threshold_are_config_errors():
+    with pytest.raises(ConfigError, match="model.network='unet'"):
+        AnomalyDetector(network="unet")
+    with pytest.raises(ConfigError, match="model.threshold"):
+        AnomalyDetector(threshold="otsu")
+    with pytest.raises(ConfigError, match="weights_path"):
+        AnomalyDetector(network="patchcore", network_kwargs={"weights_path": "/nonexistent/resnet18.pth"})
