@@ -58,6 +58,7 @@ class WeatherForecaster(SectorModule):
             raise ConfigError(f"model.network={network!r}: expected one of {sorted(NETWORKS)}")
         # plain containers, so save_hyperparameters stores nothing that weights_only loading would refuse
         network_kwargs, quantiles = _plain(network_kwargs or {}), [float(q) for q in quantiles]
+        optimizer, scheduler = _plain(optimizer), _plain(scheduler)
         self.horizon, self.quantiles = int(horizon), tuple(float(q) for q in quantiles)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
@@ -194,6 +195,7 @@ class YieldRegressor(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
+        optimizer, scheduler = _plain(optimizer), _plain(scheduler)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.net = YieldMLP(n_features, hidden, layers, dropout, residual_on_trend)
