@@ -108,9 +108,10 @@ class HealthcareDataModule(SectorDataModule):
             raise unwrap_data_error(exc) from None
 
     def setup(self, stage: str | None = None) -> None:
-        if stage == "predict" and self.path is not None and not self.records:
-            self.records = {"predict": list_images(self.require_path())}
-            self.datasets["predict"] = self.make_dataset(self.records["predict"], augment=False)
+        if stage == "predict" and self.path is not None:
+            if "predict" not in self.datasets:  # a file or folder of images to score, no labels needed
+                self.records = {"predict": list_images(self.require_path())}
+                self.datasets["predict"] = self.make_dataset(self.records["predict"], augment=False)
             return
         if not self.records:
             self.records = self._read_records()
