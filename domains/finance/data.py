@@ -140,7 +140,7 @@ class FraudDataModule(SectorDataModule):
         if missing:
             raise DataError(f"{self.source}: column(s) {missing} used in training are missing")
         numeric = torch.tensor(table[self.fitted["numeric"]].to_numpy(np.float32))
-        codes = [pd.Categorical(table[c].astype(str), categories=v).codes.astype(np.int64) + 1 for c, v in self.fitted["vocab"].items()]
+        codes = [pd.Index(v).get_indexer(table[c].astype(str)).astype(np.int64) + 1 for c, v in self.fitted["vocab"].items()]
         categorical = torch.tensor(np.stack(codes, axis=1) if codes else np.zeros((len(table), 0), np.int64))
         label = table["label"].to_numpy(np.float32) if "label" in table else np.full(len(table), np.nan, np.float32)
         card = pd.factorize(table["card"])[0] if "card" in table else np.arange(len(table))
