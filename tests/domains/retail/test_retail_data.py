@@ -142,3 +142,15 @@ def test_single_interaction_users_only_train():
     assert solo in prepared.train["user"].tolist() and solo not in prepared.test["user"].tolist()
     with pytest.raises(DataError, match="no test interactions"):
         prepare_interactions(frame[frame["user"] == "solo"])
+
+
+def test_datamodule_reads_udata_with_threshold_and_k_core(tmp_path):
+    frame = generate_interactions(n_users=80, n_items=60, seed=2)
+    file = tmp_path / "u.data"
+    frame.assign(user=frame["user"].str[1:], item=frame["item"].str[1:]).to_csv(file, sep="\t", header=False, index=False)
+    dm = RetailDataModule(path=str(file), rating_threshold=4, min_user_interactions=3, min_item_interactions=3)
+    dm.setup("fit")
+    kept = to_implicit(frame, 4.0)
+    assert dm.n_items <= kept["item"].nunique() and all(not u.startswith("u") for u in dm.user_ids)
+    total = sum(len(dm.lists[s].items) for s in ("train", "valid", "test"))
+    assert total == len(k_core(kept, 3, 3))

@@ -94,6 +94,10 @@ def test_predict_with_interactions_and_bad_files(tmp_path):
     table = predict_dm.predict_frame(pl_predict(model, predict_dm), "predict")
     assert not set(table[table.user == user]["item"]) & set(extra_items)
     assert (table[table.user == "stranger"]["source"] == "popularity").all()
+    everyone = instantiate(cfg.data)  # no data.path: recommend for every known user
+    everyone.load_state_dict(dm.state_dict())
+    table = everyone.predict_frame(pl_predict(model, everyone), "predict")
+    assert table["user"].nunique() == dm.n_users and (table["source"] == "model").all()
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     bad_dm = instantiate(cfg.data, path=str(empty))
