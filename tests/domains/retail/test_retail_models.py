@@ -117,3 +117,25 @@ def test_ease_and_itemknn_closed_forms():
     knn = ItemKNN(k=1).fit(matrix)
     assert knn.similarity[0, 1] == pytest.approx(1.0, abs=1e-4) and (knn.similarity > 0).sum(0).max() <= 1
     assert MostPop().fit(matrix).scores(torch.tensor([0]))[0].tolist() == [2.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("network", ["bpr", "neumf", "sasrec"])
+def test_onnx_export_matches_pytorch(tmp_path, network):
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    module = RecommenderModule(n_users=10, n_items=20, n_train=3, network=network, ks=[5])
+    module.set_training_data(torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]))
+    module.eval()
+    inputs = (torch.tensor([0, -1]), torch.tensor([[20, 20, 4, 5], [20, 20, 20, 20]]), torch.tensor([[1, -1], [2, 3]]))
+    names = ["users", "history", "exclude"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, inputs, tmp_path / "m.onnx", input_names=names, dynamo=False,
+                          dynamic_axes={"users": {0: "b"}, "history": {0: "b", 1: "l"}, "exclude": {0: "b", 1: "e"}})
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    used = {i.name for i in session.get_inputs()}  # unused inputs are pruned (BPR ignores history)
+    out = session.run(None, {n: v.numpy() for n, v in zip(names, inputs) if n in used})[0]
+    np.testing.assert_allclose(out, module(*inputs).detach().numpy(), atol=1e-5)
