@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MetricCollection
 
 from core.errors import ConfigError
@@ -21,6 +22,11 @@ from domains.finance.metrics import build_metrics, choose_threshold
 from domains.finance.models import ARCHITECTURES
 
 Batch = dict[str, torch.Tensor]
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers -> dicts/lists (other values unchanged)."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 class FraudModule(SectorModule):
@@ -56,6 +62,9 @@ class FraudModule(SectorModule):
         if threshold_policy not in ("f1", "cost"):
             raise ConfigError(f"model.threshold_policy={threshold_policy!r}: expected 'f1' or 'cost'")
         self.top_k, self.fpr, self.with_cards = top_k, fpr, with_cards
+        # plain containers only: checkpoints are read back with torch.load(weights_only=True)
+        net, optimizer, scheduler, cardinalities = _plain(net), _plain(optimizer), _plain(scheduler), _plain(cardinalities)
+        feature_mean, feature_std, log_features = _plain(feature_mean), _plain(feature_std), _plain(log_features)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.net = ARCHITECTURES[architecture](n_numeric, list(cardinalities), **dict(net or {}))

@@ -1,0 +1,135 @@
+"""End to end from the Hydra configs: compose every preset, train the quick experiment with the core
+trainer, baselines, report, weights-only checkpoint, predict on a new file, bad input through config."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from core.errors import DataError
+from core.reporting import RunContext
+from core.schema import register_schemas
+from core.trainer import build_trainer
+from domains.finance import DOMAIN
+from domains.finance.sample import SimulatorConfig, load_sample
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def compose_finance(overrides: list[str]):
+    register_schemas()
+    with initialize_config_dir(config_dir=str(DOMAIN.config_dir), version_base="1.3"):
+        return compose("main", overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", *overrides])
+
+
+@pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
+def test_every_experiment_composes(experiment) -> None:
+    cfg = compose_finance([f"experiment={experiment}", "paths.output_dir=/tmp/x"])
+    assert cfg.domain == "finance" and cfg.monitor.metric == "ap" and cfg.monitor.mode == "max"
+    assert cfg.data._target_.endswith("FraudDataModule")
+
+
+@pytest.mark.parametrize("data", DOMAIN.options("data"))
+def test_every_data_preset_composes(data) -> None:
+    cfg = compose_finance([f"data={data}", "data.path=/tmp/none.csv", "paths.output_dir=/tmp/x", "paths.data_dir=/tmp/x"])
+    dm = instantiate(cfg.data)
+    assert dm.preset in ("sample", "custom", "kaggle_creditcard")
+
+
+@pytest.mark.parametrize("model", DOMAIN.options("model"))
+def test_every_model_config_builds(model) -> None:
+    cfg = compose_finance([f"model={model}", "paths.output_dir=/tmp/x"])
+    module = instantiate(cfg.model, n_numeric=4, cardinalities=[3], feature_mean=[0.0] * 4, feature_std=[1.0] * 4, optimizer=cfg.optimizer, _recursive_=False)
+    out = module(torch.randn(5, 4), torch.zeros(5, 1, dtype=torch.long))
+    assert out.shape == (5, 2) and module.hparams.architecture == cfg.model.architecture
+
+
+def _fit(tmp_path: Path, overrides: list[str] = ()):
+    cfg = compose_finance(["experiment=quick", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
+                           "callbacks.progress_bar=null", "callbacks.model_summary=null", "callbacks.early_stopping=null", *overrides])
+    pl.seed_everything(0, verbose=False)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    model = instantiate(cfg.model, **dm.model_kwargs(), optimizer=cfg.optimizer, _recursive_=False)
+    trainer = build_trainer(cfg, enable_progress_bar=False, accelerator="cpu")
+    trainer.fit(model, dm)
+    test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
+    return cfg, dm, model, trainer, test
+
+
+def test_quick_pipeline_baselines_report_checkpoint_predict(tmp_path) -> None:
+    start = time.perf_counter()
+    cfg, dm, model, trainer, test = _fit(tmp_path)
+    baselines = DOMAIN.baselines(dm, cfg)
+    assert time.perf_counter() - start < 40
+    assert set(baselines) == {"logistic_regression", "hist_gradient_boosting"}
+    assert set(test) == set(baselines["logistic_regression"]) == {"ap", "auc", "cp_at_100", "recall_at_1pct_fpr"}
+    fraud_rate = float(dm.datasets["test"].tensors["target"].mean())
+    assert test["ap"] > 10 * fraud_rate and test["auc"] > 0.7
+    # planted scenarios: the model beats at least one in-run baseline on the same test rows
+    assert test["ap"] > min(b["ap"] for b in baselines.values())
+    metrics = {"domain": "finance", "model_name": "mlp", "primary_metric": "ap", "mode": "max", "test": test, "baselines": baselines}
+    sections = DOMAIN.report(RunContext(tmp_path, cfg, dm, model, metrics, trainer))
+    assert len(sections) == 4 and all(Path(img).is_file() for s in sections for img in s.images)
+
+    # weights-only checkpoint: threshold and preprocessing come back
+    checkpoint = load_checkpoint(trainer.checkpoint_callback.best_model_path)
+    restored = model_from_checkpoint(checkpoint)
+    assert 0 < float(restored.threshold) < 1
+    raw = load_sample(SimulatorConfig(**cfg.data.simulator), cfg.data.cache_dir)
+    new = raw[raw["TX_TIME_DAYS"] >= 30].drop(columns=["TX_FRAUD", "TX_FRAUD_SCENARIO"])  # no labels at all
+    path = tmp_path / "incoming.csv"
+    new.to_csv(path, index=False)
+    predict_dm = instantiate(cfg.data, path=str(path))
+    restore_datamodule_state(predict_dm, checkpoint)
+    assert predict_dm.fitted == dm.fitted
+    predict_dm.setup("predict")
+    table = predict_dm.predict_frame(pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu").predict(restored, predict_dm), "predict")
+    assert len(table) == len(new) and table["id"].tolist() == sorted(new["TRANSACTION_ID"].tolist())
+    assert table["score"].between(0, 1).all()
+    assert (table["alert"] == (table["score"] >= float(restored.threshold))).all()
+
+    # predict-time bad input names the file and column
+    new.drop(columns=["TX_AMOUNT"]).to_csv(tmp_path / "bad.csv", index=False)
+    bad = instantiate(cfg.data, path=str(tmp_path / "bad.csv"))
+    restore_datamodule_state(bad, checkpoint)
+    with pytest.raises(DataError, match=r"bad\.csv: missing column\(s\) \['TX_AMOUNT'\]"):
+        bad.setup("predict")
+
+
+@pytest.mark.parametrize("overrides", [["model=ft_transformer", "model.net.n_layers=1", "trainer.max_epochs=1"], ["model=autoencoder", "trainer.max_epochs=3"],
+                                       ["model.loss=focal", "data.sampler=balanced", "model.threshold_policy=cost", "trainer.max_epochs=3"]])
+def test_other_models_and_imbalance_options_run(tmp_path, overrides) -> None:
+    _, dm, model, _, test = _fit(tmp_path, overrides)
+    assert np.isfinite(test["ap"]) and test["auc"] > 0.5
+
+
+def test_user_csv_through_config(tmp_path) -> None:
+    raw = load_sample(SimulatorConfig(n_customers=300, n_terminals=600, n_days=45, n_compromised_terminals=1, n_compromised_customers=1), tmp_path)
+    user = pd.DataFrame({"ts": raw["TX_TIME_SECONDS"], "value": raw["TX_AMOUNT"], "is_fraud": raw["TX_FRAUD"], "card_id": raw["CUSTOMER_ID"].astype(str),
+                         "shop": raw["TERMINAL_ID"], "channel": np.where(raw["TRANSACTION_ID"] % 3 == 0, "web", "pos")})
+    path = tmp_path / "user.csv"
+    user.to_csv(path, index=False)
+    cols = ["data.columns.time=ts", "data.columns.time_unit=seconds", "data.columns.amount=value", "data.columns.label=is_fraud",
+            "data.columns.card=card_id", "data.columns.terminal=shop", "data.columns.categorical=[channel]"]
+    _, dm, _, _, test = _fit(tmp_path, ["data=csv", f"data.path={path}", *cols])
+    assert dm.fitted["vocab"] == {"channel": ["pos", "web"]} and test["auc"] > 0.6
+    with pytest.raises(DataError, match=r"user\.csv: missing column\(s\) \['amount'\]"):
+        _fit(tmp_path, ["data=csv", f"data.path={path}", *cols, "data.columns.amount=amount"])
