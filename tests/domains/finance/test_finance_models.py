@@ -122,3 +122,21 @@ def test_threshold_is_saved_with_the_checkpoint(tmp_path) -> None:
     trainer.save_checkpoint(path)
     loaded = FraudModule.load_from_checkpoint(path, weights_only=True)
     assert float(loaded.threshold) == pytest.approx(0.37)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_onnx_export_carries_preprocessing_and_threshold(tmp_path, architecture) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    module = FraudModule(n_numeric=3, cardinalities=[4], feature_mean=[1.0, 0.0, 0.0], feature_std=[2.0, 1.0, 1.0],
+                         log_features=[True, False, False], architecture=architecture).eval()
+    module.threshold.fill_(0.4)
+    numeric = torch.randn(16, 3) * 3
+    numeric[0, 1] = float("nan")
+    codes = torch.randint(0, 4, (16, 1))
+    path = tmp_path / f"{architecture}.onnx"
+    torch.onnx.export(module, (numeric, codes), str(path), input_names=["numeric", "categorical"], output_names=["score_alert"],
+                      dynamic_axes={"numeric": {0: "batch"}, "categorical": {0: "batch"}}, dynamo=False)
+    got = ort.InferenceSession(str(path)).run(None, {"numeric": numeric[:5].numpy(), "categorical": codes[:5].numpy()})[0]
+    with torch.no_grad():
+        expected = module(numeric[:5], codes[:5]).numpy()
+    assert np.allclose(got, expected, atol=1e-5)
