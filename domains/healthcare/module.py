@@ -73,6 +73,10 @@ class AnomalyDetector(SectorModule):
         self.network = build_network(network, spatial_dims, in_channels, image_size, dict(network_kwargs or {}))
         self.trainable = any(p.requires_grad for p in self.network.parameters()) and not getattr(self.network, "memory_based", False)
         self.automatic_optimization = self.trainable
+        if not self.trainable:
+            # memory-based models take no gradient steps; a no-op optimizer step per batch keeps Lightning's
+            # global_step moving, which ModelCheckpoint needs to save the fitted memory bank
+            self.step_anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
         for name in ("image_min", "image_max", "image_threshold", "pixel_min", "pixel_max", "pixel_threshold"):
             self.register_buffer(name, torch.tensor(0.0 if "min" in name else 1.0 if "max" in name else 0.5))
         self._val_raw: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -103,6 +107,7 @@ class AnomalyDetector(SectorModule):
         if self.trainable:
             return super().training_step(batch, batch_idx)
         self.network.collect(batch["inputs"])  # memory-based models: gather embeddings, fit at epoch end
+        self.optimizers().step()
         return torch.zeros((), device=self.device)
 
     def on_validation_epoch_start(self) -> None:
@@ -122,7 +127,7 @@ class AnomalyDetector(SectorModule):
         return self.trainable or bool(self.network.fitted)
 
     def configure_optimizers(self) -> Any:
-        return super().configure_optimizers() if self.trainable else None
+        return super().configure_optimizers() if self.trainable else torch.optim.SGD([self.step_anchor], lr=0.0)
 
     # --- validation: thresholds and normalisation ---------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

@@ -40,14 +40,17 @@ def load_local_weights(net: nn.Module, path: str | Path, in_channels: int) -> in
 
 
 class ResNetFeatures(nn.Module):
-    """Frozen ResNet-18 trunk returning ``layers`` feature maps (layer1 at 1/2, layer2 at 1/4 of the input size)."""
+    """Frozen ResNet-18 trunk returning ``layers`` feature maps (layer1 at 1/2, layer2 at 1/4 of the input size;
+    twice finer with ``max_pool=False``, for small lesions on small images)."""
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, weights_path: str | None = None, seed: int = 0, layers: tuple[str, ...] = ("layer1", "layer2")) -> None:
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, weights_path: str | None = None, seed: int = 0, layers: tuple[str, ...] = ("layer1", "layer2"),
+                 max_pool: bool = True) -> None:
         super().__init__()
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.net = ResNet(block="basic", layers=[2, 2, 2, 2], block_inplanes=[64, 128, 256, 512], spatial_dims=spatial_dims,
-                              n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=1, num_classes=1)
+                              n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=1, num_classes=1,
+                              no_max_pool=not max_pool)
         self.loaded = load_local_weights(self.net, weights_path, in_channels) if weights_path else 0
         self.layers = tuple(layers)
         self.net.eval()
@@ -63,7 +66,9 @@ class ResNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         n = self.net
-        x = n.maxpool(n.act(n.bn1(n.conv1(x))))
+        x = n.act(n.bn1(n.conv1(x)))
+        if not n.no_max_pool:
+            x = n.maxpool(x)
         out = []
         for name in ("layer1", "layer2", "layer3"):
             x = getattr(n, name)(x)

@@ -19,9 +19,9 @@ class PaDiMDetector(nn.Module):
     memory_based = True
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, weights_path: str | None = None,
-                 n_features: int = 64, regularisation: float = 0.01, sigma: float = 4.0, seed: int = 0) -> None:
+                 n_features: int = 64, regularisation: float = 0.01, sigma: float = 4.0, seed: int = 0, max_pool: bool = False) -> None:
         super().__init__()
-        self.backbone = ResNetFeatures(spatial_dims, in_channels, weights_path, seed)
+        self.backbone = ResNetFeatures(spatial_dims, in_channels, weights_path, seed, max_pool=max_pool)
         self.blur = GaussianBlur(spatial_dims, sigma)
         g = torch.Generator().manual_seed(seed)
         n = min(n_features, self.backbone.channels)

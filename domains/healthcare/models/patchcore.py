@@ -54,18 +54,26 @@ class PatchCoreDetector(nn.Module):
     memory_based = True
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, weights_path: str | None = None,
-                 coreset_size: int = 2000, sigma: float = 4.0, seed: int = 0, chunk: int = 4096) -> None:
+                 coreset_size: int = 2000, sigma: float = 4.0, seed: int = 0, max_pool: bool = False, chunk: int = 4096,
+                 position_weight: float = 0.0) -> None:
         super().__init__()
-        self.backbone = ResNetFeatures(spatial_dims, in_channels, weights_path, seed)
+        self.backbone = ResNetFeatures(spatial_dims, in_channels, weights_path, seed, max_pool=max_pool)
         self.blur = GaussianBlur(spatial_dims, sigma)
         self.coreset_size, self.seed, self.chunk = coreset_size, seed, chunk
-        self.register_buffer("bank", torch.zeros(0, self.backbone.channels))
+        self.position_weight = position_weight
+        extra = spatial_dims if position_weight > 0 else 0
+        self.register_buffer("bank", torch.zeros(0, self.backbone.channels + extra))
         self._collected: list[torch.Tensor] = []
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embeddings (B, C, *s) at the resolution of the first feature map."""
         feats = self.backbone(x)
-        return embed(feats, tuple(feats[0].shape[2:]))
+        f = embed(feats, tuple(feats[0].shape[2:]))
+        if self.position_weight > 0:  # position-aware variant: neighbours must also lie near the same location
+            axes = [torch.linspace(-1, 1, n, device=f.device) for n in f.shape[2:]]
+            grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None].expand(f.shape[0], -1, *f.shape[2:])
+            f = torch.cat([f, self.position_weight * grid], dim=1)
+        return f
 
     @torch.no_grad()
     def collect(self, x: torch.Tensor) -> None:

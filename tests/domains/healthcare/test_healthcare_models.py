@@ -139,3 +139,37 @@ def test_unknown_network_and_threshold_are_config_errors():
         AnomalyDetector(threshold="otsu")
     with pytest.raises(ConfigError, match="weights_path"):
         AnomalyDetector(network="patchcore", network_kwargs={"weights_path": "/nonexistent/resnet18.pth"})
+
+
+def test_default_patchcore_beats_baselines_on_planted_lesions():
+    """The default model (PatchCore, chosen in benchmarks/healthcare.py) on a fresh phantom sample."""
+    from domains.healthcare.baselines import run_baselines
+
+    torch.manual_seed(0)
+    dm = HealthcareDataModule(image_size=32, sample={"n_train": 48, "n_val": 24, "n_test": 48}, batch_size=16, seed=0)
+    dm.setup("fit")
+    baselines = {k: v["metrics"] for k, v in run_baselines(dm).items()}
+    model = AnomalyDetector(network="patchcore", network_kwargs={"coreset_size": 500}, **dm.model_kwargs())
+    trainer = _trainer(1)
+    trainer.fit(model, dm)
+    test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, verbose=False)[0].items()}
+    assert test["pixel_auroc"] > max(baselines["knn"]["pixel_auroc"], baselines["pca"]["pixel_auroc"])
+    assert test["image_auroc"] > baselines["pca"]["image_auroc"]
+
+
+def test_local_resnet_weights_are_loaded_and_adapted(tmp_path):
+    """A torchvision-style ResNet-18 state dict (3-channel conv1, 'module.' prefix) loads into the 1-channel MONAI trunk."""
+    from monai.networks.nets import ResNet
+
+    from domains.healthcare.models.backbone import ResNetFeatures
+
+    donor = ResNet(block="basic", layers=[2, 2, 2, 2], block_inplanes=[64, 128, 256, 512], spatial_dims=2, n_input_channels=3, num_classes=1000)
+    state = {f"module.{k}": v for k, v in donor.state_dict().items()}
+    torch.save(state, tmp_path / "resnet18.pth")
+    features = ResNetFeatures(2, 1, weights_path=str(tmp_path / "resnet18.pth"))
+    assert features.loaded > 50
+    torch.testing.assert_close(features.net.conv1.weight, donor.conv1.weight.sum(1, keepdim=True))  # grey = RGB replicated
+    torch.testing.assert_close(features.net.layer2[0].conv1.weight, donor.layer2[0].conv1.weight)
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match="no tensor matches a ResNet-18"):
+        ResNetFeatures(2, 1, weights_path=str(tmp_path / "other.pth"))
