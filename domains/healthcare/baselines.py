@@ -112,4 +112,5 @@ BASELINES = {"knn": KNNBaseline, "pca": PCABaseline}
 def run_baselines(datamodule: Any, names: tuple[str, ...] = ("knn", "pca"), threshold: str = "f1", fpr: float = 0.05) -> dict[str, dict[str, Any]]:
     """Every baseline on the datamodule's splits: ``{name: {"metrics", "scores", "maps"}}``."""
     train, val, test = (datamodule.arrays(s) for s in ("train", "val", "test"))
+    train = tuple(a[train[2] == 0] for a in train)  # the detectors model normal images only (supervised data too)
     return {name: evaluate_detector(BASELINES[name](), train, val, test, threshold, fpr) for name in names}

@@ -20,11 +20,11 @@ from domains.healthcare.transforms import build_transforms, unwrap_data_error
 STAGES = ("train", "val", "test")
 
 
-def phantom_records(n_train: int, n_val: int, n_test: int, size: int, spatial_dims: int, seed: int) -> dict[str, list[Record]]:
-    """Sample splits: normal-only train, val and test half abnormal; lesion radius kept per record."""
+def phantom_records(n_train: int, n_val: int, n_test: int, size: int, spatial_dims: int, seed: int, supervised: bool = False) -> dict[str, list[Record]]:
+    """Sample splits: normal-only train (half abnormal when ``supervised``), val and test half abnormal; lesion radius kept per record."""
     out: dict[str, list[Record]] = {}
     for offset, (stage, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
-        n_abnormal = 0 if stage == "train" else n // 2
+        n_abnormal = 0 if stage == "train" and not supervised else n // 2
         ph = make_phantoms(n - n_abnormal, n_abnormal, size=size, spatial_dims=spatial_dims, seed=seed * 1000 + offset)
         buckets = ph.size_bucket
         out[stage] = [
@@ -53,6 +53,7 @@ class HealthcareDataModule(SectorDataModule):
         cache: str = "memory",
         augment: bool = False,
         nan_policy: str = "error",
+        supervised: bool = False,
         sample: dict[str, int] | None = None,
         heatmap_dir: str | None = None,
         batch_size: int = 32,
@@ -74,7 +75,7 @@ class HealthcareDataModule(SectorDataModule):
             raise ConfigError("data.cache=disk needs data.cache_dir (the PersistentDataset folder)")
         self.layout, self.normal_label = layout, normal_label
         self.image_size, self.spatial_dims, self.channels = image_size, spatial_dims, channels
-        self.cache, self.augment, self.nan_policy = cache, augment, nan_policy
+        self.cache, self.augment, self.nan_policy, self.supervised = cache, augment, nan_policy, supervised
         self.sample = {"n_train": 64, "n_val": 32, "n_test": 64, **(sample or {})}
         self.heatmap_dir = Path(heatmap_dir) if heatmap_dir else None
         self.records: dict[str, list[Record]] = {}
@@ -85,8 +86,8 @@ class HealthcareDataModule(SectorDataModule):
     def _read_records(self) -> dict[str, list[Record]]:
         if self.path is None:
             s = self.sample
-            return phantom_records(s["n_train"], s["n_val"], s["n_test"], self.image_size, self.spatial_dims, self.seed)
-        return read_splits(self.require_path(), self.layout, self.normal_label, self.seed)
+            return phantom_records(s["n_train"], s["n_val"], s["n_test"], self.image_size, self.spatial_dims, self.seed, self.supervised)
+        return read_splits(self.require_path(), self.layout, self.normal_label, self.seed, self.supervised)
 
     def make_dataset(self, records: list[Record], augment: bool, cache: str | None = None) -> Any:
         """A MONAI dataset over ``records``; loading/check errors surface here as DataErrors naming the file."""

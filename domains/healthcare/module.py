@@ -20,7 +20,7 @@ from domains.healthcare.metrics import anomaly_metrics, choose_threshold, normal
 from domains.healthcare.models.common import image_score
 
 Batch = dict[str, torch.Tensor]
-NETWORKS = ("autoencoder", "vae", "patchcore", "padim")
+NETWORKS = ("autoencoder", "vae", "patchcore", "padim", "classifier")
 
 
 def build_network(network: str, spatial_dims: int, in_channels: int, image_size: int, network_kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -39,6 +39,10 @@ def build_network(network: str, spatial_dims: int, in_channels: int, image_size:
 
         cls = PatchCoreDetector if network == "patchcore" else PaDiMDetector
         return cls(spatial_dims, in_channels, image_size, **network_kwargs)
+    if network == "classifier":
+        from domains.healthcare.models.classifier import ClassifierDetector
+
+        return ClassifierDetector(spatial_dims, in_channels, **network_kwargs)
     raise ConfigError(f"model.network={network!r}; expected one of {', '.join(NETWORKS)}")
 
 
@@ -101,6 +105,8 @@ class AnomalyDetector(SectorModule):
 
     # --- training ------------------------------------------------------------------------------
     def training_loss(self, batch: Batch) -> torch.Tensor:
+        if getattr(self.network, "supervised", False):
+            return self.network.loss(batch["inputs"], batch["target"])
         return self.network.loss(batch["inputs"])
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

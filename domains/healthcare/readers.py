@@ -63,12 +63,14 @@ def _class_records(class_dir: Path, label: int) -> list[Record]:
     ]
 
 
-def read_folder(root: Path) -> Splits:
-    """Records of the benchmark folder layout (see module docstring)."""
+def read_folder(root: Path, supervised: bool = False) -> Splits:
+    """Records of the benchmark folder layout (see module docstring); ``supervised`` also reads train/Ungood."""
     train_dir = root / "train" / "good"
     if not train_dir.is_dir():
         raise DataError(f"{root}: expected a train/good/ folder of normal images (benchmark folder layout)")
     splits: Splits = {"train": _class_records(train_dir, 0)}
+    if supervised and (root / "train" / "Ungood").is_dir():
+        splits["train"] += _class_records(root / "train" / "Ungood", 1)
     for stage, names in (("val", ("valid", "val")), ("test", ("test",))):
         folder = next((root / n for n in names if (root / n).is_dir()), None)
         if folder is None:
@@ -89,7 +91,7 @@ def _medmnist_images(images: np.ndarray) -> np.ndarray:
     return arr[:, None] if arr.ndim == 3 else np.moveaxis(arr, -1, 1)
 
 
-def read_medmnist(path: Path, normal_label: int = 0) -> Splits:
+def read_medmnist(path: Path, normal_label: int = 0, supervised: bool = False) -> Splits:
     """Records of a MedMNIST ``.npz`` (arrays in memory); abnormal training images are dropped."""
     try:
         data = np.load(path)
@@ -110,7 +112,7 @@ def read_medmnist(path: Path, normal_label: int = 0) -> Splits:
                 raise ConfigError(f"data.normal_label={normal_label} never occurs in {path}:{keys[1]} (labels {np.unique(flat).tolist()})")
             abnormal = flat != normal_label
         images = _medmnist_images(np.asarray(data[keys[0]]))
-        keep = ~abnormal if stage == "train" else np.ones(len(abnormal), dtype=bool)
+        keep = ~abnormal if stage == "train" and not supervised else np.ones(len(abnormal), dtype=bool)
         idx = np.flatnonzero(keep)
         splits[stage] = [
             {"image": images[i], "mask": None, "label": int(abnormal[i]), "name": f"{prefix}_{i}"} for i in idx
@@ -118,7 +120,7 @@ def read_medmnist(path: Path, normal_label: int = 0) -> Splits:
     return splits
 
 
-def read_manifest(path: Path, seed: int = 0) -> Splits:
+def read_manifest(path: Path, seed: int = 0, supervised: bool = False) -> Splits:
     """Records of a CSV manifest ``path,label[,mask_path][,split]``."""
     try:
         frame = pd.read_csv(path)
@@ -145,12 +147,13 @@ def read_manifest(path: Path, seed: int = 0) -> Splits:
         odd = ~frame["split"].isin(["train", "val", "test"])
         if odd.any():
             raise DataError(f"{path}: column 'split' must be train, val or test; found {frame['split'][odd].iloc[0]!r}")
-        if ((frame["split"] == "train") & (frame["label"] == 1)).any():
+        if not supervised and ((frame["split"] == "train") & (frame["label"] == 1)).any():
             frame = frame[~((frame["split"] == "train") & (frame["label"] == 1))]  # documented: trained on normals only
     else:
         u = np.random.default_rng(seed).random(len(frame))
         normal = frame["label"].to_numpy() == 0
-        split = np.where(normal, np.where(u < 0.6, "train", np.where(u < 0.8, "val", "test")), np.where(u < 0.5, "val", "test"))
+        abnormal_split = np.where(u < 0.4, "train", np.where(u < 0.7, "val", "test")) if supervised else np.where(u < 0.5, "val", "test")
+        split = np.where(normal, np.where(u < 0.6, "train", np.where(u < 0.8, "val", "test")), abnormal_split)
         frame = frame.assign(split=split)
     records = pd.DataFrame({
         "image": frame["path"], "mask": frame["mask_path"], "label": frame["label"],
@@ -175,19 +178,23 @@ def detect_layout(path: Path) -> str:
     raise DataError(f"{path}: cannot tell the layout; give a folder (train/good, test/...), a MedMNIST .npz or a CSV manifest")
 
 
-def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: int = 0) -> Splits:
-    """Train/val/test records of ``path`` in ``layout`` (auto-detected by default); checks the normal set."""
+def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: int = 0, supervised: bool = False) -> Splits:
+    """Train/val/test records of ``path`` in ``layout`` (auto-detected by default); checks the normal set.
+
+    ``supervised`` keeps abnormal training images (for the supervised classifier)."""
     layout = detect_layout(path) if layout == "auto" else layout
     if layout == "folder":
-        splits = read_folder(path)
+        splits = read_folder(path, supervised)
     elif layout == "medmnist":
-        splits = read_medmnist(path, normal_label)
+        splits = read_medmnist(path, normal_label, supervised)
     elif layout == "manifest":
-        splits = read_manifest(path, seed)
+        splits = read_manifest(path, seed, supervised)
     else:
         raise ConfigError(f"data.layout={layout!r}; expected auto, folder, medmnist or manifest")
-    if not splits["train"]:
+    if not any(r["label"] == 0 for r in splits["train"]):
         raise DataError(f"{path}: the normal training set is empty; anomaly detection trains on normal images only")
+    if supervised and not any(r["label"] == 1 for r in splits["train"]):
+        raise DataError(f"{path}: data.supervised=true but the training split has no abnormal images")
     for stage in ("val", "test"):
         if not splits[stage]:
             raise DataError(f"{path}: the {stage} split is empty")

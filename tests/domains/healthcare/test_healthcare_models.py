@@ -173,3 +173,17 @@ def test_local_resnet_weights_are_loaded_and_adapted(tmp_path):
     torch.save({"foo": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ConfigError, match="no tensor matches a ResNet-18"):
         ResNetFeatures(2, 1, weights_path=str(tmp_path / "other.pth"))
+
+
+def test_supervised_classifier_learns_from_abnormal_training_labels():
+    torch.manual_seed(0)
+    dm = HealthcareDataModule(image_size=32, supervised=True, sample={"n_train": 32, "n_val": 16, "n_test": 48}, batch_size=16, seed=0)
+    dm.setup("fit")
+    assert dm.arrays("train")[2].sum() == 16
+    model = AnomalyDetector(network="classifier", network_kwargs={"backbone": "resnet18"}, **dm.model_kwargs())
+    trainer = _trainer(2)
+    trainer.fit(model, dm)
+    test = trainer.test(model, dm, verbose=False)[0]
+    assert np.isfinite(test["test/image_auroc"])
+    score, amap, _, _ = predict_outputs(model, dm.test_dataloader())
+    assert amap.shape == (48, 1, 32, 32) and torch.allclose(amap.amax((1, 2, 3)), amap.amin((1, 2, 3)))
