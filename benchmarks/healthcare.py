@@ -121,8 +121,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "healthcare.json"))
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/healthcare[_quick].json")
     args = parser.parse_args()
+    args.output = args.output or str(ROOT / "benchmarks" / "results" / f"healthcare{'_quick' if args.quick else ''}.json")
     torch.set_num_threads(1)
     if args.quick:
         args.size, args.n_train, args.n_val, args.n_test, args.epochs, pipe_n = 64, 96, 48, 96, 15, 256
