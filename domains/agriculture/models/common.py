@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.errors import ConfigError
+
 
 class MonotoneQuantiles(nn.Module):
     """Map raw outputs ``(..., Q)`` to non-crossing quantiles: the median is free, the others are reached by
@@ -17,7 +19,7 @@ class MonotoneQuantiles(nn.Module):
         super().__init__()
         self.quantiles = tuple(float(q) for q in quantiles)
         if list(self.quantiles) != sorted(self.quantiles) or 0.5 not in self.quantiles:
-            raise ValueError(f"model.quantiles={list(quantiles)}: expected increasing values including 0.5")
+            raise ConfigError(f"model.quantiles={list(quantiles)}: expected increasing values including 0.5")
         self.median = self.quantiles.index(0.5)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:

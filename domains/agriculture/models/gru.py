@@ -1,5 +1,5 @@
-"""A GRU encoder over the lookback window; its last state and the known-ahead calendar features feed an MLP
-that emits all horizons at once (direct multi-horizon), plus a linear skip over the target history."""
+"""A recurrent (GRU, or LSTM with ``cell="lstm"``) encoder over the lookback window; its last state and the
+known-ahead calendar features feed an MLP that emits all horizons at once (direct multi-horizon), plus a linear skip over the target history."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from core.errors import ConfigError
 from domains.agriculture.models.common import MonotoneQuantiles
 
 
@@ -24,11 +25,14 @@ class GRUForecaster(nn.Module):
         hidden: int = 32,
         layers: int = 1,
         dropout: float = 0.2,
+        cell: str = "gru",
     ) -> None:
         super().__init__()
         self.horizon, self.n_q = horizon, len(quantiles)
         out = horizon * self.n_q
-        self.encoder = nn.GRU(
+        if cell not in ("gru", "lstm"):
+            raise ConfigError(f"model.network_kwargs.cell={cell!r}: expected 'gru' or 'lstm'")
+        self.encoder = (nn.GRU if cell == "gru" else nn.LSTM)(
             n_past, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )
         self.decoder = nn.Sequential(
@@ -39,6 +43,8 @@ class GRUForecaster(nn.Module):
 
     def forward(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         _, state = self.encoder(past)
+        if isinstance(state, tuple):  # LSTM: (hidden, cell)
+            state = state[0]
         fut = future.flatten(1)
         raw = self.decoder(torch.cat([state[-1], fut], dim=1)) + self.skip(torch.cat([past[..., 0], fut], dim=1))
         return self.head(raw.view(-1, self.horizon, self.n_q))

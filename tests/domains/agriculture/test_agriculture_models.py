@@ -8,7 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from domains.agriculture.baselines import evaluate_weather_baselines
 from domains.agriculture.data import WeatherDataModule, YieldDataModule
 from domains.agriculture.metrics import nrmse, score_forecasts
@@ -27,6 +27,14 @@ def test_networks_output_ordered_quantiles(name):
     assert (out[..., 0] <= out[..., 1]).all() and (out[..., 1] <= out[..., 2]).all()
     out.sum().backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_lstm_cell_option():
+    net = NETWORKS["gru"](lookback=16, horizon=3, n_past=2, n_future=3, cell="lstm")
+    assert isinstance(net.encoder, torch.nn.LSTM)
+    assert net(torch.randn(4, 16, 2), torch.randn(4, 3, 3)).shape == (4, 3, 3)
+    with pytest.raises(ConfigError, match="cell"):
+        NETWORKS["gru"](lookback=16, horizon=3, n_past=2, n_future=3, cell="rnn")
 
 
 def test_patchtst_loads_local_pretrained_encoder(tmp_path):
