@@ -97,7 +97,10 @@ class PatchCoreDetector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
         flat = f.movedim(1, -1).reshape(-1, f.shape[1])
-        dist = torch.cat([squared_distances(part, self.bank).min(dim=1).values for part in flat.split(self.chunk)])
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():  # one graph for any batch size
+            dist = squared_distances(flat, self.bank).min(dim=1).values
+        else:  # chunks bound the memory of the distance matrix
+            dist = torch.cat([squared_distances(part, self.bank).min(dim=1).values for part in flat.split(self.chunk)])
         amap = dist.sqrt().reshape(f.shape[0], 1, *f.shape[2:])
         mode = "bilinear" if amap.ndim == 4 else "trilinear"
         return self.blur(F.interpolate(amap, size=x.shape[2:], mode=mode, align_corners=False))

@@ -105,11 +105,12 @@ def test_every_model_trains_calibrates_and_round_trips(tiny, network, kwargs, tm
     assert torch.equal(again[2], flag)
 
 
-def test_onnx_export_gives_the_same_decisions(tiny, tmp_path):
+@pytest.mark.parametrize("network,kwargs", [("autoencoder", FAST_AE), ("patchcore", {"coreset_size": 64})])
+def test_onnx_export_gives_the_same_decisions(tiny, tmp_path, network, kwargs):
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    model = AnomalyDetector(network="autoencoder", network_kwargs=FAST_AE, **tiny.model_kwargs())
+    model = AnomalyDetector(network=network, network_kwargs=kwargs, **tiny.model_kwargs())
     _trainer(1).fit(model, tiny)
     model.eval()
     x = torch.as_tensor(tiny.arrays("test")[0])
