@@ -1,5 +1,6 @@
 """A recurrent (GRU, or LSTM with ``cell="lstm"``) encoder over the lookback window; its last state and the
-known-ahead calendar features feed an MLP that emits all horizons at once (direct multi-horizon), plus a linear skip over the target history."""
+known-ahead calendar features feed an MLP that emits all horizons at once (direct multi-horizon), plus a
+linear skip over the target history."""
 
 from __future__ import annotations
 
