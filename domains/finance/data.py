@@ -103,7 +103,7 @@ class FraudDataModule(SectorDataModule):
             frame = to_canonical(load_sample(self.simulator, self.cache_dir), self.spec, self.source)
         else:
             frame = read_transactions(self.require_path(), self.spec, with_label=with_label)
-        features = build_features(frame, **{k: v for k, v in self.feature_cfg.items()})
+        features = build_features(frame, **self.feature_cfg)
         return pd.concat([frame, features], axis=1)
 
     def numeric_columns(self, frame: pd.DataFrame) -> list[str]:
