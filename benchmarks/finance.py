@@ -177,8 +177,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cache", default=str(ROOT / "data_cache"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finance.json"))
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/finance.json (finance_quick.json with --quick)")
     args = parser.parse_args()
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / ("finance_quick.json" if args.quick else "finance.json"))
     quiet()
     torch.set_num_threads(1)
     sim_seeds = [0] if args.quick else [0, 1, 2]
