@@ -73,7 +73,8 @@ class PCABaseline:
 
     def fit(self, train: np.ndarray) -> PCABaseline:
         flat = _pool(torch.as_tensor(train), self.pool).flatten(1).numpy()
-        self.pca = PCA(n_components=min(self.variance, len(flat) - 1) if self.variance < 1 else min(int(self.variance), len(flat) - 1), svd_solver="full").fit(flat)
+        components = self.variance if self.variance < 1 else min(int(self.variance), len(flat) - 1)
+        self.pca = PCA(n_components=components, svd_solver="full").fit(flat)
         return self
 
     def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +95,8 @@ def evaluate_detector(detector: Any, train: Arrays, val: Arrays, test: Arrays, t
     pixel_labels = val[1].reshape(-1) if val[1].any() else None
     pixel_thr = choose_threshold(_subsample(val_maps), None if pixel_labels is None else _subsample(pixel_labels), threshold, fpr)
     scores, maps = detector.score(test[0])
-    outputs = (torch.as_tensor(scores), torch.as_tensor(maps), torch.as_tensor(scores >= image_thr).float(), torch.as_tensor(maps >= pixel_thr).float())
+    flags = (torch.as_tensor(scores >= image_thr).float(), torch.as_tensor(maps >= pixel_thr).float())
+    outputs = (torch.as_tensor(scores), torch.as_tensor(maps), *flags)
     metrics = anomaly_metrics()
     metrics.update(outputs, torch.as_tensor(test[2]), torch.as_tensor(test[1]))
     values = {k: float(v) for k, v in metrics.compute().items()}

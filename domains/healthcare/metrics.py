@@ -37,7 +37,10 @@ class _AnomalyMetric(Metric):
             value = values[name]
             if value is None:
                 value = torch.zeros_like(amap)
-            getattr(self, name).append(value.detach().float().reshape(len(score), -1).squeeze(-1) if name in ("score", "flag", "target") else value.detach().float())
+            value = value.detach().float()
+            if name in ("score", "flag", "target"):
+                value = value.reshape(len(score), -1).squeeze(-1)
+            getattr(self, name).append(value)
 
     def _cat(self, name: str) -> torch.Tensor:
         value = getattr(self, name)

@@ -132,7 +132,8 @@ def read_manifest(path: Path, seed: int = 0, supervised: bool = False) -> Splits
     labels = pd.to_numeric(frame["label"], errors="coerce")
     bad = ~labels.isin([0, 1])
     if bad.any():
-        raise DataError(f"{path}: column 'label' must be 0 (normal) or 1 (abnormal); row {int(np.flatnonzero(bad)[0]) + 2} has {frame['label'][bad].iloc[0]!r}")
+        row = int(np.flatnonzero(bad)[0]) + 2  # 1-based, after the header line
+        raise DataError(f"{path}: column 'label' must be 0 (normal) or 1 (abnormal); row {row} has {frame['label'][bad].iloc[0]!r}")
     base = path.parent
     resolve = lambda s: s.map(lambda p: str(p if Path(p).is_absolute() else base / p))  # noqa: E731
     frame = frame.assign(label=labels.astype(int), path=resolve(frame["path"].astype(str)))

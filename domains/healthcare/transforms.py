@@ -83,10 +83,14 @@ class CheckImaged(MapTransform):
         image = torch.as_tensor(d["image"]).float()
         src = _source(d)
         if image.ndim != self.spatial_dims + 1:
-            raise DataError(f"{src}: image has shape {tuple(image.shape[1:])} after adding channels; expected {self.spatial_dims}D (data.spatial_dims={self.spatial_dims})")
+            raise DataError(
+                f"{src}: image has shape {tuple(image.shape[1:])} after adding channels; "
+                f"expected {self.spatial_dims}D (data.spatial_dims={self.spatial_dims})"
+            )
         if not torch.isfinite(image).all():
             if self.nan_policy != "zero":
-                raise DataError(f"{src}: image contains {int((~torch.isfinite(image)).sum())} NaN/inf values (set data.nan_policy=zero to replace them by 0)")
+                bad = int((~torch.isfinite(image)).sum())
+                raise DataError(f"{src}: image contains {bad} NaN/inf values (set data.nan_policy=zero to replace them by 0)")
             image = torch.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
         c = image.shape[0]
         if c != self.channels:
@@ -100,7 +104,10 @@ class CheckImaged(MapTransform):
         if mask.shape[0] > 1:
             mask = mask.amax(dim=0, keepdim=True)
         if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
-            raise DataError(f"{_source(d, 'mask')}: mask size {tuple(mask.shape[1:])} does not match its image {src} of size {tuple(image.shape[1:])}")
+            raise DataError(
+                f"{_source(d, 'mask')}: mask size {tuple(mask.shape[1:])} does not match its image {src} "
+                f"of size {tuple(image.shape[1:])}"
+            )
         d["image"] = image
         d["mask"] = (mask > 0).float()
         return d

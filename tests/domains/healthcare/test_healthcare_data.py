@@ -219,3 +219,15 @@ def test_disk_cache_matches_memory_cache(tmp_path):
     b = _setup(root, cache="disk", cache_dir=str(tmp_path / "cache")).arrays("test")[0]
     np.testing.assert_allclose(a, b)
     assert any((tmp_path / "cache").iterdir())
+
+
+def test_manifest_schema_errors_name_file_column_and_row(tmp_path):
+    pd.DataFrame({"file": ["a.png"], "label": [0]}).to_csv(tmp_path / "m1.csv", index=False)
+    with pytest.raises(DataError, match=r"m1\.csv: missing column\(s\) \['path'\]"):
+        _setup(tmp_path / "m1.csv")
+    pd.DataFrame({"path": ["a.png", "b.png"], "label": [0, "tumour"]}).to_csv(tmp_path / "m2.csv", index=False)
+    with pytest.raises(DataError, match=r"m2\.csv: column 'label' must be 0 \(normal\) or 1 \(abnormal\); row 3 has 'tumour'"):
+        _setup(tmp_path / "m2.csv")
+    with pytest.raises(DataError, match="cannot tell the layout"):
+        (tmp_path / "x.txt").write_text("hi")
+        _setup(tmp_path / "x.txt")
