@@ -123,10 +123,11 @@ def test_onnx_export_gives_the_same_decisions(tiny, tmp_path, network, kwargs):
     assert (onnx_out[2] == torch_out[2].numpy()).mean() == 1.0
 
 
-def test_reconstruction_models_on_a_tiny_volume():
+def test_every_model_on_a_tiny_volume():
     dm = HealthcareDataModule(image_size=16, spatial_dims=3, sample={"n_train": 8, "n_val": 4, "n_test": 4}, batch_size=4)
     dm.setup("fit")
-    for network, kwargs in (("autoencoder", FAST_AE), ("vae", {**FAST_AE, "latent_size": 8})):
+    volume_models = (("autoencoder", FAST_AE), ("vae", {**FAST_AE, "latent_size": 8}), ("patchcore", {"coreset_size": 200}), ("padim", {"n_features": 16}))
+    for network, kwargs in volume_models:
         model = AnomalyDetector(network=network, network_kwargs=kwargs, **dm.model_kwargs())
         _trainer(1).fit(model, dm)
         score, amap, _, _ = predict_outputs(model, dm.test_dataloader())
