@@ -123,6 +123,8 @@ class AnomalyDetector(SectorModule):
     def on_train_epoch_end(self) -> None:
         if not self.trainable:
             self.network.fit_memory()
+            if self._trainer is not None:  # one pass over the normal images fills the memory bank: stop
+                self.trainer.should_stop = True
 
     def on_test_epoch_start(self) -> None:
         self.on_train_epoch_end()

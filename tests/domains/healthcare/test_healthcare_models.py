@@ -189,3 +189,10 @@ def test_supervised_classifier_learns_from_abnormal_training_labels():
     assert np.isfinite(test["test/image_auroc"])
     score, amap, _, _ = predict_outputs(model, dm.test_dataloader())
     assert amap.shape == (48, 1, 32, 32) and torch.allclose(amap.amax((1, 2, 3)), amap.amin((1, 2, 3)))
+
+
+def test_memory_models_stop_after_one_pass(tiny):
+    model = AnomalyDetector(network="padim", network_kwargs={"n_features": 16}, **tiny.model_kwargs())
+    trainer = _trainer(5)
+    trainer.fit(model, tiny)
+    assert trainer.current_epoch == 1 and model.network.fitted
