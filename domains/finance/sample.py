@@ -32,6 +32,7 @@ class SimulatorConfig:
     n_days: int = 183
     start_date: str = "2018-04-01"
     radius: float = 5.0
+    grid_size: float = 100.0  # side of the square map; scale it with sqrt(size) to keep the density
     amount_threshold: float = 220.0
     n_compromised_terminals: int = 2
     terminal_days: int = 28
@@ -48,14 +49,14 @@ class SimulatorConfig:
 
 
 def customer_profiles(cfg: SimulatorConfig, rng: np.random.Generator) -> pd.DataFrame:
-    """Customer location on a 100x100 grid, mean/std amount and mean number of transactions a day."""
+    """Customer location on the grid, mean/std amount and mean number of transactions a day."""
     n = cfg.n_customers
     mean_amount = rng.uniform(5, 100, n)
     return pd.DataFrame(
         {
             "CUSTOMER_ID": np.arange(n),
-            "x_customer": rng.uniform(0, 100, n),
-            "y_customer": rng.uniform(0, 100, n),
+            "x_customer": rng.uniform(0, cfg.grid_size, n),
+            "y_customer": rng.uniform(0, cfg.grid_size, n),
             "mean_amount": mean_amount,
             "std_amount": mean_amount / 2,
             "mean_nb_tx_per_day": rng.uniform(0, 4, n),
@@ -66,7 +67,7 @@ def customer_profiles(cfg: SimulatorConfig, rng: np.random.Generator) -> pd.Data
 def terminal_profiles(cfg: SimulatorConfig, rng: np.random.Generator) -> pd.DataFrame:
     """Terminal locations on the same grid."""
     n = cfg.n_terminals
-    return pd.DataFrame({"TERMINAL_ID": np.arange(n), "x_terminal": rng.uniform(0, 100, n), "y_terminal": rng.uniform(0, 100, n)})
+    return pd.DataFrame({"TERMINAL_ID": np.arange(n), "x_terminal": rng.uniform(0, cfg.grid_size, n), "y_terminal": rng.uniform(0, cfg.grid_size, n)})
 
 
 def reachable_terminals(customers: pd.DataFrame, terminals: pd.DataFrame, radius: float) -> tuple[np.ndarray, np.ndarray]:
