@@ -1,0 +1,91 @@
+"""The base LightningDataModule every domain data pipeline extends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from core.errors import DataError
+
+
+class SectorDataModule(pl.LightningDataModule):
+    """Built-in sample vs user file, deterministic splits and deliberate DataLoader settings.
+
+    ``path=None`` selects the domain's built-in sample; otherwise ``path`` is the user's file or folder.
+    ``pin_memory=None`` pins host memory only when CUDA is available. Fitted preprocessing (scalers,
+    vocabularies, id maps) is returned by :meth:`state_dict` and saved in every checkpoint, so
+    ``evaluate``/``predict`` restore it before ``setup``.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.path = Path(path).expanduser() if path else None
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
+        self.seed = seed
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+
+    # --- hooks for domains ---------------------------------------------------------------------
+    def model_kwargs(self) -> dict[str, Any]:
+        """Data-dependent constructor arguments for the model (called after ``setup('fit')``)."""
+        return {}
+
+    def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
+        """Turn ``trainer.predict`` outputs on ``stage`` ('test' or 'predict') into a table."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement predict_frame")
+
+    def example_batch(self) -> dict[str, torch.Tensor]:
+        """One test batch (after ``setup('test')``), used to trace exports and check their parity."""
+        return next(iter(self.test_dataloader()))
+
+    # --- helpers -------------------------------------------------------------------------------
+    def dataloader(
+        self,
+        dataset: Dataset,
+        shuffle: bool = False,
+        batch_size: int | None = None,
+        sampler: Sampler | None = None,
+        collate_fn: Any = None,
+        drop_last: bool = False,
+    ) -> DataLoader:
+        """A DataLoader with this module's worker, pinning and seeding settings."""
+        generator = torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or (self.batch_size if shuffle or sampler is not None else self.eval_batch_size),
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=collate_fn,
+            drop_last=drop_last,
+            generator=generator,
+        )
+
+    def require_path(self) -> Path:
+        """The user's input path, checked to exist."""
+        if self.path is None:
+            raise DataError("data.path is not set: give the file to read, e.g. data.path=/path/to/file.csv")
+        if not self.path.exists():
+            raise DataError(f"{self.path}: no such file or folder (from data.path)")
+        return self.path

@@ -1,0 +1,112 @@
+"""The base LightningModule every domain model extends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torchmetrics import MetricCollection
+
+Batch = dict[str, torch.Tensor]
+
+
+class SectorModule(pl.LightningModule):
+    """Optimizer and scheduler from config, one MetricCollection per stage, predict and export paths.
+
+    Subclasses call ``super().__init__(optimizer=..., scheduler=..., compile=..., channels_last=...)`` then
+    ``self.save_hyperparameters()``, and implement :meth:`build_metrics`, :meth:`training_loss`,
+    :meth:`forward` (the full inference path, also what ONNX export traces) and, when batches hold more
+    than ``inputs``, :meth:`batch_inputs`.
+    """
+
+    def __init__(
+        self,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.optimizer_cfg = dict(optimizer) if optimizer else {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
+        self.scheduler_cfg = dict(scheduler) if scheduler else None
+        self.compile_model = compile
+        self.use_channels_last = channels_last
+        metrics = self.build_metrics()
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    # --- what a domain model implements -------------------------------------------------------
+    def build_metrics(self) -> MetricCollection:
+        """The domain's metrics, named without a stage prefix."""
+        raise NotImplementedError
+
+    def training_loss(self, batch: Batch) -> torch.Tensor:
+        """The loss of one training batch."""
+        raise NotImplementedError
+
+    def batch_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The positional inputs of :meth:`forward` taken from a batch."""
+        return (batch["inputs"],)
+
+    def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
+        """Feed one evaluation batch to ``metrics`` (override when targets are not ``batch['target']``)."""
+        metrics.update(self(*self.batch_inputs(batch)), batch["target"])
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.use_channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.compile_model and stage == "fit":
+            self.forward = torch.compile(self.forward)  # type: ignore[method-assign]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self.training_loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=_batch_size(batch))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.update_metrics(self.val_metrics, batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self.update_metrics(self.test_metrics, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_and_reset(self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_and_reset(self.test_metrics)
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self(*self.batch_inputs(batch))
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = instantiate(self.optimizer_cfg)(params)
+        if not self.scheduler_cfg:
+            return optimizer
+        scheduler_cfg = dict(self.scheduler_cfg)
+        monitor = scheduler_cfg.pop("monitor", None)
+        interval = scheduler_cfg.pop("interval", "epoch")
+        scheduler = instantiate(scheduler_cfg)(optimizer)
+        lr_scheduler = {"scheduler": scheduler, "interval": interval}
+        if monitor:
+            lr_scheduler["monitor"] = monitor
+        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["sectorkit_model_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def _log_and_reset(self, metrics: MetricCollection) -> None:
+        values = {k: v.float() for k, v in metrics.compute().items() if v.numel() == 1}
+        self.log_dict(values, prog_bar=True, sync_dist=False)
+        metrics.reset()
+
+
+def _batch_size(batch: Any) -> int | None:
+    if isinstance(batch, dict):
+        for value in batch.values():
+            if isinstance(value, torch.Tensor) and value.ndim > 0:
+                return int(value.shape[0])
+    return None

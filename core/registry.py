@@ -1,0 +1,67 @@
+"""Domain plugins: what a domain provides and how sectorkit finds it (``sectorkit.domains`` entry points)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from core.datamodule import SectorDataModule
+    from core.reporting import ReportSection, RunContext
+
+ENTRY_POINT_GROUP = "sectorkit.domains"
+
+BaselinesFn = Callable[["SectorDataModule", "DictConfig"], dict[str, dict[str, float]]]
+ReportFn = Callable[["RunContext"], list["ReportSection"]]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A domain plugin.
+
+    ``config_dir`` holds the domain's primary config ``main.yaml`` and its ``data/``, ``model/`` and
+    ``experiment/`` groups. ``baselines`` returns each baseline's test metrics on the run's test split;
+    ``report`` returns the domain's sections of ``report.md``.
+    """
+
+    name: str
+    description: str
+    config_dir: Path
+    baselines: BaselinesFn | None = None
+    report: ReportFn | None = None
+
+    def options(self, group: str) -> list[str]:
+        """Names of the configs in one of the domain's groups (``data``, ``model``, ``experiment``)."""
+        folder = self.config_dir / group
+        return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+@lru_cache(maxsize=1)
+def discover() -> dict[str, Domain]:
+    """Load every domain registered under the ``sectorkit.domains`` entry-point group."""
+    found: dict[str, Domain] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        domain = ep.load()
+        if not isinstance(domain, Domain):
+            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) must point to a core.registry.Domain, got {type(domain).__name__}")
+        if not (domain.config_dir / "main.yaml").is_file():
+            raise ConfigError(f"domain {domain.name!r}: no main.yaml in its config_dir {domain.config_dir}")
+        found[domain.name] = domain
+    return dict(sorted(found.items()))
+
+
+def get_domain(name: Any) -> Domain:
+    """The registered domain called ``name``; a ConfigError listing the valid names otherwise."""
+    domains = discover()
+    if name not in domains:
+        valid = ", ".join(domains) or "none registered"
+        raise ConfigError(f"unknown domain {name!r}; valid choices for 'domain': {valid}")
+    return domains[name]

@@ -1,0 +1,29 @@
+"""Process-level settings: torch threads, matmul precision, offline mode."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from omegaconf import DictConfig
+
+
+def processes_per_node(trainer_cfg: DictConfig) -> int:
+    """How many training processes this node runs (CPU DDP with ``devices: 2`` runs two)."""
+    devices = trainer_cfg.get("devices", 1)
+    if trainer_cfg.get("accelerator") == "cpu" and isinstance(devices, int) and devices > 0:
+        return devices
+    return 1
+
+
+def configure_runtime(runtime_cfg: DictConfig, trainer_cfg: DictConfig) -> int:
+    """Apply thread count, matmul precision and offline mode; return the torch thread count used."""
+    if runtime_cfg.offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    threads = runtime_cfg.torch_threads
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // processes_per_node(trainer_cfg))
+    torch.set_num_threads(int(threads))
+    torch.set_float32_matmul_precision(runtime_cfg.matmul_precision)
+    return int(threads)
