@@ -43,6 +43,7 @@ class SectorDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.seed = seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.output_dir: Path | None = None  # set by the pipeline: where files beside predictions go (e.g. plots)
 
     # --- hooks for domains ---------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:

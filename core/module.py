@@ -50,6 +50,10 @@ class SectorModule(pl.LightningModule):
         """The positional inputs of :meth:`forward` taken from a batch."""
         return (batch["inputs"],)
 
+    def export_dynamic_axes(self, inputs: tuple[torch.Tensor, ...]) -> list[dict[int, str]]:
+        """Which dimensions of each forward input vary in an exported graph (default: the batch dimension)."""
+        return [{0: "batch"} for _ in inputs]
+
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         """Feed one evaluation batch to ``metrics`` (override when targets are not ``batch['target']``)."""
         metrics.update(self(*self.batch_inputs(batch)), batch["target"])

@@ -63,3 +63,11 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="trainer", name="_schema", node=TrainerConfig)
     cs.store(group="runtime", name="_schema", node=RuntimeConfig)
+
+
+def register_resolvers() -> None:
+    """Config resolvers used by the core presets (``hparams_direction``: max → maximize, min → minimize)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("hparams_direction"):
+        OmegaConf.register_new_resolver("hparams_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode])

@@ -1,0 +1,138 @@
+"""The ``sectorkit`` command (also ``python -m core``).
+
+    sectorkit train domain=finance [model=ft_transformer] [experiment=quick] [trainer.max_epochs=5 ...]
+    sectorkit train -m domain=finance hparams_search=optuna
+    sectorkit evaluate domain=finance ckpt_path=PATH
+    sectorkit predict domain=finance ckpt_path=PATH data.path=FILE [output=FILE]
+    sectorkit export domain=finance ckpt_path=PATH [format=onnx|torchscript]
+    sectorkit domains | demo | new-domain NAME [--dest DIR]
+
+Everything after the subcommand is a Hydra override. Errors in the configuration or the data print one
+line and exit with status 2; ``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.errors import SectorkitError
+
+RUN_TASKS = ("train", "evaluate", "predict", "export")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        if _is_ddp_worker():
+            return _run_ddp_worker()
+        return _dispatch(argv)
+    except SectorkitError as err:
+        if debug:
+            raise
+        print(f"sectorkit: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sectorkit", description="Industry deep-learning pipelines on one Lightning + Hydra core.",
+                                     epilog="Add --debug to any command for full tracebacks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for task in RUN_TASKS:
+        p = sub.add_parser(task, help=f"{task} a domain pipeline (Hydra overrides follow)")
+        p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma-separated values / hparams_search")
+    sub.add_parser("domains", help="list the registered domains with their models, datasets and primary metric")
+    demo = sub.add_parser("demo", help="run every domain's quick pipeline on its built-in sample and print a summary")
+    demo.add_argument("--domains", nargs="*", help="only these domains")
+    new = sub.add_parser("new-domain", help="scaffold a domain plugin package that trains out of the box")
+    new.add_argument("name")
+    new.add_argument("--dest", default=".", help="folder to create the package in (default: current folder)")
+    args, rest = parser.parse_known_args(argv)
+
+    if args.command in RUN_TASKS:
+        return run_task(args.command, rest, multirun=args.multirun)
+    if rest:
+        parser.error(f"unexpected arguments: {' '.join(rest)}")
+    if args.command == "domains":
+        from core.summary import print_domains
+
+        print_domains()
+        return 0
+    if args.command == "demo":
+        from core.summary import run_demo
+
+        return run_demo(args.domains)
+    from core.scaffold import scaffold_domain
+
+    path = scaffold_domain(args.name, Path(args.dest))
+    print(f"created {path}\nnext: pip install -e {path} && sectorkit train domain={args.name}")
+    return 0
+
+
+def run_task(task: str, overrides: list[str], multirun: bool = False) -> int:
+    """Validate the overrides, then hand the run to Hydra with the domain's config tree."""
+    from core.config import domain_from_overrides, validate_overrides
+
+    passthrough = [o for o in overrides if o.startswith("-")]  # Hydra flags such as --cfg job, --info
+    overrides = [o for o in overrides if not o.startswith("-")]
+    domain = domain_from_overrides(overrides)
+    validate_overrides(domain, overrides)
+    flags = ["--multirun"] if multirun else []
+    _run_hydra(domain.config_dir, [*flags, *passthrough, f"task={task}", *overrides])
+    return 0
+
+
+def _run_hydra(config_dir: Path, hydra_args: list[str]) -> None:
+    """Run :func:`core.pipeline.run` under ``hydra.main`` with ``hydra_args`` as its command line."""
+    import hydra
+
+    from core.config import searchpath_override
+    from core.schema import register_resolvers, register_schemas
+
+    register_schemas()
+    register_resolvers()
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir), config_name="main")
+    def task(cfg):  # noqa: ANN001, ANN202 - signature fixed by Hydra
+        from core.pipeline import run
+
+        try:
+            return run(cfg)
+        except SectorkitError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"sectorkit: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    saved = sys.argv
+    sys.argv = [saved[0], searchpath_override(), *hydra_args]
+    try:
+        task()
+    finally:
+        sys.argv = saved
+
+
+def _is_ddp_worker() -> bool:
+    from core.pipeline import DDP_JOB_ENV
+
+    return os.environ.get("LOCAL_RANK", "0") not in ("", "0") and DDP_JOB_ENV in os.environ
+
+
+def _run_ddp_worker() -> int:
+    """A DDP worker started by Lightning: join the parent's job, in the parent's run folder."""
+    from core.pipeline import DDP_JOB_ENV
+
+    job = json.loads(os.environ[DDP_JOB_ENV])
+    rank = os.environ["LOCAL_RANK"]
+    pinned = [f'hydra.run.dir="{job["run_dir"]}"', "hydra.output_subdir=null", f"hydra.job.name=rank{rank}", "hydra.mode=RUN"]
+    _run_hydra(Path(job["config_dir"]), [*job["overrides"], *pinned])
+    return 0

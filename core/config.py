@@ -1,0 +1,129 @@
+"""Composing a domain's config and checking command-line overrides before a run starts.
+
+A misspelt key, an unknown option of a config group or a bad value becomes one :class:`ConfigError` line
+that names the key and lists the valid choices, instead of Hydra's multi-line composition error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from core.errors import ConfigError
+from core.registry import Domain, discover, get_domain
+from core.schema import register_resolvers, register_schemas
+
+CORE_CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+DOMAIN_GROUPS = ("data", "model", "experiment")
+
+
+def searchpath_override() -> str:
+    """The override that puts the core config tree on a domain config's search path."""
+    return f"hydra.searchpath=[file://{CORE_CONF_DIR}]"
+
+
+def core_options(group: str) -> list[str]:
+    """Names of the core configs in ``conf/<group>`` (schemas excluded)."""
+    folder = CORE_CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
+
+
+def group_options(domain: Domain, group: str) -> list[str] | None:
+    """Valid choices for a config group of ``domain``, or None when ``group`` is not a config group."""
+    if group in DOMAIN_GROUPS:
+        return domain.options(group)
+    if (CORE_CONF_DIR / group).is_dir():
+        return core_options(group)
+    return None
+
+
+def domain_from_overrides(overrides: Sequence[str]) -> Domain:
+    """The domain chosen by ``domain=<name>`` among the overrides."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith("domain=")]
+    if not values:
+        raise ConfigError(f"choose a domain with domain=<name>; registered domains: {', '.join(discover()) or 'none'}")
+    if "," in values[-1]:
+        raise ConfigError(f"domain={values[-1]}: sweep one domain at a time (each domain has its own config tree)")
+    return get_domain(values[-1])
+
+
+def compose_config(domain: Domain, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """Compose ``domain``'s ``main.yaml`` with the core tree on its search path, as a run would."""
+    register_schemas()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(domain.config_dir), version_base="1.3"):
+        return compose("main", overrides=[searchpath_override(), *overrides], return_hydra_config=return_hydra_config)
+
+
+def validate_overrides(domain: Domain, overrides: Sequence[str]) -> None:
+    """Raise a one-line ConfigError for an unknown group option or key; compose once to catch the rest."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise ConfigError(f"cannot parse the overrides: {_first_line(err)}") from None
+    for override in parsed:
+        if override.is_delete() or override.key_or_group.startswith("hydra"):
+            continue
+        options = group_options(domain, override.key_or_group)
+        if options is None:
+            continue
+        for value in _values(override):
+            if value not in options and value != "null":
+                hint = _suggest(value, options)
+                raise ConfigError(f"unknown {override.key_or_group} {value!r} for domain {domain.name!r}{hint}; valid choices for "
+                                  f"'{override.key_or_group}': {', '.join(options)}")
+    plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    try:
+        compose_config(domain, plain)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_explain(err, domain, plain)) from None
+
+
+def _values(override) -> Iterator[str]:
+    if override.is_discrete_sweep():
+        yield from override.sweep_string_iterator()
+    elif not override.is_sweep_override():
+        yield override.get_value_element_as_str()
+
+
+def _explain(err: Exception, domain: Domain, overrides: Sequence[str]) -> str:
+    """Turn a composition error into one line naming the key and the closest valid keys."""
+    text = str(err)
+    match = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
+    if match:
+        key = match.group(1)
+        bad = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
+        rest = [o for o in overrides if o not in bad]
+        try:
+            known = list(_flat_keys(compose_config(domain, rest)))
+        except (HydraException, OmegaConfBaseException):
+            known = []
+        hint = _suggest(key, known)
+        return f"unknown config key {key!r}{hint} (use +{key}=... to add a new key)"
+    return _first_line(err)
+
+
+def _flat_keys(cfg: DictConfig, prefix: str = "") -> Iterator[str]:
+    for key, value in cfg.items_ex(resolve=False):
+        path = f"{prefix}{key}"
+        yield path
+        if isinstance(value, DictConfig):
+            yield from _flat_keys(value, f"{path}.")
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

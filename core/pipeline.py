@@ -1,0 +1,236 @@
+"""The four runs behind the CLI: train, evaluate, predict and export, for any registered domain.
+
+``train``: seed → datamodule → model → Trainer.fit → test with the best checkpoint → baselines on the same
+test split → predictions, metrics.json and report.md in the run folder. Only global rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import move_data_to_device
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from core.datamodule import SectorDataModule
+from core.errors import ConfigError
+from core.export import export_model
+from core.io import atomic_write_json, atomic_write_table
+from core.module import SectorModule
+from core.registry import Domain, get_domain
+from core.reporting import RunContext, primary_metric_plot, write_report
+from core.runtime import configure_runtime
+from core.trainer import build_trainer, checkpoint_callback
+
+DDP_JOB_ENV = "SECTORKIT_DDP_JOB"
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run ``cfg.task``; ``train`` returns the best validation score (what a sweep optimises)."""
+    tasks = {"train": run_train, "evaluate": run_evaluate, "predict": run_predict, "export": run_export}
+    if cfg.task not in tasks:
+        raise ConfigError(f"task={cfg.task!r}; valid choices: {', '.join(tasks)}")
+    return tasks[cfg.task](cfg)
+
+
+# --- building blocks ----------------------------------------------------------------------------------
+def run_dir(cfg: DictConfig) -> Path:
+    """This run's output folder (``paths.output_dir``), created if needed."""
+    folder = Path(cfg.paths.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def start(cfg: DictConfig) -> Domain:
+    """Apply runtime settings, seed every generator and return the run's domain."""
+    domain = get_domain(cfg.get("domain"))
+    configure_runtime(cfg.runtime, cfg.trainer)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    return domain
+
+
+def build_datamodule(cfg: DictConfig) -> SectorDataModule:
+    """The datamodule of ``cfg.data``."""
+    return instantiate(cfg.data)
+
+
+def build_model(cfg: DictConfig, datamodule: SectorDataModule) -> SectorModule:
+    """The model of ``cfg.model`` with the data-dependent sizes from ``datamodule`` (after ``setup('fit')``)."""
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True) if cfg.get("optimizer") else None
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    return instantiate(model_cfg, **datamodule.model_kwargs(), optimizer=optimizer, scheduler=scheduler, _recursive_=False)
+
+
+def model_name(cfg: DictConfig) -> str:
+    """The short name of the run's model config (``model=<name>``), or its class name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("model")
+        if choice:
+            return str(choice)
+    return str(cfg.model.get("_target_", "model")).rsplit(".", 1)[-1]
+
+
+def resolve_resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` for training: ``last`` means the newest ``last.ckpt`` of this domain's earlier runs."""
+    path = cfg.get("ckpt_path")
+    if path != "last":
+        return path
+    runs = Path(cfg.paths.log_dir) / str(cfg.domain) / "runs"
+    current = Path(cfg.paths.output_dir).resolve()
+    candidates = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parents[1].resolve() != current]
+    if not candidates:
+        raise ConfigError(f"ckpt_path=last: no earlier run of {cfg.domain!r} with checkpoints/last.ckpt under {runs}")
+    return str(max(candidates, key=lambda p: p.stat().st_mtime))
+
+
+def announce_ddp_job(cfg: DictConfig) -> None:
+    """Tell DDP worker processes (started by Lightning with this environment) which job to join.
+
+    The CLI of a worker with ``LOCAL_RANK > 0`` reads this and composes the same job into the same run
+    folder, so a DDP run never scatters one folder per rank, in single runs and sweeps alike.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    job = {"overrides": list(hydra_cfg.overrides.task), "run_dir": str(hydra_cfg.runtime.output_dir), "config_dir": str(get_domain(cfg.domain).config_dir)}
+    os.environ[DDP_JOB_ENV] = json.dumps(job)
+
+
+def collect_predictions(model: SectorModule, datamodule: SectorDataModule, stage: str) -> Any:
+    """Run ``predict_step`` over the stage's loader on one process and return the domain's table."""
+    loader = datamodule.predict_dataloader() if stage == "predict" else datamodule.test_dataloader()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for index, batch in enumerate(loader):
+            out = model.predict_step(move_data_to_device(batch, device), index)
+            outputs.append(move_data_to_device(out, torch.device("cpu")))
+    return datamodule.predict_frame(outputs, stage)
+
+
+def strip_prefix(values: dict[str, Any], prefix: str) -> dict[str, float]:
+    """``{'test/ap': tensor(0.7)}`` → ``{'ap': 0.7}``."""
+    return {k.removeprefix(prefix): float(v) for k, v in values.items() if k.startswith(prefix)}
+
+
+def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, model: SectorModule, trainer: pl.Trainer | None,
+               test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+    """Baselines, predictions, metrics.json and report.md for a tested model (global rank 0 only)."""
+    folder = run_dir(cfg)
+    baselines = domain.baselines(datamodule, cfg) if domain.baselines and cfg.get("with_baselines", True) else {}
+    metrics: dict[str, Any] = {
+        "domain": domain.name,
+        "model_name": model_name(cfg),
+        "primary_metric": str(cfg.monitor.metric),
+        "mode": str(cfg.monitor.mode),
+        "test": test,
+        "baselines": baselines,
+        **extra,
+        "run_dir": str(folder),
+    }
+    if cfg.get("write_predictions", True):
+        datamodule.output_dir = folder
+        atomic_write_table(collect_predictions(model, datamodule, "test"), folder / "predictions.csv")
+        metrics["predictions"] = str(folder / "predictions.csv")
+    atomic_write_json(folder / "metrics.json", metrics)
+    ctx = RunContext(folder, cfg, datamodule, model, metrics, trainer)
+    sections = [s for s in [primary_metric_plot(ctx)] if s is not None]
+    sections += domain.report(ctx) if domain.report else []
+    metrics["report"] = str(write_report(ctx, sections))
+    return metrics
+
+
+# --- the runs -------------------------------------------------------------------------------------------
+def run_train(cfg: DictConfig) -> float | None:
+    """Fit, test with the best checkpoint, evaluate baselines and write the run's outputs."""
+    started = time.perf_counter()
+    domain = start(cfg)
+    resume = resolve_resume_path(cfg)
+    if resume:
+        load_checkpoint(resume, bool(cfg.allow_unsafe_checkpoint))  # refuse unsafe files before Lightning reads them
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    announce_ddp_job(cfg)
+    weights_only = not cfg.allow_unsafe_checkpoint
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only)
+
+    checkpoint = checkpoint_callback(trainer)
+    best_path = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    tested = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, verbose=False, weights_only=weights_only)
+    monitor = f"val/{cfg.monitor.metric}"
+    best_score = checkpoint.best_model_score if checkpoint and checkpoint.best_model_score is not None else trainer.callback_metrics.get(monitor)
+    score = float(best_score) if best_score is not None else None
+    if not trainer.is_global_zero:
+        return score
+    extra = {
+        "best_val": score,
+        "checkpoint": best_path,
+        "last_checkpoint": str(Path(checkpoint.dirpath) / "last.ckpt") if checkpoint and checkpoint.save_last else None,
+        "resumed_from": resume,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "seed": int(cfg.seed),
+        "torch_threads": torch.get_num_threads(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0] if tested else {}, "test/"), extra)
+    return score
+
+
+def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModule, SectorDataModule]:
+    """The checkpoint's model and a datamodule carrying the checkpoint's fitted preprocessing."""
+    domain = start(cfg)
+    checkpoint = load_checkpoint(cfg.get("ckpt_path"), bool(cfg.allow_unsafe_checkpoint))
+    model = model_from_checkpoint(checkpoint)
+    datamodule = build_datamodule(cfg)
+    restore_datamodule_state(datamodule, checkpoint)
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    return domain, model, datamodule
+
+
+def run_evaluate(cfg: DictConfig) -> None:
+    """Test metrics, baselines and report for ``ckpt_path`` on the configured data's test split."""
+    domain, model, datamodule = load_for_inference(cfg, "fit")
+    trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto")
+    tested = trainer.test(model, datamodule=datamodule, verbose=False)
+    extra = {"checkpoint": str(cfg.ckpt_path), "seed": int(cfg.seed)}
+    finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0], "test/"), extra)
+
+
+def run_predict(cfg: DictConfig) -> None:
+    """Predictions of ``ckpt_path`` for ``data.path`` (or the built-in sample's test split), written to a table."""
+    _, model, datamodule = load_for_inference(cfg, "predict")
+    output = Path(cfg.output) if cfg.get("output") else run_dir(cfg) / "predictions.csv"
+    datamodule.output_dir = output.parent
+    table = collect_predictions(model, datamodule, "predict")
+    atomic_write_table(table, output)
+    print(f"{len(table)} rows → {output}")
+
+
+def run_export(cfg: DictConfig) -> None:
+    """Export ``ckpt_path`` to ONNX or TorchScript and check its outputs against the PyTorch model."""
+    _, model, datamodule = load_for_inference(cfg, "test")
+    suffix = {"onnx": ".onnx", "torchscript": ".pt"}.get(str(cfg.format))
+    if suffix is None:
+        raise ConfigError(f"format={cfg.format!r}; valid choices: onnx, torchscript")
+    output = Path(cfg.output) if cfg.get("output") else run_dir(cfg) / f"model{suffix}"
+    report = export_model(model, datamodule.example_batch(), output, str(cfg.format))
+    atomic_write_json(output.with_suffix(".json"), report)
+    print(f"{cfg.format} → {output} (parity: max abs difference {report['max_abs_diff']:.2e})")
