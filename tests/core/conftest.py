@@ -1,0 +1,84 @@
+"""Shared fixtures of the core tests.
+
+``toy_domain`` scaffolds the test-only domain ``toy`` with ``python -m core new-domain`` and pip-installs it
+into a temporary folder once per session; ``toy_env`` is the environment for running ``python -m core ...``
+in a subprocess that sees it; ``toy_registered`` makes it visible to ``core.registry`` in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.registry import Domain, discover, get_domain
+
+REPO = Path(__file__).resolve().parents[2]
+TOY = "toy"
+
+
+@dataclass(frozen=True)
+class InstalledDomain:
+    """A scaffolded domain installed with ``pip install --target``."""
+
+    name: str
+    package_dir: Path  # the rendered sectorkit-<name> folder
+    site_dir: Path  # where it is installed; on PYTHONPATH in ``env``
+    root: Path  # SECTORKIT_ROOT: runs write to root/outputs
+    env: dict[str, str]
+
+    def run(self, args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+        """``python ARGS`` in a subprocess that sees this domain (``env``)."""
+        return run_python(args, self.env, cwd, timeout)
+
+
+def run_python(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python ARGS`` with this interpreter, output captured as text."""
+    return subprocess.run([sys.executable, *args], check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def one_thread_env(root: Path, pythonpath: list[Path]) -> dict[str, str]:
+    """The current environment, offline, single-threaded, with ``pythonpath`` first and runs under ``root``."""
+    env = dict(os.environ)
+    paths = [str(p) for p in pythonpath] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update(PYTHONPATH=os.pathsep.join(paths), SECTORKIT_ROOT=str(root), HF_HUB_OFFLINE="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def toy_domain(tmp_path_factory: pytest.TempPathFactory) -> InstalledDomain:
+    """``sectorkit new-domain toy`` then ``pip install --no-deps --target`` of the rendered package."""
+    base = tmp_path_factory.mktemp("toy_domain")
+    env = one_thread_env(base / "root", [])
+    created = run_python(["-m", "core", "new-domain", TOY, "--dest", str(base)], env, base)
+    assert created.returncode == 0, created.stderr
+    package_dir = base / f"sectorkit-{TOY}"
+    site_dir = base / "site"
+    install = run_python(["-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--disable-pip-version-check",
+                          "--target", str(site_dir), str(package_dir)], env, base)
+    assert install.returncode == 0, install.stdout + install.stderr
+    return InstalledDomain(TOY, package_dir, site_dir, base / "root", one_thread_env(base / "root", [site_dir]))
+
+
+@pytest.fixture(scope="session")
+def toy_env(toy_domain: InstalledDomain) -> dict[str, str]:
+    """Environment for ``python -m core ...`` subprocesses that see the installed toy domain."""
+    return dict(toy_domain.env)
+
+
+@pytest.fixture
+def toy_registered(toy_domain: InstalledDomain) -> Iterator[Domain]:
+    """The installed toy domain, registered in this process for the duration of one test."""
+    sys.path.insert(0, str(toy_domain.site_dir))
+    discover.cache_clear()
+    try:
+        yield get_domain(TOY)
+    finally:
+        sys.path.remove(str(toy_domain.site_dir))
+        discover.cache_clear()
