@@ -86,6 +86,9 @@ def run_task(task: str, overrides: list[str], multirun: bool = False) -> int:
     overrides = [o for o in overrides if not o.startswith("-")]
     domain = domain_from_overrides(overrides)
     validate_overrides(domain, overrides)
+    root = Path(os.environ.setdefault("SECTORKIT_ROOT", os.getcwd()))  # paths.root_dir and sweep storage follow it
+    if multirun:
+        (root / "outputs").mkdir(parents=True, exist_ok=True)
     flags = ["--multirun"] if multirun else []
     _run_hydra(domain.config_dir, [*flags, *passthrough, f"task={task}", *overrides])
     return 0
@@ -114,7 +117,8 @@ def _run_hydra(config_dir: Path, hydra_args: list[str]) -> None:
             raise SystemExit(2) from None
 
     saved = sys.argv
-    sys.argv = [saved[0], searchpath_override(), *hydra_args]
+    flags = [a for a in hydra_args if a.startswith("-")]  # Hydra wants its flags before the overrides
+    sys.argv = [saved[0], *flags, searchpath_override(), *(a for a in hydra_args if not a.startswith("-"))]
     try:
         task()
     finally:

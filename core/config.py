@@ -108,6 +108,8 @@ def _explain(err: Exception, domain: Domain, overrides: Sequence[str]) -> str:
             known = []
         hint = _suggest(key, known)
         return f"unknown config key {key!r}{hint} (use +{key}=... to add a new key)"
+    if err.__cause__ is not None:
+        return f"{_first_line(err)}: {_first_line(err.__cause__)}"
     return _first_line(err)
 
 

@@ -35,10 +35,9 @@ def export_model(model: SectorModule, batch: Batch, output: Path, fmt: str) -> d
             torch.onnx.export(model, inputs, str(tmp), input_names=names, output_names=outputs, dynamic_axes=axes, dynamo=False)
             got = _run_onnx(tmp, names, inputs)
         else:
-            traced = torch.jit.trace(model, inputs, check_trace=False)
-            traced.save(str(tmp))
+            model.to_torchscript(file_path=str(tmp), method="trace", example_inputs=inputs)
             with torch.inference_mode():
-                got = _flatten(torch.jit.load(str(tmp))(*inputs))
+                got = [t.numpy() for t in _flatten(torch.jit.load(str(tmp))(*inputs))]
         report = parity(expected, got)
         report.update({"format": fmt, "path": str(output), "inputs": [list(t.shape) for t in inputs], "model": type(model).__name__})
         if not report["passed"]:

@@ -150,6 +150,9 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
     sections = [s for s in [primary_metric_plot(ctx)] if s is not None]
     sections += domain.report(ctx) if domain.report else []
     metrics["report"] = str(write_report(ctx, sections))
+    atomic_write_json(folder / "metrics.json", metrics)
+    primary = metrics["primary_metric"]
+    print(f"test {primary}: {test.get(primary, float('nan')):.4f} | metrics: {folder / 'metrics.json'} | report: {metrics['report']}")
     return metrics
 
 

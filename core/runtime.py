@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from omegaconf import DictConfig
@@ -16,11 +17,20 @@ def processes_per_node(trainer_cfg: DictConfig) -> int:
     return 1
 
 
+def quiet_known_warnings() -> None:
+    """Silence library warnings that do not apply to sectorkit runs."""
+    # torchmetrics synchronises metric states across processes itself, so per-value sync_dist is not needed
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def configure_runtime(runtime_cfg: DictConfig, trainer_cfg: DictConfig) -> int:
     """Apply thread count, matmul precision and offline mode; return the torch thread count used."""
     if runtime_cfg.offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    quiet_known_warnings()
     threads = runtime_cfg.torch_threads
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // processes_per_node(trainer_cfg))
