@@ -1,0 +1,103 @@
+"""Helpers shared by the core benchmarks: machine description, quiet Lightning, timing stats, tables."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import sys
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine_info() -> dict[str, Any]:
+    """What a figure was measured on: CPU count, versions, accelerator, date and command."""
+    import pytorch_lightning as pl
+
+    info: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pl.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        # other processes compete for the same cores: the 1-minute load average says how busy the machine was
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else what ``platform`` says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's info messages and warnings so the tables stay readable."""
+    warnings.filterwarnings("ignore")
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def latency_stats(seconds: Sequence[float], batch_size: int) -> dict[str, float]:
+    """p50/p99 latency in milliseconds and throughput (samples/s) from per-call durations."""
+    values = np.asarray(seconds, dtype=np.float64)
+    return {
+        "batch_size": batch_size,
+        "calls": int(values.size),
+        "p50_ms": float(np.percentile(values, 50) * 1e3),
+        "p99_ms": float(np.percentile(values, 99) * 1e3),
+        "samples_per_s": float(batch_size * values.size / values.sum()),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (robust to the odd run slowed down by other load on a shared machine)."""
+    return float(statistics.median(values))
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats get three significant decimals, large ones thousands separators."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (VmHWM, Linux), in MB; NaN elsewhere."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
