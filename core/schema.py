@@ -53,7 +53,7 @@ class TrainerConfig:
 class RuntimeConfig:
     """Process-level settings applied before anything is built."""
 
-    torch_threads: Optional[int] = None  # None: CPU cores divided by the processes this node runs
+    torch_threads: Optional[int] = None  # None: half the CPU cores per process on this node, at least 1
     matmul_precision: str = "high"  # torch.set_float32_matmul_precision: highest | high | medium
     offline: bool = True  # sets HF_HUB_OFFLINE=1 so nothing is downloaded at run time
 
