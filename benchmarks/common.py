@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -54,6 +55,24 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+# what a benchmark run leaves out: progress bar, model summary, loggers, checkpoints, early stopping
+QUIET_RUN = ["~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null", "callbacks.early_stopping=null",
+             "callbacks.model_checkpoint=null", "callbacks.lr_monitor=null"]
+
+
+def compose_domain(name: str, workdir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """A registered domain's config composed like a user's run, with outputs and data cache under ``workdir``."""
+    from hydra import compose, initialize_config_dir
+
+    from core.registry import get_domain
+    from core.schema import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(get_domain(name).config_dir), version_base="1.3"):
+        return compose("main", overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", f"paths.output_dir={workdir}",
+                                          f"paths.data_dir={workdir / 'cache'}", *QUIET_RUN, *overrides])
 
 
 def quiet_lightning() -> None:

@@ -32,22 +32,18 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.profilers import SimpleProfiler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, ROOT, latency_stats, machine_info, markdown_table, median, quiet_lightning  # noqa: E402
-from core.io import atomic_write_json  # noqa: E402
-from core.schema import register_schemas  # noqa: E402
-from core.trainer import build_trainer  # noqa: E402
+from benchmarks.common import RESULTS, compose_domain, latency_stats, machine_info, markdown_table, median, quiet_lightning
+from core.io import atomic_write_json
+from core.trainer import build_trainer
 
 PARTS = ("overhead", "threads", "profile", "inference")
 BATCH_SIZES = (1, 32, 512, 4096)
-OFF = ["~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null", "callbacks.early_stopping=null",
-       "callbacks.model_checkpoint=null", "callbacks.lr_monitor=null"]
 SETTINGS = {
     "quick": {"steps": 200, "repeats": 7, "heavy_steps": 50, "thread_steps": 100, "thread_repeats": 2, "profile_steps": 300, "latency_budget_s": 0.6},
     "full": {"steps": 1000, "repeats": 9, "heavy_steps": 250, "thread_steps": 500, "thread_repeats": 3, "profile_steps": 1500, "latency_budget_s": 3.0},
@@ -58,12 +54,7 @@ CASES = {"quick_model": ([], None, "steps"), "quick_model_batch_2048": ([], 2048
 
 def compose_finance(workdir: Path, overrides: list[str] = ()) -> DictConfig:
     """The finance quick experiment, composed from the Hydra configs with run outputs under ``workdir``."""
-    from domains.finance import DOMAIN
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(DOMAIN.config_dir), version_base="1.3"):
-        return compose("main", overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", "experiment=quick", f"paths.output_dir={workdir}",
-                                          f"paths.data_dir={workdir / 'cache'}", *OFF, *overrides])
+    return compose_domain("finance", workdir, ["experiment=quick", *overrides])
 
 
 def build_model(cfg: DictConfig, dm: Any, seed: int) -> pl.LightningModule:
@@ -286,11 +277,11 @@ def inference(model: pl.LightningModule, dm: Any, budget_s: float, workdir: Path
 
 def markdown(results: dict[str, Any]) -> str:
     """The tables of one core benchmark run (the parts it holds)."""
-    m, s = results["machine"], results["settings"]
-    lines = [f"Finance quick experiment (embedding MLP, {results['model']}), {results['data']['train_rows']:,} training rows, "
+    m = results["machine"]
+    lines = [(f"Finance quick experiment (embedding MLP, {results['model']}), {results['data']['train_rows']:,} training rows, "
              f"torch threads {results['torch_threads']}; {m['cpu_count']} CPUs ({m['processor']}), 1-minute load average "
              f"{m.get('load_average_1min', float('nan')):.1f} at the start and {m.get('load_average_1min_end', float('nan')):.1f} at the end "
-             "(other processes on the same cores slow some runs down; compare the per-repeat ratios)."]
+             "(other processes on the same cores slow some runs down; compare the per-repeat ratios).")]
     for part, render in (("overhead", _overhead_md), ("threads", _threads_md), ("profile", _profile_md), ("inference", _inference_md)):
         if part in results:
             lines += ["", render(results[part])]
@@ -300,7 +291,7 @@ def markdown(results: dict[str, Any]) -> str:
 def _overhead_md(overhead: dict[str, Any]) -> str:
     labels = {"lightning": "sectorkit/Lightning", "lightning_no_step_log": "Lightning, no per-step self.log", "plain": "plain PyTorch loop"}
     rows = []
-    for case, o in overhead.items():
+    for o in overhead.values():
         for name, v in o["variants"].items():
             paired = v["samples_per_s_paired_ratios"]
             rows.append([f"{o['model']}, batch {o['batch_size']}, {o['steps']} steps", labels[name], v["samples_per_s"], f"{v['samples_per_s_ratio']:.3f}",
@@ -309,8 +300,8 @@ def _overhead_md(overhead: dict[str, Any]) -> str:
     first = next(iter(overhead.values()))
     verdict = "; ".join(f"{o['model']}, batch {o['batch_size']}: {o['ratio']:.3f}× ({'met' if o['target_met'] else 'NOT met'})" for o in overhead.values())
     return "\n".join([
-        f"**Training overhead: sectorkit/Lightning vs plain PyTorch** (medians of {first['repeats']} repeats in rotating order; "
-        "ratio = samples/s ÷ the plain loop's; best = best repeat ÷ best repeat)", "",
+        (f"**Training overhead: sectorkit/Lightning vs plain PyTorch** (medians of {first['repeats']} repeats in rotating order; "
+        "ratio = samples/s ÷ the plain loop's; best = best repeat ÷ best repeat)"), "",
         markdown_table(["case", "path", "samples/s", "ratio", "best ratio", "per-repeat ratios", "ms/step", "overhead ms/step", "ratio incl. fit() set-up"], rows), "",
         f"Target ≥ 0.9× (training loop, as shipped): {verdict}."])
 
@@ -337,9 +328,9 @@ def _inference_md(inf: dict[str, Any]) -> str:
     return "\n".join([
         "**Inference** (1 thread): module forward in eval/no_grad (what predict runs) vs the ONNX export in onnxruntime", "",
         markdown_table(["batch", "torch p50 ms", "torch p99 ms", "torch samples/s", "ONNX p50 ms", "ONNX p99 ms", "ONNX samples/s"], rows), "",
-        f"ONNX parity on {par['rows']:,} rows: max |score diff| {par['max_abs_score_diff']:.2e} (tolerance {par['tolerance']:g}: "
+        (f"ONNX parity on {par['rows']:,} rows: max |score diff| {par['max_abs_score_diff']:.2e} (tolerance {par['tolerance']:g}: "
         f"{'passed' if par['passed'] else 'FAILED'}), alert flags agree on {par['alert_agreement'] * 100:.2f} %. "
-        f"`Trainer.predict` over the test split ({tp['rows']:,} rows, batch {tp['batch_size']}): {tp['samples_per_s']:,.0f} samples/s."])
+        f"`Trainer.predict` over the test split ({tp['rows']:,} rows, batch {tp['batch_size']}): {tp['samples_per_s']:,.0f} samples/s.")])
 
 
 def main() -> None:
