@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from core.datamodule import SectorDataModule
 from core.errors import ConfigError, DataError
+from core.io import save_figure
 from domains.agriculture import sample
 from domains.agriculture.baselines import trend_predictions
 from domains.agriculture.features import season_aggregates
@@ -194,6 +195,10 @@ class WeatherDataModule(SectorDataModule):
             frame[f"q{q:g}"] = preds[..., j].ravel()
         if key == "test":
             frame["actual"] = self.panel.target[origins[:, None] + np.arange(1, h + 1)].ravel()
+        elif self.output_dir is not None:
+            from domains.agriculture.report import forecast_figure
+
+            save_figure(forecast_figure(self, frame), self.output_dir / "forecast.png")
         return frame
 
     def state_dict(self) -> dict[str, Any]:
@@ -303,6 +308,7 @@ class YieldDataModule(SectorDataModule):
                 nxt = history.groupby("region")["year"].max() + 1
                 target_rows = pd.DataFrame({"region": nxt.index, "year": nxt.to_numpy(), "yield": np.nan})
             self.frames["predict"] = self._with_trend(history, target_rows)
+            self.frames["history"] = history
             return
         if self.frames.get("test") is not None:
             return
@@ -379,6 +385,10 @@ class YieldDataModule(SectorDataModule):
         )
         if key == "test":
             out["actual"] = frame["yield"].to_numpy()
+        elif self.output_dir is not None and "history" in self.frames:
+            from domains.agriculture.report import yield_forecast_figure
+
+            save_figure(yield_forecast_figure(self.frames["history"], out), self.output_dir / "forecast.png")
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -156,7 +156,8 @@ class HealthcareDataModule(SectorDataModule):
 
     # --- predict output --------------------------------------------------------------------------
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
-        """Image score (0..1), anomaly flag and, when ``heatmap_dir`` is set, one heatmap PNG per image."""
+        """Image score (0..1), anomaly flag and one heatmap PNG per image: in ``heatmap_dir`` when set, else
+        (predict only) in ``heatmaps/`` beside the predictions file."""
         scores = torch.cat([o[0] for o in outputs]).float().numpy()
         maps = torch.cat([o[1] for o in outputs]).float().numpy()
         flags = torch.cat([o[2] for o in outputs]).numpy().astype(bool)
@@ -164,11 +165,12 @@ class HealthcareDataModule(SectorDataModule):
         frame = pd.DataFrame({"name": [r["name"] for r in records][: len(scores)], "score": scores, "is_anomalous": flags})
         if "label" in records[0] and stage != "predict":
             frame["label"] = [r["label"] for r in records][: len(scores)]
-        if self.heatmap_dir is not None:
+        folder = self.heatmap_dir or (self.output_dir / "heatmaps" if stage == "predict" and self.output_dir else None)
+        if folder is not None:
             from domains.healthcare.report import save_heatmaps
 
             images = self.arrays_for(stage)
-            frame["heatmap"] = save_heatmaps(images, maps, frame["name"].tolist(), self.heatmap_dir)
+            frame["heatmap"] = save_heatmaps(images, maps, frame["name"].tolist(), folder)
         return frame
 
     def arrays_for(self, stage: str) -> np.ndarray:

@@ -134,6 +134,10 @@ class RecommenderModule(SectorModule):
     def batch_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return batch["users"], batch["history"], batch["exclude"]
 
+    def export_dynamic_axes(self, inputs: tuple[torch.Tensor, ...]) -> list[dict[int, str]]:
+        """Users vary in number, histories and excluded-item lists in length."""
+        return [{0: "batch"}, {0: "batch", 1: "history"}, {0: "batch", 1: "excluded"}]
+
     def update_metrics(self, metrics: MetricCollection, batch: dict[str, torch.Tensor]) -> None:
         scores = self(*self.batch_inputs(batch))
         topk = torch.topk(scores, max(self.ks), dim=1).indices
