@@ -71,7 +71,7 @@ def test_rendered_package_is_complete_and_valid(tmp_path) -> None:
 def test_installed_package_registers_with_its_configs(toy_registered, toy_domain) -> None:
     domain = toy_registered
     assert domain.name == "toy" and domain.baselines is not None and domain.report is not None
-    assert domain.config_dir.is_relative_to(toy_domain.site_dir)  # the YAML files were packaged, not read from the source folder
+    assert domain.config_dir.is_relative_to(toy_domain.site_dir.resolve())  # the YAML files were packaged, not read from the source folder
     assert (domain.options("data"), domain.options("model"), domain.options("experiment")) == (["csv", "sample"], ["mlp"], ["quick"])
 
 
