@@ -2,11 +2,13 @@
 
 ``toy_domain`` scaffolds the test-only domain ``toy`` with ``python -m core new-domain`` and pip-installs it
 into a temporary folder once per session; ``toy_env`` is the environment for running ``python -m core ...``
-in a subprocess that sees it; ``toy_registered`` makes it visible to ``core.registry`` in this process.
+in a subprocess that sees it; ``toy_registered`` makes it visible to ``core.registry`` in this process;
+``toy_run`` is one ``python -m core train domain=toy experiment=quick`` run folder shared by the session.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +22,16 @@ from core.registry import Domain, discover, get_domain
 
 REPO = Path(__file__).resolve().parents[2]
 TOY = "toy"
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished ``sectorkit train`` run: its folder, parsed ``metrics.json`` and the CLI's output."""
+
+    run_dir: Path
+    metrics: dict
+    stdout: str
+    stderr: str
 
 
 @dataclass(frozen=True)
@@ -82,3 +94,16 @@ def toy_registered(toy_domain: InstalledDomain) -> Iterator[Domain]:
     finally:
         sys.path.remove(str(toy_domain.site_dir))
         discover.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def toy_run(toy_domain: InstalledDomain, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """``python -m core train domain=toy experiment=quick`` on one thread, in a root folder of its own."""
+    root = tmp_path_factory.mktemp("toy_run")
+    env = {**toy_domain.env, "SECTORKIT_ROOT": str(root)}
+    args = ["-m", "core", "train", "domain=toy", "experiment=quick", "runtime.torch_threads=1", "callbacks.progress_bar=null"]
+    result = run_python(args, env, root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((root / "outputs" / "toy" / "runs").glob("*/metrics.json"))
+    assert len(runs) == 1, (runs, result.stdout[-2000:])
+    return TrainedRun(runs[0].parent, json.loads(runs[0].read_text()), result.stdout, result.stderr)
