@@ -20,7 +20,6 @@ import pytest
 
 from core.registry import Domain, discover, get_domain
 
-REPO = Path(__file__).resolve().parents[2]
 TOY = "toy"
 
 
