@@ -104,17 +104,19 @@ def _run_hydra(config_dir: Path, hydra_args: list[str]) -> None:
     register_schemas()
     register_resolvers()
 
+    errors: list[SectorkitError] = []
+
     @hydra.main(version_base="1.3", config_path=str(config_dir), config_name="main")
     def task(cfg):  # noqa: ANN001, ANN202 - signature fixed by Hydra
         from core.pipeline import run
 
         try:
             return run(cfg)
-        except SectorkitError as err:
+        except SectorkitError as err:  # re-raised below, outside Hydra, which would print a traceback
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"sectorkit: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            errors.append(err)
+            return None
 
     saved = sys.argv
     flags = [a for a in hydra_args if a.startswith("-")]  # Hydra wants its flags before the overrides
@@ -123,17 +125,21 @@ def _run_hydra(config_dir: Path, hydra_args: list[str]) -> None:
         task()
     finally:
         sys.argv = saved
+    if errors:
+        raise errors[0]
 
 
 def _is_ddp_worker() -> bool:
-    from core.pipeline import DDP_JOB_ENV
+    if os.environ.get("LOCAL_RANK", "0") in ("", "0"):
+        return False
+    from core.runtime import DDP_JOB_ENV  # imports torch: only for processes that may be workers
 
-    return os.environ.get("LOCAL_RANK", "0") not in ("", "0") and DDP_JOB_ENV in os.environ
+    return DDP_JOB_ENV in os.environ
 
 
 def _run_ddp_worker() -> int:
     """A DDP worker started by Lightning: join the parent's job, in the parent's run folder."""
-    from core.pipeline import DDP_JOB_ENV
+    from core.runtime import DDP_JOB_ENV
 
     job = json.loads(os.environ[DDP_JOB_ENV])
     rank = os.environ["LOCAL_RANK"]

@@ -7,9 +7,24 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MetricCollection
 
 Batch = dict[str, torch.Tensor]
+
+
+def plain_container(value: Any) -> Any:
+    """OmegaConf containers, dicts, lists and tuples → plain dicts and lists (recursively).
+
+    Model hyper-parameters must be plain: checkpoints are read back with ``torch.load(weights_only=True)``.
+    """
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: plain_container(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_container(v) for v in value]
+    return value
 
 
 class SectorModule(pl.LightningModule):

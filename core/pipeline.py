@@ -26,10 +26,9 @@ from core.io import atomic_write_json, atomic_write_table
 from core.module import SectorModule
 from core.registry import Domain, get_domain
 from core.reporting import RunContext, primary_metric_plot, write_report
-from core.runtime import configure_runtime
+from core.runtime import DDP_JOB_ENV, configure_runtime
 from core.trainer import build_trainer, checkpoint_callback
 
-DDP_JOB_ENV = "SECTORKIT_DDP_JOB"
 
 
 def run(cfg: DictConfig) -> float | None:

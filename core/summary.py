@@ -20,23 +20,26 @@ from core.registry import discover
 def print_domains() -> None:
     """A table of every registered domain: models, datasets, experiments, defaults and primary metric."""
     table = Table(title="sectorkit domains", show_lines=True)
-    for column in ("domain", "models", "data", "experiments", "primary metric", "description"):
-        table.add_column(column, overflow="fold")
+    for column in ("domain", "models", "data", "experiments", "primary metric"):
+        table.add_column(column, no_wrap=True)
+    descriptions = []
     for name, domain in discover().items():
         cfg = compose_config(domain, return_hydra_config=True)
         choices = cfg.hydra.runtime.choices
-        mark = lambda options, default: ", ".join(f"[bold]{o}[/bold]*" if o == default else o for o in options)  # noqa: E731
+        mark = lambda options, default: "\n".join(f"{o} *" if o == default else o for o in options)  # noqa: E731
         metric = f"{cfg.monitor.metric} ({'higher' if cfg.monitor.mode == 'max' else 'lower'} is better)"
         table.add_row(name, mark(domain.options("model"), choices.get("model")), mark(domain.options("data"), choices.get("data")),
-                      ", ".join(domain.options("experiment")), metric, domain.description)
-    console = Console()
+                      "\n".join(domain.options("experiment")), metric)
+        descriptions.append(f"[bold]{name}[/bold]: {domain.description}")
+    console = Console(width=max(Console().width, 110))
     console.print(table)
-    console.print("* default. Run one: sectorkit train domain=<domain> [model=<model>] [data=<data>] [experiment=quick]")
+    console.print("* default", *descriptions, sep="\n")
+    console.print("Run one: sectorkit train domain=<domain> [model=<model>] [data=<data>] [experiment=<experiment>]")
 
 
 def run_demo(names: list[str] | None = None) -> int:
     """Train every (or the named) domain's ``experiment=quick`` on its built-in sample; print model vs baselines."""
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     domains = discover()
     names = names or list(domains)
     unknown = [n for n in names if n not in domains]

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torchmetrics import MetricCollection
 
 from core.errors import ConfigError
-from core.module import SectorModule
+from core.module import SectorModule, plain_container
 from domains.agriculture.metrics import NRMSE, QUANTILES, ForecastMetrics, pinball_loss
 from domains.agriculture.models import NETWORKS
 from domains.agriculture.models.common import SeriesAdapter
@@ -57,8 +57,8 @@ class WeatherForecaster(SectorModule):
         if network not in NETWORKS:
             raise ConfigError(f"model.network={network!r}: expected one of {sorted(NETWORKS)}")
         # plain containers, so save_hyperparameters stores nothing that weights_only loading would refuse
-        network_kwargs, quantiles = _plain(network_kwargs or {}), [float(q) for q in quantiles]
-        optimizer, scheduler = _plain(optimizer), _plain(scheduler)
+        network_kwargs, quantiles = plain_container(network_kwargs or {}), [float(q) for q in quantiles]
+        optimizer, scheduler = plain_container(optimizer), plain_container(scheduler)
         self.horizon, self.quantiles = int(horizon), tuple(float(q) for q in quantiles)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
@@ -138,13 +138,6 @@ def conformal_offsets(
     return out
 
 
-def _plain(value: Any) -> Any:
-    """Hydra/OmegaConf containers to plain dicts and lists (recursively)."""
-    if hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [_plain(v) for v in value]
-    return value
 
 
 def interval_offsets(
@@ -195,7 +188,7 @@ class YieldRegressor(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
-        optimizer, scheduler = _plain(optimizer), _plain(scheduler)
+        optimizer, scheduler = plain_container(optimizer), plain_container(scheduler)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.net = YieldMLP(n_features, hidden, layers, dropout, residual_on_trend)

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MetricCollection
 
 from core.errors import ConfigError
-from core.module import SectorModule
+from core.module import SectorModule, plain_container
 from domains.finance.losses import classification_loss
 from domains.finance.metrics import build_metrics, choose_threshold
 from domains.finance.models import ARCHITECTURES
@@ -24,9 +23,6 @@ from domains.finance.models import ARCHITECTURES
 Batch = dict[str, torch.Tensor]
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> dicts/lists (other values unchanged)."""
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 class FraudModule(SectorModule):
@@ -63,8 +59,8 @@ class FraudModule(SectorModule):
             raise ConfigError(f"model.threshold_policy={threshold_policy!r}: expected 'f1' or 'cost'")
         self.top_k, self.fpr, self.with_cards = top_k, fpr, with_cards
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
-        net, optimizer, scheduler, cardinalities = _plain(net), _plain(optimizer), _plain(scheduler), _plain(cardinalities)
-        feature_mean, feature_std, log_features = _plain(feature_mean), _plain(feature_std), _plain(log_features)
+        net, optimizer, scheduler, cardinalities = (plain_container(v) for v in (net, optimizer, scheduler, cardinalities))
+        feature_mean, feature_std, log_features = (plain_container(v) for v in (feature_mean, feature_std, log_features))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.net = ARCHITECTURES[architecture](n_numeric, list(cardinalities), **dict(net or {}))

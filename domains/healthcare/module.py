@@ -15,7 +15,7 @@ import torch
 from torchmetrics import MetricCollection
 
 from core.errors import ConfigError
-from core.module import SectorModule
+from core.module import SectorModule, plain_container
 from domains.healthcare.metrics import anomaly_metrics, choose_threshold, normalise
 from domains.healthcare.models.common import image_score
 
@@ -71,7 +71,7 @@ class AnomalyDetector(SectorModule):
         if threshold not in ("f1", "fpr"):
             raise ConfigError(f"model.threshold={threshold!r}; expected f1 or fpr")
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
-        network_kwargs, optimizer, scheduler = (_plain(v) for v in (network_kwargs, optimizer, scheduler))
+        network_kwargs, optimizer, scheduler = (plain_container(v) for v in (network_kwargs, optimizer, scheduler))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         self.network = build_network(network, spatial_dims, in_channels, image_size, dict(network_kwargs or {}))
@@ -176,11 +176,6 @@ class AnomalyDetector(SectorModule):
         self._log_and_reset(self.test_metrics)
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> dicts/lists (anything else unchanged)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def predict_outputs(module: AnomalyDetector, loader: Sequence[Batch]) -> tuple[torch.Tensor, ...]:

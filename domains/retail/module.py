@@ -8,16 +8,11 @@ import torch
 from torchmetrics import MetricCollection
 
 from core.errors import ConfigError
-from core.module import SectorModule
+from core.module import SectorModule, plain_container
 from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
 from domains.retail.models import NETWORKS
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers → dicts/lists (anything else unchanged)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 class NegativeSampler:
@@ -61,7 +56,7 @@ class RecommenderModule(SectorModule):
         channels_last: bool = False,
     ) -> None:
         # plain containers so checkpoints load with weights_only=True (hparams are read from these locals)
-        network_kwargs, optimizer, scheduler, ks = (_plain(x) for x in (network_kwargs, optimizer, scheduler, ks))
+        network_kwargs, optimizer, scheduler, ks = (plain_container(x) for x in (network_kwargs, optimizer, scheduler, ks))
         if network not in NETWORKS:
             raise ConfigError(f"model.network={network!r}; expected one of {', '.join(NETWORKS)}")
         self.n_users, self.n_items = n_users, n_items

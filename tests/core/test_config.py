@@ -1,0 +1,81 @@
+"""The config tree: every core preset composes for every domain, schemas reject bad values, and the
+launcher / sweep / DDP presets say what they promise."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+
+from core.config import compose_config, core_options
+from core.registry import discover, get_domain
+from core.trainer import build_trainer, resolve_precision
+
+DOMAINS = list(discover())
+PRESETS = [(group, option) for group in ("trainer", "callbacks", "logger", "optimizer", "scheduler", "debug") for option in core_options(group)]
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+@pytest.mark.parametrize(("group", "option"), PRESETS)
+def test_every_core_preset_composes_for_every_domain(domain, group, option) -> None:
+    cfg = compose_config(get_domain(domain), [f"{group}={option}", "paths.output_dir=/tmp/sectorkit-compose"])
+    assert cfg.domain == domain and cfg.monitor.metric and cfg.monitor.mode in ("max", "min")
+    assert cfg.data._target_ and cfg.model._target_
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_domain_options_compose(domain) -> None:
+    d = get_domain(domain)
+    for group in ("data", "model", "experiment"):
+        for option in d.options(group):
+            cfg = compose_config(d, [f"{group}={option}"])
+            assert cfg.domain == domain
+
+
+def test_schema_rejects_wrong_types_and_unknown_keys() -> None:
+    finance = get_domain("finance")
+    with pytest.raises(ConfigCompositionException):
+        compose_config(finance, ["trainer.max_epochs=ten"])
+    with pytest.raises(ConfigCompositionException):
+        compose_config(finance, ["trainer.max_epoch=3"])
+    with pytest.raises(ConfigCompositionException):
+        compose_config(finance, ["runtime.torch_threads=many"])
+    assert compose_config(finance, ["+trainer.extra.gradient_clip_algorithm=value"]).trainer.extra.gradient_clip_algorithm == "value"
+
+
+def test_ddp_cpu_preset_builds_a_two_process_gloo_trainer() -> None:
+    cfg = compose_config(get_domain("finance"), ["trainer=ddp_cpu", "paths.output_dir=/tmp/sectorkit-compose", "~logger"])
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.strategy) == ("cpu", 2, "ddp")
+    trainer = build_trainer(cfg)
+    assert trainer.num_devices == 2 and type(trainer.strategy).__name__ == "DDPStrategy"
+    assert trainer.strategy.root_device.type == "cpu"  # so torch.distributed uses gloo
+
+
+def test_precision_auto_is_full_precision_on_cpu() -> None:
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_slurm_launcher_and_multinode_presets_compose() -> None:
+    cfg = compose_config(get_domain("retail"), ["launcher=slurm", "trainer=multinode", "trainer.num_nodes=4"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.nodes == 4 and launcher.tasks_per_node == launcher.gpus_per_node
+    assert cfg.trainer.num_nodes == 4 and cfg.trainer.strategy == "ddp"
+
+
+def test_optuna_preset_optimises_the_domain_metric_in_its_direction() -> None:
+    for domain, direction in (("finance", "maximize"), ("agriculture", "minimize")):
+        cfg = compose_config(get_domain(domain), ["hparams_search=optuna"], return_hydra_config=True)
+        sweeper = cfg.hydra.sweeper
+        assert sweeper.direction == direction and sweeper.storage.startswith("sqlite:///")
+        assert sweeper.study_name == f"{domain}-{cfg.monitor.metric}" and "optimizer.lr" in sweeper.params
+        assert cfg.hydra.mode.name == "MULTIRUN"
+
+
+def test_default_callbacks_follow_the_primary_metric() -> None:
+    cfg = compose_config(get_domain("agriculture"), ["paths.output_dir=/tmp/sectorkit-compose"])
+    checkpoint = instantiate(cfg.callbacks.model_checkpoint)
+    stopping = instantiate(cfg.callbacks.early_stopping)
+    assert checkpoint.monitor == stopping.monitor == "val/mae" and checkpoint.mode == stopping.mode == "min"
+    assert checkpoint.save_last and checkpoint.save_top_k == 1
