@@ -1,0 +1,142 @@
+"""The runs behind the CLI, on the test-only ``toy`` domain: train → evaluate/predict/export from its
+checkpoint, resume, reproducibility, safe checkpoint loading, a real 2-process DDP run and an Optuna sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+
+QUIET = ["runtime.torch_threads=1", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def run_cli(toy_domain, root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m core ARGS`` in a subprocess that sees the toy domain, with runs under ``root``."""
+    env = {**toy_domain.env, "SECTORKIT_ROOT": str(root)}
+    return subprocess.run([sys.executable, "-m", "core", *args], env=env, cwd=root, capture_output=True, text=True, timeout=300, check=False)
+
+
+def train(toy_domain, root: Path, *overrides: str) -> dict:
+    """``python -m core train domain=toy experiment=quick`` under ``root``; the new run's metrics.json."""
+    before = set((root / "outputs" / "toy" / "runs").glob("*"))
+    result = run_cli(toy_domain, root, "train", "domain=toy", "experiment=quick", *QUIET, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    new = set((root / "outputs" / "toy" / "runs").glob("*")) - before
+    assert len(new) == 1, (new, result.stdout[-2000:])
+    return json.loads((new.pop() / "metrics.json").read_text())
+
+
+def test_train_writes_metrics_report_predictions_and_checkpoints(toy_run) -> None:
+    m, run_dir = toy_run.metrics, toy_run.run_dir
+    assert m["primary_metric"] == "auroc" and m["mode"] == "max" and m["test"]["auroc"] > 0.75
+    assert m["test"]["auroc"] > m["baselines"]["logistic_regression"]["auroc"]  # planted interaction, beyond a linear model
+    assert Path(m["checkpoint"]).is_file() and Path(m["checkpoint"]).name.startswith("best-")
+    assert Path(m["last_checkpoint"]).is_file() and m["epochs"] >= 1 and m["global_step"] > 0
+    report = (run_dir / "report.md").read_text()
+    assert "| **mlp** (model) |" in report and "logistic_regression (baseline)" in report and "plots/primary_metric.png" in report
+    assert (run_dir / "plots" / "primary_metric.png").is_file()
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert len(predictions) > 100 and predictions["score"].between(0, 1).all()
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
+
+
+def test_evaluate_reproduces_the_test_metrics_of_the_best_checkpoint(toy_domain, toy_run, tmp_path) -> None:
+    result = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={toy_run.metrics['checkpoint']}", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_file,) = (tmp_path / "outputs" / "toy" / "runs").glob("*/metrics.json")
+    evaluated = json.loads(metrics_file.read_text())
+    assert evaluated["test"] == pytest.approx(toy_run.metrics["test"], abs=1e-6)
+    for name, values in toy_run.metrics["baselines"].items():
+        assert evaluated["baselines"][name] == pytest.approx(values)
+
+
+def test_predict_scores_a_user_file_with_the_training_preprocessing(toy_domain, toy_run, tmp_path) -> None:
+    frame = pd.read_csv(toy_run.run_dir / "predictions.csv")
+    assert {"score", "label"} <= set(frame.columns)
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({f"feature_{j}": rng.standard_normal(50) * 10.0 ** (j % 3) + 5.0 * j for j in range(8)})
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    output = tmp_path / "scored" / "new_scores.csv"
+    result = run_cli(toy_domain, tmp_path, "predict", "domain=toy", "data=csv", f"data.path={tmp_path / 'new.csv'}",
+                     f"ckpt_path={toy_run.metrics['checkpoint']}", f"output={output}", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = pd.read_csv(output)
+    assert len(scored) == 50 and scored["score"].between(0, 1).all() and scored["score"].std() > 0.01
+
+    rows.drop(columns=["feature_3"]).to_csv(tmp_path / "bad.csv", index=False)
+    bad = run_cli(toy_domain, tmp_path, "predict", "domain=toy", "data=csv", f"data.path={tmp_path / 'bad.csv'}",
+                  f"ckpt_path={toy_run.metrics['checkpoint']}", *QUIET)
+    assert bad.returncode == 2 and "bad.csv" in bad.stderr and "feature_3" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_the_pytorch_model(toy_domain, toy_run, tmp_path, fmt) -> None:
+    output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    result = run_cli(toy_domain, tmp_path, "export", "domain=toy", "experiment=quick", f"format={fmt}",
+                     f"ckpt_path={toy_run.metrics['checkpoint']}", f"output={output}", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.with_suffix(".json").read_text())
+    assert report["passed"] and report["max_abs_diff"] < 1e-4 and report["format"] == fmt
+    if fmt == "onnx":  # raw features in, probabilities out: preprocessing travels inside the graph
+        session = ort.InferenceSession(str(output))
+        (name,) = [i.name for i in session.get_inputs()]
+        probs = session.run(None, {name: np.random.default_rng(0).standard_normal((7, 8)).astype(np.float32)})[0]
+        assert probs.shape[0] == 7 and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_resume_continues_from_the_last_checkpoint(toy_domain, tmp_path) -> None:
+    first = train(toy_domain, tmp_path, "trainer.max_epochs=2", "callbacks.early_stopping=null")
+    resumed = train(toy_domain, tmp_path, "trainer.max_epochs=4", "callbacks.early_stopping=null", "ckpt_path=last")
+    assert resumed["resumed_from"] == first["last_checkpoint"]
+    assert (first["epochs"], resumed["epochs"]) == (2, 4)
+    assert resumed["global_step"] == 2 * first["global_step"]
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(toy_domain, toy_run, tmp_path) -> None:
+    again = train(toy_domain, tmp_path)
+    assert again["test"] == toy_run.metrics["test"]
+    other = train(toy_domain, tmp_path, "seed=7")
+    assert other["test"] != toy_run.metrics["test"]
+
+
+def test_unsafe_checkpoint_is_refused_unless_allowed(toy_domain, toy_run, tmp_path) -> None:
+    checkpoint = torch.load(toy_run.metrics["checkpoint"], weights_only=True)
+    checkpoint["note"] = Path("pickled/object")  # anything beyond tensors and plain containers
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save(checkpoint, unsafe)
+    refused = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={unsafe}", *QUIET)
+    assert refused.returncode == 2 and "allow_unsafe_checkpoint=true" in refused.stderr and "Traceback" not in refused.stderr
+    allowed = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={unsafe}", "allow_unsafe_checkpoint=true", *QUIET)
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+
+
+def test_two_process_ddp_on_cpu_writes_one_run_folder(toy_domain, tmp_path) -> None:
+    metrics = train(toy_domain, tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=3")
+    (run_dir,) = (tmp_path / "outputs" / "toy" / "runs").iterdir()  # one folder for both ranks
+    assert Path(metrics["run_dir"]) == run_dir
+    assert (run_dir / "rank1.log").is_file() and (run_dir / "train.log").is_file()
+    assert metrics["test"]["auroc"] > 0.7 and Path(metrics["checkpoint"]).is_file()
+    steps = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    assert steps.dropna(subset=["val/auroc"])["epoch"].max() == 2  # three epochs of validation, logged once (rank 0)
+    assert steps["val/auroc"].notna().sum() == 3
+
+
+def test_optuna_sweep_runs_trials_and_stores_the_study(toy_domain, tmp_path) -> None:
+    result = run_cli(toy_domain, tmp_path, "train", "-m", "domain=toy", "experiment=quick", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                     "trainer.max_epochs=2", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "toy" / "multiruns").iterdir()
+    trials = sorted(sweep.glob("*/metrics.json"))
+    assert len(trials) == 2
+    results = (sweep / "optimization_results.yaml").read_text()
+    assert "best_value" in results and "optimizer.lr" in results
+    assert (tmp_path / "outputs" / "optuna.db").is_file()
+    best = max(json.loads(t.read_text())["best_val"] for t in trials)
+    assert f"best_value: {best}" in results
