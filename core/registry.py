@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,22 @@ ENTRY_POINT_GROUP = "sectorkit.domains"
 
 BaselinesFn = Callable[["SectorDataModule", "DictConfig"], dict[str, dict[str, float]]]
 ReportFn = Callable[["RunContext"], list["ReportSection"]]
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """A hook given as ``"package.module:function"``, imported on its first call.
+
+    Domains register their baselines and report hooks this way, so that discovering every domain (for
+    ``sectorkit domains`` or a run of another domain) does not import their heavy modules.
+    """
+    module_name, _, attribute = target.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(import_module(module_name), attribute)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = attribute
+    call.__doc__ = f"Calls {target} (imported on first use)."
+    return call
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.registry import Domain
+from core.registry import Domain, lazy
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "agriculture"
 
@@ -23,17 +23,11 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     return evaluate_weather_baselines(datamodule.panel, datamodule.origins, datamodule.horizon, datamodule.quantiles)
 
 
-def build_report(ctx: Any) -> list:
-    """The agriculture sections of report.md."""
-    from domains.agriculture.report import build_report as report
-
-    return report(ctx)
-
 
 DOMAIN = Domain(
     name="agriculture",
     description="Daily weather forecasting (quantiles, horizons 1..H) and crop-yield forecasting (NRMSE).",
     config_dir=CONFIG_DIR,
     baselines=run_baselines,
-    report=build_report,
+    report=lazy("domains.agriculture.report:build_report"),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.registry import Domain
+from core.registry import Domain, lazy
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "finance"
 
@@ -30,17 +30,11 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     return {name: evaluate_scores(s, yt, card, test["day"].numpy(), k, fpr) for name, s in scores.items()}
 
 
-def build_report(ctx: Any) -> list:
-    """The finance sections of report.md."""
-    from domains.finance.report import build_report as report
-
-    return report(ctx)
-
 
 DOMAIN = Domain(
     name="finance",
     description="Transaction fraud detection: simulator after Le Borgne et al., leakage-free window features, time-based splits.",
     config_dir=CONFIG_DIR,
     baselines=run_baselines,
-    report=build_report,
+    report=lazy("domains.finance.report:build_report"),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.registry import Domain
+from core.registry import Domain, lazy
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "healthcare"
 
@@ -19,17 +19,11 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     return {name: result["metrics"] for name, result in results.items()}
 
 
-def build_report(ctx: Any) -> list:
-    """The healthcare sections of report.md."""
-    from domains.healthcare.report import build_report as report
-
-    return report(ctx)
-
 
 DOMAIN = Domain(
     name="healthcare",
     description="Medical image anomaly detection: image AUROC (pixel AUROC, AUPRO, Dice where masks exist).",
     config_dir=CONFIG_DIR,
     baselines=run_baselines,
-    report=build_report,
+    report=lazy("domains.healthcare.report:build_report"),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.registry import Domain
+from core.registry import Domain, lazy
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "retail"
 
@@ -21,17 +21,11 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     return evaluate(datamodule, list(cfg.metrics.ks), names, settings)
 
 
-def build_report(ctx: Any) -> list:
-    """The retail sections of report.md."""
-    from domains.retail.report import build_report as report
-
-    return report(ctx)
-
 
 DOMAIN = Domain(
     name="retail",
     description="Product recommendations: BPR-MF, LightGCN, NeuMF, SASRec vs MostPop/ItemKNN/EASE under full ranking.",
     config_dir=CONFIG_DIR,
     baselines=run_baselines,
-    report=build_report,
+    report=lazy("domains.retail.report:build_report"),
 )
