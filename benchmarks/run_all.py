@@ -101,7 +101,7 @@ def skip_reason(name: str, ml100k: Path | None) -> str | None:
 def run_part(part: Part, quick: bool, results_dir: Path, ml100k: Path | None) -> dict[str, Any]:
     """Run one benchmark script in its own process; its output streams through, the tail is kept."""
     command = [sys.executable, *part.command(quick, results_dir, ml100k)]
-    shown = " ".join(["python", *part.command(quick, RESULTS, ml100k)]).replace(str(ROOT) + "/", "")
+    shown = " ".join(["python", *part.command(quick, results_dir, ml100k)]).replace(str(ROOT) + "/", "")
     print(f"\n=== {part.name}: {shown}", flush=True)
     start = time.perf_counter()
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
