@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,12 @@ def load_checkpoint(path: str | Path | None, allow_unsafe: bool = False) -> dict
     try:
         return torch.load(file, map_location="cpu", weights_only=not allow_unsafe)
     except pickle.UnpicklingError as err:
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if refused is None:
+            raise DataError(f"{file}: not a readable checkpoint (not a file written by torch.save)") from None
         raise DataError(
-            f"{file}: the checkpoint holds objects beyond tensors and plain containers, so it was not unpickled "
-            f"({str(err).splitlines()[0]}); if you trust the file, pass allow_unsafe_checkpoint=true"
+            f"{file}: the checkpoint holds objects beyond tensors and plain containers ({refused.group(1)}), so it was "
+            "not unpickled; if you trust the file, pass allow_unsafe_checkpoint=true"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise DataError(f"{file}: not a readable checkpoint ({str(err).splitlines()[0]})") from None

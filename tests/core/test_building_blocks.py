@@ -1,0 +1,98 @@
+"""Core building blocks in isolation: atomic writes, precision choice, plain hyper-parameters, lazy hooks,
+export parity, checkpoint refusal, thread defaults."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from core.checkpoint import load_checkpoint
+from core.errors import ConfigError, DataError
+from core.export import parity
+from core.io import atomic_write_json, atomic_write_table, atomic_write_text
+from core.module import plain_container
+from core.registry import lazy
+from core.runtime import default_torch_threads
+from core.trainer import resolve_precision
+
+
+def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path) -> None:
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"ap": 0.5})
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"ap": object()})  # not JSON-serialisable: fails mid-write
+    assert json.loads(target.read_text()) == {"ap": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_tables_round_trip_as_csv_and_parquet(tmp_path) -> None:
+    frame = pd.DataFrame({"id": [1, 2], "score": [0.25, 0.75]})
+    for name in ("p.csv", "p.parquet"):
+        path = atomic_write_table(frame, tmp_path / "sub" / name)
+        back = pd.read_parquet(path) if name.endswith("parquet") else pd.read_csv(path)
+        pd.testing.assert_frame_equal(back, frame)
+    assert atomic_write_text(tmp_path / "a.md", "x").read_text() == "x"
+
+
+def test_json_writes_nan_as_null_and_tensors_as_numbers(tmp_path) -> None:
+    path = atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": torch.tensor(0.5), "c": np.float32(2.0)})
+    assert json.loads(path.read_text()) == {"a": None, "b": 0.5, "c": 2.0}
+
+
+def test_precision_auto_follows_the_device(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_precision("auto", "auto") == "bf16-mixed" and resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "gpu") == "16-mixed"
+    assert resolve_precision("32-true", "gpu") == "32-true"
+
+
+def test_plain_container_turns_configs_into_dicts_and_lists() -> None:
+    cfg = OmegaConf.create({"net": {"hidden": [64, 32], "act": "relu"}, "lr": "${x}", "x": 0.1})
+    plain = plain_container({"net": cfg.net, "q": (0.1, 0.9), "lr": cfg.lr})
+    assert plain == {"net": {"hidden": [64, 32], "act": "relu"}, "q": [0.1, 0.9], "lr": 0.1}
+    assert type(plain["net"]) is dict and type(plain["net"]["hidden"]) is list
+
+
+def test_lazy_hook_imports_on_first_call() -> None:
+    hook = lazy("json:dumps")
+    assert hook.__name__ == "dumps" and hook({"a": 1}) == '{"a": 1}'
+    with pytest.raises(ModuleNotFoundError):
+        lazy("no_such_module_x:f")()
+
+
+def test_parity_flags_a_mismatch_and_tolerates_rare_flipped_decisions() -> None:
+    expected = [torch.tensor([0.1, 0.2, float("-inf")]), torch.zeros(2000, dtype=torch.bool)]
+    flipped = np.zeros(2000, dtype=bool)
+    flipped[0] = True  # 1 of 2000 decisions at a threshold: allowed
+    ok = parity(expected, [np.array([0.1, 0.2 + 1e-6, -np.inf]), flipped])
+    assert ok["passed"] and ok["outputs"][1]["share_different"] == pytest.approx(0.0005)
+    bad = parity(expected, [np.array([0.1, 0.25, -np.inf]), flipped])
+    assert not bad["passed"] and bad["max_abs_diff"] == pytest.approx(0.05)
+    assert not parity(expected, [np.array([0.1, 0.2, 0.0]), flipped])["passed"]  # -inf must stay -inf
+
+
+def test_checkpoint_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="ckpt_path is not set"):
+        load_checkpoint(None)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"junk\.ckpt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.ckpt")
+    torch.save({"state_dict": {}, "extra": pd.Timestamp("2020-01-01")}, tmp_path / "pickled.ckpt")
+    with pytest.raises(DataError, match=r"pickled\.ckpt: .*allow_unsafe_checkpoint=true"):
+        load_checkpoint(tmp_path / "pickled.ckpt")
+    assert "extra" in load_checkpoint(tmp_path / "pickled.ckpt", allow_unsafe=True)
+
+
+def test_thread_default_leaves_room_and_respects_omp(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert (default_torch_threads(1), default_torch_threads(2), default_torch_threads(32)) == (8, 4, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_torch_threads(1) == 3
