@@ -63,17 +63,19 @@ def run_demo(names: list[str] | None = None) -> int:
         else:
             results[name] = f"failed (exit {code}); see {run_dir}"
     console.print(demo_table(results))
+    for name, result in results.items():
+        console.print(f"{name}: {result['report'] if isinstance(result, dict) else result}", soft_wrap=True)
     return 0 if all(isinstance(r, dict) for r in results.values()) else 1
 
 
 def demo_table(results: dict[str, dict | str]) -> Table:
-    """One row per domain: the model's primary test metric next to its best baseline, and the report."""
+    """One row per domain: the model's primary test metric next to its best baseline."""
     table = Table(title="sectorkit demo: test metrics on each built-in sample", show_lines=True)
-    for column in ("domain", "model", "metric", "model score", "best baseline", "baseline score", "time", "report"):
-        table.add_column(column, overflow="fold")
+    for column in ("domain", "model", "metric", "model score", "best baseline", "baseline score", "time"):
+        table.add_column(column, no_wrap=True)
     for name, result in results.items():
         if isinstance(result, str):
-            table.add_row(name, "–", "–", "–", "–", "–", "–", f"[red]{result}")
+            table.add_row(name, "[red]failed", "–", "–", "–", "–", "–")
             continue
         metric, higher = result["primary_metric"], result["mode"] == "max"
         scored = {b: v[metric] for b, v in result.get("baselines", {}).items() if v.get(metric) is not None}
@@ -82,7 +84,7 @@ def demo_table(results: dict[str, dict | str]) -> Table:
         wins = best is not None and model_score is not None and ((model_score > scored[best]) if higher else (model_score < scored[best]))
         colour = "green" if wins else "yellow"
         table.add_row(name, result["model_name"], f"{metric} ({'↑' if higher else '↓'})", f"[{colour}]{_fmt(model_score)}",
-                      best or "–", _fmt(scored.get(best)) if best else "–", f"{result['seconds']:.0f} s", result.get("report", "–"))
+                      best or "–", _fmt(scored.get(best)) if best else "–", f"{result['seconds']:.0f} s")
     return table
 
 

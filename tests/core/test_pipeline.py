@@ -140,3 +140,15 @@ def test_optuna_sweep_runs_trials_and_stores_the_study(toy_domain, tmp_path) -> 
     assert (tmp_path / "outputs" / "optuna.db").is_file()
     best = max(json.loads(t.read_text())["best_val"] for t in trials)
     assert f"best_value: {best}" in results
+
+
+def test_demo_runs_the_quick_pipeline_and_prints_model_vs_baseline(toy_domain, tmp_path) -> None:
+    result = run_cli(toy_domain, tmp_path, "demo", "--domains", "toy")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_file,) = (tmp_path / "outputs" / "demo").glob("*/toy/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    table_row = next(line for line in result.stdout.splitlines() if line.startswith("│ toy"))
+    assert f"{metrics['test']['auroc']:.4f}" in table_row and "logistic_regression" in table_row
+    assert f"{metrics['baselines']['logistic_regression']['auroc']:.4f}" in table_row
+    missing = run_cli(toy_domain, tmp_path, "demo", "--domains", "nope")
+    assert missing.returncode == 2 and "unknown domain(s): nope" in missing.stdout
