@@ -4,8 +4,6 @@ point, composes with the core config tree and trains end to end (in process and 
 from __future__ import annotations
 
 import ast
-import json
-import time
 
 import pytest
 import pytorch_lightning as pl
@@ -76,11 +74,10 @@ def test_installed_package_registers_with_its_configs(toy_registered, toy_domain
     assert (domain.options("data"), domain.options("model"), domain.options("experiment")) == (["csv", "sample"], ["mlp"], ["quick"])
 
 
-def test_quick_experiment_trains_fast_beats_chance_and_the_baseline(toy_registered, tmp_path) -> None:
+def test_quick_experiment_beats_chance_and_the_baseline(toy_registered, tmp_path) -> None:
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        start = time.perf_counter()
         cfg = compose_config(toy_registered, ["domain=toy", "experiment=quick", f"paths.output_dir={tmp_path}", "~logger",
                                               "callbacks.progress_bar=null", "callbacks.model_summary=null"])
         pl.seed_everything(cfg.seed, verbose=False)
@@ -90,14 +87,12 @@ def test_quick_experiment_trains_fast_beats_chance_and_the_baseline(toy_register
         trainer = build_trainer(cfg, enable_progress_bar=False, accelerator="cpu", devices=1)
         trainer.fit(model, dm)
         test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
-        seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(torch_threads)
     baseline = toy_registered.baselines(dm, cfg)["logistic_regression"]
     assert set(test) == set(baseline) == {"auroc", "ap", "accuracy"}
     assert test["auroc"] > 0.75  # chance is 0.5
     assert test["auroc"] > baseline["auroc"] - 0.02  # the planted interaction is out of the linear baseline's reach
-    assert seconds < 30  # about 1-3 s on an idle 2-core machine; loose for shared CI runners
 
 
 def test_cli_lists_the_scaffolded_domain(toy_domain, tmp_path) -> None:

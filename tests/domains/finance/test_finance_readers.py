@@ -8,7 +8,7 @@ import pytest
 
 from core.errors import ConfigError, DataError
 from domains.finance.data import FraudDataModule
-from domains.finance.readers import ColumnSpec, kaggle_creditcard_spec, read_transactions
+from domains.finance.readers import ColumnSpec, read_transactions
 from domains.finance.sample import SimulatorConfig, simulate
 
 SPEC = ColumnSpec(time="when", amount="amt", label="fraud", card="card", terminal="shop", numeric=["score"], categorical=["mcc"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
@@ -66,9 +65,7 @@ def _predict(model, datamodule):
 
 
 def test_quick_pipeline_report_checkpoint_and_predict(tmp_path):
-    start = time.perf_counter()
     cfg, dm, model, trainer, test = _fit(tmp_path)
-    assert time.perf_counter() - start < 40
     baselines = DOMAIN.baselines(dm, cfg)
     assert set(baselines) == {"knn", "pca"} and set(baselines["knn"]) == set(test)
     assert {"image_auroc", "pixel_auroc", "aupro", "dice", "image_ap", "image_f1_max"} <= set(test)

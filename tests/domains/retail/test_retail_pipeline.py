@@ -9,7 +9,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
 from core.errors import DataError
