@@ -6,10 +6,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger
+
+from core.errors import ConfigError
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:
@@ -37,8 +40,19 @@ def build_callbacks(cfg: DictConfig, enable_progress_bar: bool, has_logger: bool
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """Instantiate every non-null entry of ``cfg.logger``."""
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
+    """Instantiate every non-null entry of ``cfg.logger``; a logger whose package is missing is a ConfigError."""
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        try:
+            loggers.append(instantiate(node))
+        except InstantiationException as err:
+            missing = err.__cause__ if isinstance(err.__cause__, ModuleNotFoundError) else None
+            if missing is None:
+                raise
+            raise ConfigError(f"logger.{name}: {missing} (or choose another logger=...)") from None
+    return loggers
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
