@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import gpu_check, run_all  # noqa: E402
-from benchmarks.core import compose_finance, inference, lightning_run, plain_run  # noqa: E402
+from benchmarks.core_benchmark import compose_finance, inference, lightning_run, plain_run  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

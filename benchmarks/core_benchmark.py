@@ -1,5 +1,8 @@
 """Core benchmark: what the sectorkit/Lightning path costs next to plain PyTorch, and inference speed.
 
+(Not named ``core.py``: a script run from this folder puts the folder first on ``sys.path``, where a
+``core.py`` would shadow the ``core`` package.)
+
 Model and data: the finance domain's quick experiment (``experiment=quick``: small embedding MLP on the
 tiny transaction simulator), composed from the Hydra configs like a user's run.
 
@@ -17,8 +20,8 @@ tiny transaction simulator), composed from the Hydra configs like a user's run.
    ``no_grad`` (what ``predict_step`` runs), of ``Trainer.predict`` over the test split, and of the
    ONNX export in onnxruntime (1 thread, like torch), with a parity check against the module.
 
-    python benchmarks/core.py --quick    # about 1.5 minutes on 2 CPU cores
-    python benchmarks/core.py            # full: more steps and repeats (about 10 minutes)
+    python benchmarks/core_benchmark.py --quick    # about 1.5 minutes on 2 CPU cores
+    python benchmarks/core_benchmark.py            # full: more steps and repeats (about 6 minutes)
 """
 
 from __future__ import annotations
