@@ -121,13 +121,15 @@ class AnomalyDetector(SectorModule):
             self.network.fit_memory()
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if not self.trainable:
             self.network.fit_memory()
             if self._trainer is not None:  # one pass over the normal images fills the memory bank: stop
                 self.trainer.should_stop = True
 
     def on_test_epoch_start(self) -> None:
-        self.on_train_epoch_end()
+        if not self.trainable:
+            self.network.fit_memory()
 
     @property
     def ready(self) -> bool:
