@@ -1,4 +1,4 @@
-"""Helpers shared by the core benchmarks: machine description, quiet Lightning, timing stats, tables."""
+"""Helpers shared by the benchmark scripts: machine description, config composition, quiet Lightning, timing stats, tables."""
 
 from __future__ import annotations
 
@@ -111,12 +111,3 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (VmHWM, Linux), in MB; NaN elsewhere."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")

@@ -9,7 +9,7 @@ tiny transaction simulator), composed from the Hydra configs like a user's run.
 1. Overhead: training samples/s through ``core.trainer.build_trainer`` (progress bar, model summary,
    loggers, checkpointing, early stopping and validation off) vs a plain PyTorch loop on the same model
    class, the same DataLoader, batch size, optimizer (``configure_optimizers``) and number of steps; a
-   third variant is Lightning with ``training_step`` reduced to the loss (no per-step ``self.log``). The
+   third variant is Lightning with ``training_step`` reduced to the loss (no logging at all). The
    variants run in rotating order within each repeat; medians and their ratio to the plain loop are
    reported. Target >= 0.9x. Cases: the quick model at batch 512 (the quick experiment as shipped) and at
    batch 2048, and the domain's default model (``model=mlp``, a heavier step) at batch 512.
@@ -89,8 +89,8 @@ class _StepClock(pl.Callback):
 def lightning_run(cfg: DictConfig, dm: Any, steps: int, seed: int = 0, profiler: Any = None, step_log: bool = True) -> dict[str, Any]:
     """Train ``steps`` steps through the sectorkit trainer; samples/s of the loop and of the whole ``fit``.
 
-    ``step_log=False`` replaces ``training_step`` by the bare loss (no ``self.log`` per step), to measure
-    what the per-step logging of ``SectorModule.training_step`` costs.
+    ``step_log=False`` replaces ``training_step`` by the bare loss (no logging at all), to measure what the
+    logging in ``SectorModule.training_step`` costs.
     """
     model = build_model(cfg, dm, seed)
     if not step_log:
@@ -144,7 +144,7 @@ def _variant_run(name: str, cfg: DictConfig, dm: Any, steps: int) -> dict[str, A
 
 
 def overhead(cfg: DictConfig, dm: Any, steps: int, repeats: int, batch_size: int | None = None) -> dict[str, Any]:
-    """Lightning (as shipped, and without per-step logging) vs the plain loop, in rotating order.
+    """Lightning (as shipped, and with training_step reduced to the loss) vs the plain loop, in rotating order.
 
     Reports medians per variant, the ratio of medians to the plain loop, the per-repeat ratios, the
     best-of-repeats ratio (least disturbed by other load) and the time per step.
@@ -295,7 +295,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _overhead_md(overhead: dict[str, Any]) -> str:
-    labels = {"lightning": "sectorkit/Lightning", "lightning_no_step_log": "Lightning, no per-step self.log", "plain": "plain PyTorch loop"}
+    labels = {"lightning": "sectorkit/Lightning", "lightning_no_step_log": "Lightning, training_step = loss only", "plain": "plain PyTorch loop"}
     rows = []
     for o in overhead.values():
         for name, v in o["variants"].items():
@@ -308,7 +308,7 @@ def _overhead_md(overhead: dict[str, Any]) -> str:
     explained = "; ".join(
         f"{o['model']}, batch {o['batch_size']}: {o['variants']['lightning']['overhead_per_step_ms']:.2f} ms/step over the plain loop, of which "
         f"{o['variants']['lightning']['overhead_per_step_ms'] - o['variants']['lightning_no_step_log']['overhead_per_step_ms']:.2f} ms "
-        "the per-step self.log" for o in overhead.values())
+        "the logging in SectorModule.training_step" for o in overhead.values())
     return "\n".join([
         (f"**Training overhead: sectorkit/Lightning vs plain PyTorch** (medians of {first['repeats']} repeats in rotating order; "
         "ratio = samples/s ÷ the plain loop's; best = best repeat ÷ best repeat)"), "",
