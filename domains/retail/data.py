@@ -169,8 +169,8 @@ class RetailDataModule(SectorDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir)
-        if training not in ("pairs", "sequences"):
-            raise ConfigError(f"data.training={training!r}; expected pairs (BPR, LightGCN, NeuMF) or sequences (SASRec)")
+        if training not in ("pairs", "sequences", "users"):
+            raise ConfigError(f"data.training={training!r}; expected pairs (BPR, LightGCN, NeuMF, Mult-VAE), users (Mult-VAE) or sequences (SASRec)")
         self.reader_kwargs = dict(format=format, user_column=user_column, item_column=item_column, rating_column=rating_column, timestamp_column=timestamp_column, separator=separator)
         self.clean_kwargs = dict(rating_threshold=rating_threshold, duplicates=duplicates, missing_timestamps=missing_timestamps, min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
         self.split_cfg = dict(split or {"method": "ratio", "ratios": [0.8, 0.1, 0.1], "order": "random"})
@@ -225,6 +225,9 @@ class RetailDataModule(SectorDataModule):
         if self.training == "sequences":
             windows = sequence_windows(self.lists["train"], self.max_seq_len, self.n_items)
             return batch_loader(TensorDictDataset(windows), self.batch_size, True, self.seed)
+        if self.training == "users":  # one row per user with training items (autoencoders: an epoch is one pass over users)
+            users = torch.from_numpy(np.flatnonzero(self.lists["train"].lengths() > 0))
+            return batch_loader(TensorDictDataset({"users": users}), self.batch_size, True, self.seed)
         return batch_loader(PairDataset(self.train_users.numpy(), self.train_items.numpy()), self.batch_size, True, self.seed)
 
     def eval_dataset(self, stage: str) -> UserBatchDataset:

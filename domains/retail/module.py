@@ -38,7 +38,7 @@ class NegativeSampler:
 
 
 class RecommenderModule(SectorModule):
-    """Full-ranking recommender; ``network`` is one of bpr, lightgcn, neumf, sasrec (``network_kwargs`` its settings)."""
+    """Full-ranking recommender; ``network`` is one of bpr, lightgcn, neumf, multvae, sasrec (``network_kwargs`` its settings)."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class RecommenderModule(SectorModule):
 
     # --- training data kept with the model -----------------------------------------------------
     def set_training_data(self, users: torch.Tensor, items: torch.Tensor) -> None:
-        """Store the training interactions (negatives exclude them; LightGCN propagates over them)."""
+        """Store the training interactions (negatives exclude them; LightGCN propagates over them, Mult-VAE encodes them)."""
         self.train_users.copy_(users)
         self.train_items.copy_(items)
         self.popularity.copy_(torch.bincount(items, minlength=self.n_items).float() / max(self.n_users, 1))
@@ -108,6 +108,10 @@ class RecommenderModule(SectorModule):
                 negatives = self.sampler()(batch["users"], tuple(batch["targets"].shape))
             return self.net.loss(batch["history"], batch["targets"], negatives)
         users = batch["users"]
+        if self.kind == "autoencoder":
+            return self.net.loss(users)  # user batches, or the users of pair batches with repeats (RecBole's MultiVAE)
+        if "items" not in batch:
+            raise ConfigError(f"model.network={self.hparams.network!r} trains on (user, item) pairs; set data.training=pairs (users is for multvae)")
         negatives = self.sampler()(users, (len(users), self.n_negatives))
         return self.net.loss(users, batch["items"], negatives)
 

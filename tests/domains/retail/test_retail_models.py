@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from core.errors import ConfigError
 from domains.retail.baselines import EASE, ItemKNN, MostPop, interaction_matrix, run_baselines
 from domains.retail.data import RetailDataModule
 from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores, per_user_metrics
@@ -86,10 +87,32 @@ def test_baselines_rank_as_expected_on_planted_tastes(sample_dm):
     assert results["mostpop"]["popularity_lift@10"] > results["ease"]["popularity_lift@10"]
 
 
-@pytest.mark.parametrize("network, epochs, lr", [("bpr", 25, 0.01), ("lightgcn", 25, 0.01), ("neumf", 8, 0.002)])
+@pytest.mark.parametrize("network, epochs, lr", [("bpr", 25, 0.01), ("lightgcn", 25, 0.01), ("neumf", 8, 0.002), ("multvae", 10, 0.01)])
 def test_networks_beat_most_popular(sample_dm, network, epochs, lr):
     mostpop = run_baselines(sample_dm, [10], ["mostpop"])["mostpop"]["ndcg@10"]
     assert _ndcg(_fit(sample_dm, network, epochs, lr), sample_dm) > mostpop
+
+
+def test_multvae_rows_shapes_and_training_on_user_batches(sample_dm):
+    module = RecommenderModule(**sample_dm.model_kwargs(), network="multvae", network_kwargs={"hidden_sizes": [64], "embedding_size": 16}, ks=[10])
+    module.set_training_data(sample_dm.train_users, sample_dm.train_items)
+    users = torch.tensor([0, 5, 7])
+    rows = module.net.user_rows(users)
+    dense = torch.zeros(sample_dm.n_users, sample_dm.n_items)
+    dense[sample_dm.train_users, sample_dm.train_items] = 1
+    assert rows.shape == (3, sample_dm.n_items) and torch.equal(rows, dense[users])
+    assert module.net.score_all(users, torch.zeros(3, 1, dtype=torch.long)).shape == (3, sample_dm.n_items)
+    sample_dm.training, sample_dm.batch_size = "users", 32
+    try:
+        assert {len(b["users"]) for b in sample_dm.train_dataloader()} <= {32, sample_dm.n_users % 32}
+        mostpop = run_baselines(sample_dm, [10], ["mostpop"])["mostpop"]["ndcg@10"]
+        trained = _fit(sample_dm, "multvae", 40, 0.01, hidden_sizes=[64], embedding_size=16, total_anneal_steps=100)
+    finally:
+        sample_dm.training, sample_dm.batch_size = "pairs", 256
+    assert trained.net.steps > 0 and _ndcg(trained, sample_dm) > mostpop
+    bpr = RecommenderModule(**sample_dm.model_kwargs(), network="bpr", ks=[10])
+    with pytest.raises(ConfigError, match="data.training=pairs"):
+        bpr.training_loss({"users": users})
 
 
 @pytest.mark.parametrize("loss", ["ce", "bce"])
@@ -119,7 +142,7 @@ def test_ease_and_itemknn_closed_forms():
     assert MostPop().fit(matrix).scores(torch.tensor([0]))[0].tolist() == [2.0, 2.0, 1.0]
 
 
-@pytest.mark.parametrize("network", ["bpr", "neumf", "sasrec"])
+@pytest.mark.parametrize("network", ["bpr", "neumf", "multvae", "sasrec"])
 def test_onnx_export_matches_pytorch(tmp_path, network):
     import warnings
 

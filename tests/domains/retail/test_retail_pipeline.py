@@ -82,6 +82,11 @@ def test_sequential_experiment_runs_sasrec(tmp_path):
     assert model.kind == "sequence" and 0.0 <= test["ndcg@10"] <= 1.0 and test["coverage@10"] > 0
 
 
+def test_multvae_trains_on_user_batches_and_reloads_best_checkpoint(tmp_path):
+    _, dm, model, _, test = _fit(tmp_path, ["model=multvae", "data.training=users", "data.batch_size=64", "trainer.max_epochs=3", "model.network_kwargs.hidden_sizes=[32]"])
+    assert model.kind == "autoencoder" and model.net.rows.shape[0] == dm.n_users and 0.0 < test["ndcg@10"] <= 1.0
+
+
 def test_predict_with_interactions_and_bad_files(tmp_path):
     cfg, dm, model, trainer, _ = _fit(tmp_path, ["trainer.max_epochs=1"])
     user = dm.user_ids[1]
