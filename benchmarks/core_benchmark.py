@@ -307,7 +307,7 @@ def _overhead_md(overhead: dict[str, Any]) -> str:
     verdict = "; ".join(f"{o['model']}, batch {o['batch_size']}: {o['ratio']:.3f}× ({'met' if o['target_met'] else 'NOT met'})" for o in overhead.values())
     explained = "; ".join(
         f"{o['model']}, batch {o['batch_size']}: {o['variants']['lightning']['overhead_per_step_ms']:.2f} ms/step over the plain loop, of which "
-        f"{o['variants']['lightning']['overhead_per_step_ms'] - o['variants']['lightning_no_step_log']['overhead_per_step_ms']:.2f} ms "
+        f"{o['variants']['lightning']['overhead_per_step_ms'] - o['variants']['lightning_no_step_log']['overhead_per_step_ms']:+.2f} ms "
         "the logging in SectorModule.training_step" for o in overhead.values())
     return "\n".join([
         (f"**Training overhead: sectorkit/Lightning vs plain PyTorch** (medians of {first['repeats']} repeats in rotating order; "
@@ -315,7 +315,8 @@ def _overhead_md(overhead: dict[str, Any]) -> str:
         markdown_table(["case", "path", "samples/s", "ratio", "best ratio", "per-repeat ratios", "ms/step", "overhead ms/step", "ratio incl. fit() set-up"], rows), "",
         f"Target ≥ 0.9× (training loop, as shipped): {verdict}.", "",
         f"Where the time goes (medians, ms/step): {explained}. The rest is Lightning's fixed per-step cost (hooks, "
-        "optimizer closure, batch transfer), which matters only when a step is a few milliseconds."])
+        "optimizer closure, batch transfer), which matters only when a step is a few milliseconds. Differences smaller "
+        "than the spread of the per-repeat ratios (a negative logging cost, say) are run-to-run noise."])
 
 
 def _threads_md(rows: list[dict[str, Any]]) -> str:
