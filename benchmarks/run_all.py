@@ -1,4 +1,4 @@
-"""Run every benchmark (core + the four domains, plus the GPU check where CUDA is present), then regenerate
+"""Run every benchmark (core, the four domains, scaling, plus the GPU check where CUDA is present), then regenerate
 ``docs/benchmarks.md`` from the JSON results.
 
     python -m benchmarks.run_all --quick                 # make bench: quick mode, under 15 minutes on 2 cores
@@ -69,6 +69,7 @@ PARTS = {
     "retail": Part("retail", "benchmarks/retail.py", "--out", "Retail: recommendations (MovieLens-100K)", ("--no-sequential",)),
     "healthcare": Part("healthcare", "benchmarks/healthcare.py", "--output", "Healthcare: medical-image anomaly detection", ("--seeds", "1")),
     "agriculture": Part("agriculture", "benchmarks/agriculture.py", "--output", "Agriculture: weather and yield forecasting", ("--seeds", "1")),
+    "scaling": Part("scaling", "benchmarks/scaling.py", "--out", "Scaling: data preparation, training epoch and test at growing data size"),
     "gpu_check": Part("gpu_check", "benchmarks/gpu_check.py", "--out", "GPU check: 32-true and bf16-mixed vs CPU"),
 }
 
@@ -93,6 +94,8 @@ def skip_reason(name: str, ml100k: Path | None) -> str | None:
     """Why a part cannot run on this machine (None: it can)."""
     if name == "retail" and ml100k is None:
         return "MovieLens-100K not found: give --ml100k PATH or set SECTORKIT_ML100K (the folder with ml-100k.inter)"
+    if not (ROOT / PARTS[name].script).is_file():
+        return f"{PARTS[name].script} is not in this checkout"
     if name == "gpu_check":
         import torch
 
@@ -175,9 +178,21 @@ def _render_finance(results: dict[str, Any], quick: bool) -> str:
     return "\n".join(line for line in lines[first:] if not line.startswith("written:")).strip()
 
 
+def _render_scaling(results: dict[str, Any], quick: bool) -> str:
+    """scaling.py prints its table from main(); the same columns from its JSON."""
+    from benchmarks.common import markdown_table
+
+    headers = ["domain", "size", "data prep s", "train epoch s", "test s", "peak RSS MB", "data growth", "train growth", "test growth"]
+    rows = [[r["domain"], f"{r['scale']}x", r["data_s"], r["train_epoch_s"], r["test_s"], r["peak_rss_mb"],
+             *(r["growth_vs_linear"][k] for k in ("data_s", "train_epoch_s", "test_s"))] for r in results["results"]]
+    notes = [f"- {domain}: {note}" for domain, note in results.get("notes", {}).items()]
+    legend = "growth = (time / time at 1x) / size ratio: 1 is linear, below 1 means fixed costs dominate at 1x."
+    return "\n".join([markdown_table(headers, rows), "", legend, *notes])
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any], bool], str]] = {
     "core": _render_core, "finance": _render_finance, "retail": _render_retail, "healthcare": _render_healthcare,
-    "agriculture": _render_agriculture, "gpu_check": _render_gpu_check,
+    "agriculture": _render_agriculture, "scaling": _render_scaling, "gpu_check": _render_gpu_check,
 }
 
 
