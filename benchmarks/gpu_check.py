@@ -27,13 +27,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from pytorch_lightning.utilities.data import extract_batch_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, compose_domain, machine_info, markdown_table, quiet_lightning
 from core.io import atomic_write_json
+from core.pipeline import build_datamodule, build_model
 from core.registry import discover
 from core.runtime import configure_runtime
 from core.trainer import build_trainer
@@ -71,9 +71,9 @@ def run_domain(domain: str, accelerator: str, precision: str, steps: int, workdi
     cfg = compose_domain(domain, workdir, ["experiment=quick", f"seed={seed}", *overrides])
     configure_runtime(cfg.runtime, cfg.trainer)
     pl.seed_everything(seed, verbose=False)
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg)
     dm.setup("fit")
-    model = instantiate(cfg.model, **dm.model_kwargs(), optimizer=cfg.optimizer, _recursive_=False)
+    model = build_model(cfg, dm)  # as the CLI builds it: optimizer and scheduler from the config
     clock = _BatchClock()
     trainer = build_trainer(cfg, enable_progress_bar=False, enable_model_summary=False, accelerator=accelerator, devices=1,
                             precision=precision, max_steps=steps, max_epochs=-1, min_epochs=None)

@@ -56,6 +56,12 @@ def test_gpu_check_tolerance() -> None:
     assert not gpu_check.compare(cpu, {"other": 1.0}, "32-true")["passed"]  # no common metric is not a pass
 
 
+def test_gpu_check_reference_run_on_cpu(tmp_path) -> None:
+    run = gpu_check.run_domain("finance", "cpu", "32-true", 2, tmp_path, overrides=["runtime.torch_threads=1"])
+    assert run["steps"] == 2 and run["samples"] > 0 and run["samples_per_s"] > 0 and run["peak_gpu_mb"] is None
+    assert {"ap", "auc"} <= set(run["test"]) and gpu_check.compare(run["test"], run["test"], "32-true")["passed"]
+
+
 def test_gpu_check_skips_cleanly_without_cuda(monkeypatch, tmp_path, capsys) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "gpu_check.json"
