@@ -15,25 +15,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import pytorch_lightning as pl
-import torch
-from PIL import Image
-from torchmetrics.functional.classification import binary_auroc
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project packages come first
 
-from domains.healthcare.baselines import run_baselines
-from domains.healthcare.data import HealthcareDataModule
-from domains.healthcare.metrics import anomaly_metrics
-from domains.healthcare.module import AnomalyDetector, predict_outputs
-from domains.healthcare.sample import SIZE_BUCKETS, make_phantoms
+import numpy as np  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchmetrics.functional.classification import binary_auroc  # noqa: E402
+
+from domains.healthcare.baselines import run_baselines  # noqa: E402
+from domains.healthcare.data import HealthcareDataModule  # noqa: E402
+from domains.healthcare.metrics import anomaly_metrics  # noqa: E402
+from domains.healthcare.module import AnomalyDetector, predict_outputs  # noqa: E402
+from domains.healthcare.sample import SIZE_BUCKETS, make_phantoms  # noqa: E402
 
 warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parents[1]
 BMAD = {"BraTS2021 (MRI slices)": 91.65, "RSNA (chest X-ray)": 76.14}  # PatchCore image AUROC, BMAD paper (train on normal only)
 MODELS = {
     "autoencoder": {"network": "autoencoder", "network_kwargs": {"channels": [32, 64, 128], "strides": [2, 2, 2]}},
