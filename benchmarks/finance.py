@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from benchmarks.common import compose_domain  # noqa: E402
 from domains.finance.baselines import fit_predict_baselines  # noqa: E402
 from domains.finance.data import FraudDataModule  # noqa: E402
 from domains.finance.features import build_features  # noqa: E402
@@ -132,11 +133,14 @@ def handbook_lr(seeds: list[int], cache: str) -> dict:
 
 
 def train_model(dm: FraudDataModule, seed: int, epochs: int, workdir: Path) -> dict:
-    model_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "mlp.yaml"))
+    """The default model as a user's run composes it (model, optimizer and scheduler from the Hydra configs)."""
+    cfg = compose_domain("finance", workdir, [f"trainer.max_epochs={epochs}"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg.pop("_target_")
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
     pl.seed_everything(seed, verbose=False)
-    optimizer = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "optimizer" / "adamw.yaml"), OmegaConf.load(CONF / "main.yaml").get("optimizer", {})))
-    module = FraudModule(**dm.model_kwargs(), **model_cfg, optimizer=optimizer)
+    module = FraudModule(**dm.model_kwargs(), **model_cfg, optimizer=optimizer, scheduler=scheduler)
     ckpt = pl.callbacks.ModelCheckpoint(monitor="val/ap", mode="max", dirpath=workdir, filename=f"s{seed}", save_top_k=1, enable_version_counter=False)
     trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     start = time.perf_counter()

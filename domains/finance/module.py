@@ -19,6 +19,7 @@ from core.module import SectorModule, plain_container
 from domains.finance.losses import classification_loss
 from domains.finance.metrics import build_metrics, choose_threshold
 from domains.finance.models import ARCHITECTURES
+from domains.finance.models.ensemble import MemberEnsemble
 
 Batch = dict[str, torch.Tensor]
 
@@ -37,6 +38,7 @@ class FraudModule(SectorModule):
         log_features: list[bool] | None = None,
         architecture: str = "mlp",
         net: dict[str, Any] | None = None,
+        ensemble: int = 1,
         loss: str = "bce",
         pos_weight: float | str | None = None,
         class_ratio: float = 1.0,
@@ -57,13 +59,19 @@ class FraudModule(SectorModule):
             raise ConfigError(f"model.architecture={architecture!r}: expected one of {sorted(ARCHITECTURES)}")
         if threshold_policy not in ("f1", "cost"):
             raise ConfigError(f"model.threshold_policy={threshold_policy!r}: expected 'f1' or 'cost'")
+        if int(ensemble) < 1:
+            raise ConfigError(f"model.ensemble={ensemble!r}: expected a whole number >= 1 (networks averaged)")
         self.top_k, self.fpr, self.with_cards = top_k, fpr, with_cards
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
         net, optimizer, scheduler, cardinalities = (plain_container(v) for v in (net, optimizer, scheduler, cardinalities))
         feature_mean, feature_std, log_features = (plain_container(v) for v in (feature_mean, feature_std, log_features))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
-        self.net = ARCHITECTURES[architecture](n_numeric, list(cardinalities), **dict(net or {}))
+        def build() -> torch.nn.Module:
+            return ARCHITECTURES[architecture](n_numeric, list(cardinalities), **dict(net or {}))
+
+        # ensemble > 1: several networks trained side by side, scores averaged (one checkpoint, one ONNX graph)
+        self.net = build() if int(ensemble) == 1 else MemberEnsemble(build, int(ensemble))
         self.unsupervised = architecture == "autoencoder"
         self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32).reshape(-1))
         self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32).reshape(-1).clamp_min(1e-6))
@@ -84,15 +92,16 @@ class FraudModule(SectorModule):
         return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
     def raw_score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """Logit (supervised) or reconstruction error (autoencoder)."""
-        return self.net(self.standardise(numeric), categorical)
+        """Logit (supervised) or reconstruction error (autoencoder), one row per ensemble member: (members, batch)."""
+        raw = self.net(self.standardise(numeric), categorical)
+        return raw if isinstance(self.net, MemberEnsemble) else raw.unsqueeze(0)
 
     def score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """Fraud score in [0, 1]."""
+        """Fraud score in [0, 1] (the mean over ensemble members)."""
         raw = self.raw_score(numeric, categorical)
         if self.unsupervised:
-            return 1.0 - torch.exp(-raw / self.error_scale)
-        return torch.sigmoid(raw)
+            return (1.0 - torch.exp(-raw / self.error_scale)).mean(0)
+        return torch.sigmoid(raw).mean(0)
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         score = self.score(numeric, categorical)
@@ -108,13 +117,13 @@ class FraudModule(SectorModule):
     def training_loss(self, batch: Batch) -> torch.Tensor:
         if self.unsupervised:
             legit = batch["target"] == 0
-            error = self.raw_score(batch["numeric"][legit], batch["categorical"][legit])
+            error = self.raw_score(batch["numeric"][legit], batch["categorical"][legit]).mean(0)
             with torch.no_grad():  # running mean of legitimate errors: the score's scale
                 self.error_scale.mul_(0.99).add_(0.01 * error.detach().mean().clamp_min(1e-6))
             return error.mean()
-        logits = self.raw_score(batch["numeric"], batch["categorical"])
+        logits = self.raw_score(batch["numeric"], batch["categorical"])  # (members, batch): each member's mean loss, averaged
         hp = self.hparams
-        return classification_loss(logits, batch["target"], hp.loss, self.pos_weight, hp.focal_gamma, hp.focal_alpha)
+        return classification_loss(logits, batch["target"].expand_as(logits), hp.loss, self.pos_weight, hp.focal_gamma, hp.focal_alpha)
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         scores = self.score(*self.batch_inputs(batch))

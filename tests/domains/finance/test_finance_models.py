@@ -67,7 +67,8 @@ def _planted(n: int, seed: int) -> dict[str, torch.Tensor]:
     return {"numeric": numeric, "categorical": cat, "target": target, "card": torch.arange(n), "day": torch.zeros(n, dtype=torch.long)}
 
 
-@pytest.mark.parametrize("kw", [dict(architecture="mlp"), dict(architecture="mlp", loss="focal"), dict(architecture="ft_transformer", net={"d_token": 16, "n_layers": 1})])
+@pytest.mark.parametrize("kw", [dict(architecture="mlp"), dict(architecture="mlp", loss="focal"), dict(architecture="mlp", ensemble=3),
+                                dict(architecture="ft_transformer", net={"d_token": 16, "n_layers": 1})])
 def test_supervised_models_learn_planted_interaction(kw) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -90,6 +91,22 @@ def test_supervised_models_learn_planted_interaction(kw) -> None:
     lr = LogisticRegression(max_iter=500).fit(np.c_[train["numeric"], train["categorical"] == 3], train["target"])
     lr_ap = average_precision_score(y, lr.predict_proba(np.c_[test["numeric"], test["categorical"] == 3])[:, 1])
     assert average_precision_score(y, scores) > lr_ap + 0.1
+
+
+def test_ensemble_score_is_the_mean_of_member_probabilities() -> None:
+    torch.manual_seed(0)
+    module = _module(ensemble=3, net={"hidden": [8]}).eval()
+    assert len(module.net.members) == 3
+    x, codes = torch.randn(6, 3), torch.randint(0, 5, (6, 1))
+    with torch.no_grad():
+        members = torch.stack([torch.sigmoid(m(module.standardise(x), codes)) for m in module.net.members])
+        assert torch.allclose(module(x, codes)[:, 0], members.mean(0), atol=1e-6)
+        assert not torch.allclose(members[0], members[1])  # independently initialised
+        loss = module.training_loss({"numeric": x, "categorical": codes, "target": torch.ones(6)})
+        per_member = torch.stack([classification_loss(torch.log(p) - torch.log1p(-p), torch.ones(6)) for p in members])
+        assert float(loss) == pytest.approx(float(per_member.mean()), rel=1e-4)
+    with pytest.raises(ConfigError, match="model.ensemble"):
+        _module(ensemble=0)
 
 
 def test_autoencoder_scores_anomalies_higher() -> None:
@@ -124,16 +141,16 @@ def test_threshold_is_saved_with_the_checkpoint(tmp_path) -> None:
     assert float(loaded.threshold) == pytest.approx(0.37)
 
 
-@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
-def test_onnx_export_carries_preprocessing_and_threshold(tmp_path, architecture) -> None:
+@pytest.mark.parametrize("architecture,ensemble", [(name, 1) for name in sorted(ARCHITECTURES)] + [("mlp", 3)])
+def test_onnx_export_carries_preprocessing_and_threshold(tmp_path, architecture, ensemble) -> None:
     ort = pytest.importorskip("onnxruntime")
     module = FraudModule(n_numeric=3, cardinalities=[4], feature_mean=[1.0, 0.0, 0.0], feature_std=[2.0, 1.0, 1.0],
-                         log_features=[True, False, False], architecture=architecture).eval()
+                         log_features=[True, False, False], architecture=architecture, ensemble=ensemble).eval()
     module.threshold.fill_(0.4)
     numeric = torch.randn(16, 3) * 3
     numeric[0, 1] = float("nan")
     codes = torch.randint(0, 4, (16, 1))
-    path = tmp_path / f"{architecture}.onnx"
+    path = tmp_path / f"{architecture}_{ensemble}.onnx"
     torch.onnx.export(module, (numeric, codes), str(path), input_names=["numeric", "categorical"], output_names=["score_alert"],
                       dynamic_axes={"numeric": {0: "batch"}, "categorical": {0: "batch"}}, dynamo=False)
     got = ort.InferenceSession(str(path)).run(None, {"numeric": numeric[:5].numpy(), "categorical": codes[:5].numpy()})[0]
