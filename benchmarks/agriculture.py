@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +41,15 @@ from domains.agriculture.module import WeatherForecaster  # noqa: E402
 from domains.agriculture.yield_protocol import expanding_window, leave_one_year_out  # noqa: E402
 
 STRONG = ("damped_anomaly", "ridge_ar")
+MODEL_CONFIGS = ROOT / "conf" / "domains" / "agriculture" / "model"
 METRICS = ("mae", "rmse", "mase", "smape", "pinball", "coverage")
+
+
+def model_defaults(network: str) -> dict:
+    """The options of ``conf/domains/agriculture/model/<network>.yaml``: what a user's run gets by default."""
+    options = OmegaConf.to_container(OmegaConf.load(MODEL_CONFIGS / f"{network}.yaml"), resolve=True)
+    options.pop("_target_", None)
+    return options
 
 
 def train_weather(
@@ -54,15 +63,17 @@ def train_weather(
     stations: tuple[str, ...] = ("seattle", "champion"),
     **model_options,
 ) -> tuple[WeatherDataModule, np.ndarray, float]:
-    """Fit one network on the bundled stations; returns the data module, test quantiles and fit seconds."""
+    """Fit one network (its model config's defaults, updated with ``network_kwargs`` and ``model_options``) on
+    the bundled stations; returns the data module, test quantiles and fit seconds."""
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = WeatherDataModule(stations=stations, lookback=lookback, batch_size=128, seed=seed)
     dm.setup("fit")
+    options = model_defaults(network)
+    options["network_kwargs"] = {**options.get("network_kwargs", {}), **(network_kwargs or {})}
+    options.update(model_options, network=network)
     module = WeatherForecaster(
-        network=network,
+        **options,
         **dm.model_kwargs(),
-        network_kwargs=network_kwargs,
-        **model_options,
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 1e-4},
     )
     ckpt = ModelCheckpoint(
@@ -125,6 +136,10 @@ def weather_benchmark(
             entry["mae_margin_pct_per_horizon"] = (
                 100 * (base_h - np.array(entry["per_horizon"]["mae"])) / base_h
             ).tolist()
+            pin_h = np.array(res["baselines"][best]["per_horizon"]["pinball"])
+            entry["pinball_margin_pct_per_horizon"] = (
+                100 * (pin_h - np.array(entry["per_horizon"]["pinball"])) / pin_h
+            ).tolist()
             entry["beats_best_baseline_mae"] = entry["mae"]["mean"] < res["baselines"][best]["mae"]
             best_pin = min(res["baselines"][b]["pinball"] for b in STRONG)
             entry["beats_best_baseline_pinball"] = entry["pinball"]["mean"] < best_pin
@@ -166,17 +181,18 @@ def markdown(results: dict) -> str:
         "### Weather (test span, mean over horizons 1..7; model mean ± std over seeds)",
         "",
         "| station | model | MAE | pinball | coverage | MASE | best strong baseline MAE | its pinball "
-        "| MAE margin % per horizon h1..h7 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| MAE margin % per horizon h1..h7 | pinball margin % per horizon h1..h7 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for station, res in results["weather"]["stations"].items():
         for network, e in res["models"].items():
             b = res["baselines"][e["best_strong_baseline"]]
             margins = " ".join(f"{m:+.1f}" for m in e["mae_margin_pct_per_horizon"])
+            pin_margins = " ".join(f"{m:+.1f}" for m in e.get("pinball_margin_pct_per_horizon", []))
             lines.append(
                 f"| {station} | {network} | {e['mae']['mean']:.3f} ± {e['mae']['std']:.3f} | "
                 f"{e['pinball']['mean']:.3f} ± {e['pinball']['std']:.3f} | {e['coverage']['mean']:.3f} | "
-                f"{e['mase']['mean']:.3f} | {e['best_strong_baseline']} {b['mae']:.3f} | {b['pinball']:.3f} | {margins} |"
+                f"{e['mase']['mean']:.3f} | {e['best_strong_baseline']} {b['mae']:.3f} | {b['pinball']:.3f} | {margins} | {pin_margins} |"
             )
     lines += ["", "| station | baseline | MAE | pinball | coverage | MASE |", "|---|---|---|---|---|---|"]
     for station, res in results["weather"]["stations"].items():

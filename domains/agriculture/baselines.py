@@ -55,18 +55,45 @@ def _baseline_train_rows(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(lo, hi + 1) for lo, hi in zip(first[keep], last[keep])]).astype(np.int64)
 
 
-def point_forecasts(
-    panel: Panel, origins: dict[str, np.ndarray], horizon: int, stages: Sequence[str] = ("val", "test")
-) -> dict[str, dict[str, np.ndarray]]:
-    """``{baseline: {stage: (n, H) point forecasts}}`` for the requested stages."""
-    train = _baseline_train_rows(panel, origins["train"])
-    phi = _anomaly_phi(panel, train)
+def fit_ridge_ar(panel: Panel, train_origins: np.ndarray, horizon: int) -> dict[int, RidgeCV]:
+    """The ridge autoregression baseline, one direct multi-output model per series fitted on its training span:
+    the last ``AR_LAGS`` days + two day-of-year harmonics of the origin -> days 1..``horizon``."""
+    train = _baseline_train_rows(panel, train_origins)
     models: dict[int, RidgeCV] = {}
     for s in np.unique(panel.series_index[train]):
         rows = train[panel.series_index[train] == s]
         models[int(s)] = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(
             _ridge_design(panel, rows), panel.target[_future_rows(rows, horizon)]
         )
+    return models
+
+
+def ridge_ar_scaled_weights(panel: Panel, train_origins: np.ndarray, horizon: int) -> np.ndarray:
+    """:func:`fit_ridge_ar` rewritten for the networks' scaled inputs, shape ``(S, AR_LAGS + 5, H)``.
+
+    Rows: the scaled target at lags ``AR_LAGS-1 .. 0`` (oldest first, as in a lookback window), then
+    sin a, cos a, sin 2a, cos 2a of the origin's day-of-year angle, then a bias; the product gives the ridge
+    forecast in scaled units ``(y - loc) / scale``. Series without training rows get zeros.
+    """
+    stats = panel.stats
+    weights = np.zeros((len(stats.series), AR_LAGS + 5, horizon))
+    for s, model in fit_ridge_ar(panel, train_origins, horizon).items():
+        loc, scale = float(stats.loc[s, 0]), float(stats.scale[s, 0])
+        coef, intercept = np.asarray(model.coef_).reshape(horizon, -1), np.asarray(model.intercept_).reshape(horizon)
+        lags = coef[:, :AR_LAGS]  # lag 0 (the origin day) first
+        weights[s, :AR_LAGS] = lags[:, ::-1].T
+        weights[s, AR_LAGS : AR_LAGS + 4] = coef[:, AR_LAGS:].T / scale
+        weights[s, -1] = (intercept + loc * lags.sum(axis=1) - loc) / scale
+    return weights
+
+
+def point_forecasts(
+    panel: Panel, origins: dict[str, np.ndarray], horizon: int, stages: Sequence[str] = ("val", "test")
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{baseline: {stage: (n, H) point forecasts}}`` for the requested stages."""
+    train = _baseline_train_rows(panel, origins["train"])
+    phi = _anomaly_phi(panel, train)
+    models = fit_ridge_ar(panel, origins["train"], horizon)
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in WEATHER_BASELINES}
     for stage in stages:
         o = origins[stage]

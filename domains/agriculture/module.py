@@ -11,13 +11,15 @@ from torchmetrics import MetricCollection
 
 from core.errors import ConfigError
 from core.module import SectorModule, plain_container
+from domains.agriculture.baselines import AR_LAGS, ridge_ar_scaled_weights
 from domains.agriculture.metrics import NRMSE, QUANTILES, ForecastMetrics, pinball_loss
 from domains.agriculture.models import NETWORKS
-from domains.agriculture.models.common import SeriesAdapter
+from domains.agriculture.models.common import MemberMean, RidgeReference, SeriesAdapter
 from domains.agriculture.models.yield_mlp import YieldMLP
 
 Batch = dict[str, torch.Tensor]
 CALIBRATIONS = ("auto", "learned", "band", "none")
+REFERENCES = ("none", "ridge_ar")
 
 
 class WeatherForecaster(SectorModule):
@@ -35,6 +37,11 @@ class WeatherForecaster(SectorModule):
     * ``auto`` (default): per series, whichever of the two has the lower validation pinball loss (the
       learned widths help where the spread is strongly seasonal, the constant band where it is not);
     * ``none``: the raw network quantiles.
+
+    ``reference="ridge_ar"``: the network forecasts the correction to the per-series ridge autoregression
+    of the baselines (last 14 days + day-of-year harmonics), fitted on the training span when training starts
+    and stored as a buffer (a hybrid "residual on ridge AR" model). ``ensemble=n``: ``n`` independently
+    initialised networks trained side by side on their own losses, forecasts averaged quantile by quantile.
     """
 
     def __init__(
@@ -48,6 +55,8 @@ class WeatherForecaster(SectorModule):
         quantiles: Sequence[float] = QUANTILES,
         calibrate: str = "auto",
         local_lags: int = 14,
+        reference: str = "none",
+        ensemble: int = 1,
         network_kwargs: dict[str, Any] | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
@@ -62,7 +71,16 @@ class WeatherForecaster(SectorModule):
         self.horizon, self.quantiles = int(horizon), tuple(float(q) for q in quantiles)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
-        self.net = NETWORKS[network](lookback, horizon, n_past, n_future, self.quantiles, **dict(network_kwargs or {}))
+        if reference not in REFERENCES:
+            raise ConfigError(f"model.reference={reference!r}: expected one of {REFERENCES}")
+        if int(ensemble) < 1:
+            raise ConfigError(f"model.ensemble={ensemble!r}: expected a number of networks >= 1")
+
+        def build() -> torch.nn.Module:
+            return NETWORKS[network](lookback, horizon, n_past, n_future, self.quantiles, **dict(network_kwargs or {}))
+
+        self.net = build() if int(ensemble) == 1 else MemberMean([build() for _ in range(int(ensemble))])
+        self.reference = RidgeReference(int(n_series), AR_LAGS, self.horizon) if reference == "ridge_ar" else None
         if calibrate not in CALIBRATIONS:
             raise ConfigError(f"model.calibrate={calibrate!r}: expected one of {CALIBRATIONS}")
         self.calibrate = calibrate
@@ -87,15 +105,36 @@ class WeatherForecaster(SectorModule):
         z = torch.where(self.use_band[series][:, None, None], median + self.band[series], z + self.calibration[series])
         return z * scale[:, None, None] + loc[:, None, None]
 
+    def setup(self, stage: str) -> None:
+        """Fit the ridge reference on the datamodule's training span (a checkpoint being resumed overwrites it
+        with the saved buffer afterwards)."""
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.reference is not None and stage == "fit" and getattr(datamodule, "panel", None) is not None:
+            weights = ridge_ar_scaled_weights(datamodule.panel, datamodule.origins["train"], self.horizon)
+            self.reference.weight.copy_(torch.as_tensor(weights, dtype=self.reference.weight.dtype))
+
     def training_loss(self, batch: Batch) -> torch.Tensor:
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
-        pred = self.network_output(batch["past"], batch["future"], batch["series"])
+        past, future, series = batch["past"], batch["future"], batch["series"]
+        if isinstance(self.net, MemberMean):  # every member on its own loss: an ensemble, not one wider model
+            pred = self.net.members_output(past, future) + self.shift(past, series)
+            return pinball_loss(pred, z.expand(pred.shape[:-1]), self.quantiles).mean()
+        pred = self.network_output(past, future, series)
         return pinball_loss(pred, z, self.quantiles).mean()
 
+    def shift(self, past: torch.Tensor, series: torch.Tensor) -> torch.Tensor | float:
+        """What is added to every quantile of the network: the ridge reference and the per-series adapter."""
+        out: torch.Tensor | float = 0.0
+        if self.reference is not None:
+            out = out + self.reference(past, series)
+        if self.local is not None:
+            out = out + self.local(past[..., 0], series)
+        return out
+
     def network_output(self, past: torch.Tensor, future: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
-        """Scaled quantiles from the global network plus the per-series adapter (when enabled)."""
-        z = self.net(past, future)
-        return z if self.local is None else z + self.local(past[..., 0], series)
+        """Scaled quantiles: the global network plus the ridge reference and the per-series adapter (when on)."""
+        return self.net(past, future) + self.shift(past, series)
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         metrics.update(self(*self.batch_inputs(batch)), batch["target"], mase_scale=batch["mase_scale"])

@@ -44,3 +44,39 @@ class SeriesAdapter(nn.Module):
         """``history (B, L)`` scaled target, ``series (B,)`` -> shift ``(B, H, 1)``."""
         x = torch.cat([history[:, -self.lags :], torch.ones_like(history[:, :1])], dim=1)
         return torch.einsum("bl,blh->bh", x, self.weight[series]).unsqueeze(-1)
+
+
+class RidgeReference(nn.Module):
+    """A fixed per-series linear forecast from the last ``lags`` scaled target values and the origin's day-of-year
+    harmonics (sin a, cos a, sin 2a, cos 2a, read from the last two calendar columns of the window): the
+    in-sample ridge autoregression fitted on the training span (``baselines.ridge_ar_scaled_weights``), held
+    as a buffer so checkpoints and ONNX exports carry it. The network then forecasts the correction to it."""
+
+    def __init__(self, n_series: int, lags: int, horizon: int) -> None:
+        super().__init__()
+        self.lags = lags
+        self.register_buffer("weight", torch.zeros(n_series, lags + 5, horizon))
+
+    def forward(self, past: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
+        """``past (B, L, C)`` (target first, doy sin/cos last), ``series (B,)`` -> forecast ``(B, H, 1)``."""
+        sin, cos = past[:, -1, -2:-1], past[:, -1, -1:]
+        x = torch.cat(
+            [past[:, -self.lags :, 0], sin, cos, 2 * sin * cos, cos * cos - sin * sin, torch.ones_like(sin)], dim=1
+        )
+        return torch.einsum("bl,blh->bh", x, self.weight[series]).unsqueeze(-1)
+
+
+class MemberMean(nn.Module):
+    """``n`` independently initialised copies of a network; the forecast is the mean of their quantiles (still
+    non-crossing), and :meth:`members_output` gives each one for training them on their own losses."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def members_output(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """``(n, B, H, Q)``."""
+        return torch.stack([m(past, future) for m in self.members])
+
+    def forward(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        return self.members_output(past, future).mean(0)

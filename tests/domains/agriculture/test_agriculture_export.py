@@ -13,11 +13,16 @@ ort = pytest.importorskip("onnxruntime")
 NAMES = ["past", "future", "loc", "scale", "series"]
 
 
-@pytest.mark.parametrize("network", ["gru", "dlinear", "nhits"])
-def test_onnx_export_matches_torch(tmp_path, network):
+@pytest.mark.parametrize(
+    ("network", "options"),
+    [("gru", {}), ("dlinear", {}), ("nhits", {}), ("gru", {"reference": "ridge_ar", "ensemble": 2})],
+)
+def test_onnx_export_matches_torch(tmp_path, network, options):
     dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 400}, lookback=28, batch_size=16)
     dm.setup("fit")
-    module = WeatherForecaster(network=network, **dm.model_kwargs()).eval()
+    module = WeatherForecaster(network=network, **dm.model_kwargs(), **options).eval()
+    if module.reference is not None:  # a non-trivial reference so the export must carry it
+        module.reference.weight.normal_(std=0.1)
     module.calibration.normal_()  # non-trivial calibration so the export must carry it
     module.use_band[1] = True
     batch = next(iter(dm.test_dataloader()))

@@ -9,10 +9,11 @@ import pytorch_lightning as pl
 import torch
 
 from core.errors import ConfigError, DataError
-from domains.agriculture.baselines import evaluate_weather_baselines
+from domains.agriculture.baselines import evaluate_weather_baselines, point_forecasts, ridge_ar_scaled_weights
 from domains.agriculture.data import WeatherDataModule, YieldDataModule
 from domains.agriculture.metrics import nrmse, score_forecasts
 from domains.agriculture.models import NETWORKS, PatchTST
+from domains.agriculture.models.common import RidgeReference
 from domains.agriculture.module import WeatherForecaster, YieldRegressor, conformal_offsets
 from domains.agriculture.sample import synthetic_yield
 from domains.agriculture.yield_protocol import expanding_window, fit_predict_yield
@@ -86,6 +87,41 @@ def test_dlinear_beats_naive_baselines_on_planted_ar1():
     assert module.calibration.abs().sum() > 0  # validation offsets were fitted
     # forward returns data units: the median sits near the series' level, not near 0
     assert abs(np.median(preds[..., 1]) - np.median(target)) < 5
+
+
+def test_ridge_reference_reproduces_the_ridge_baseline():
+    dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 500}, lookback=28)
+    dm.setup("fit")
+    reference = RidgeReference(2, 14, 7)
+    reference.weight.copy_(torch.as_tensor(ridge_ar_scaled_weights(dm.panel, dm.origins["train"], 7)))
+    batch = next(iter(torch.utils.data.DataLoader(dm.dataset("val"), batch_size=10_000)))
+    scaled = reference(batch["past"], batch["series"])[..., 0]
+    got = scaled * batch["scale"][:, None] + batch["loc"][:, None]
+    expected = point_forecasts(dm.panel, dm.origins, 7, stages=("val",))["ridge_ar"]["val"]
+    assert np.allclose(got.numpy(), expected, atol=1e-3)
+
+
+def test_residual_on_ridge_ensemble_trains_and_keeps_reference(tmp_path):
+    pl.seed_everything(0, verbose=False)
+    dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 500}, lookback=28, batch_size=64)
+    dm.setup("fit")
+    module = WeatherForecaster(network="gru", reference="ridge_ar", ensemble=2, **dm.model_kwargs())
+    assert len(module.net.members) == 2
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", limit_train_batches=3)
+    trainer.fit(module, dm)
+    assert module.reference.weight.abs().sum() > 0  # fitted on the training span when training started
+    trainer.save_checkpoint(tmp_path / "hybrid.ckpt")
+    again = WeatherForecaster.load_from_checkpoint(tmp_path / "hybrid.ckpt", weights_only=True)
+    assert torch.equal(again.reference.weight, module.reference.weight)
+    batch = next(iter(dm.test_dataloader()))
+    with torch.no_grad():
+        out = again.eval()(*again.batch_inputs(batch))
+    assert out.shape == (len(batch["series"]), 7, 3) and torch.isfinite(out).all()
+    with pytest.raises(ConfigError, match="reference"):
+        WeatherForecaster(network="gru", reference="ridge")
+    with pytest.raises(ConfigError, match="ensemble"):
+        WeatherForecaster(network="gru", ensemble=0)
 
 
 def test_weather_datamodule_state_round_trip_and_predict(tmp_path):
