@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from hydra.utils import instantiate
 
@@ -17,13 +16,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import gpu_check, run_all  # noqa: E402
 from benchmarks.core_benchmark import compose_finance, inference, lightning_run, plain_run  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_lightning_and_plain_loops_do_the_same_work_and_onnx_matches(tmp_path) -> None:

@@ -7,7 +7,6 @@ import ast
 
 import pytest
 import pytorch_lightning as pl
-import torch
 import yaml
 
 from core.config import compose_config
@@ -75,20 +74,15 @@ def test_installed_package_registers_with_its_configs(toy_registered, toy_domain
 
 
 def test_quick_experiment_beats_chance_and_the_baseline(toy_registered, tmp_path) -> None:
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = compose_config(toy_registered, ["domain=toy", "experiment=quick", f"paths.output_dir={tmp_path}", "~logger",
-                                              "callbacks.progress_bar=null", "callbacks.model_summary=null"])
-        pl.seed_everything(cfg.seed, verbose=False)
-        dm = build_datamodule(cfg)
-        dm.setup("fit")
-        model = build_model(cfg, dm)
-        trainer = build_trainer(cfg, enable_progress_bar=False, accelerator="cpu", devices=1)
-        trainer.fit(model, dm)
-        test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
-    finally:
-        torch.set_num_threads(torch_threads)
+    cfg = compose_config(toy_registered, ["domain=toy", "experiment=quick", f"paths.output_dir={tmp_path}", "~logger",
+                                          "callbacks.progress_bar=null", "callbacks.model_summary=null"])
+    pl.seed_everything(cfg.seed, verbose=False)
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    model = build_model(cfg, dm)
+    trainer = build_trainer(cfg, enable_progress_bar=False, accelerator="cpu", devices=1)
+    trainer.fit(model, dm)
+    test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
     baseline = toy_registered.baselines(dm, cfg)["logistic_regression"]
     assert set(test) == set(baseline) == {"auroc", "ap", "accuracy"}
     assert test["auroc"] > 0.75  # chance is 0.5

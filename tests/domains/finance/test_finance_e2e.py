@@ -24,13 +24,6 @@ from domains.finance.sample import SimulatorConfig, load_sample
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def compose_finance(overrides: list[str]):
     register_schemas()

@@ -13,14 +13,6 @@ from domains.finance.models import ARCHITECTURES
 from domains.finance.module import FraudModule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a 2-core machine: one thread avoids oversubscription (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_network_shapes(name) -> None:

@@ -17,14 +17,6 @@ from domains.finance.sample import SimulatorConfig, load_sample
 TINY = dict(n_customers=400, n_terminals=800, n_days=50, n_compromised_terminals=1, n_compromised_customers=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a 2-core machine: one thread avoids oversubscription (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -21,7 +21,6 @@ FAST_AE = {"channels": [8, 16], "strides": [2, 2]}
 
 @pytest.fixture(scope="module")
 def tiny() -> HealthcareDataModule:
-    torch.set_num_threads(1)
     dm = HealthcareDataModule(image_size=32, sample={"n_train": 32, "n_val": 16, "n_test": 24}, batch_size=16)
     dm.setup("fit")
     return dm

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
@@ -49,7 +48,6 @@ def _fit(tmp_path: Path, overrides: list[str] = ()):
     cfg = compose_healthcare(["experiment=quick", f"paths.output_dir={tmp_path}", "~logger", "callbacks.progress_bar=null",
                               "callbacks.model_summary=null", "callbacks.early_stopping=null", *overrides])
     pl.seed_everything(0, verbose=False)
-    torch.set_num_threads(1)
     dm = instantiate(cfg.data)
     dm.setup("fit")
     model = instantiate(cfg.model, **dm.model_kwargs(), optimizer=cfg.optimizer, _recursive_=False)

@@ -13,7 +13,6 @@ from domains.retail.data import RetailDataModule
 from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores, per_user_metrics
 from domains.retail.module import NegativeSampler, RecommenderModule
 
-torch.set_num_threads(1)
 
 
 def test_metrics_follow_recbole_definitions():
