@@ -17,7 +17,6 @@ Yield protocol: expanding window (predict year t from years < t, one refit per t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
+from benchmarks.common import save_results  # noqa: E402
 from domains.agriculture.baselines import YIELD_BASELINES, evaluate_weather_baselines  # noqa: E402
 from domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
 from domains.agriculture.metrics import nrmse, score_forecasts  # noqa: E402
@@ -261,8 +261,7 @@ def main() -> None:
         results["yield"] = yield_benchmark(seeds, args.yield_years, 200 if args.quick else 300)
     results["total_seconds"] = time.perf_counter() - start
     path = Path(args.output or ROOT / "benchmarks" / "results" / f"agriculture{'_quick' if args.quick else ''}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(path, results)
     print(markdown(results))
     print(f"\nwrote {path} in {results['total_seconds']:.0f} s")
 

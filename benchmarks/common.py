@@ -111,3 +111,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
+
+
+def save_results(path: str | Path, results: dict[str, Any]) -> Path:
+    """Write a benchmark's results as JSON, atomically, with the machine they were measured on."""
+    from core.io import atomic_write_json
+
+    return atomic_write_json(path, {**results, "machine": machine_info()})

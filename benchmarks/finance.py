@@ -40,14 +40,14 @@ sys.path.insert(0, str(ROOT))
 import pytorch_lightning as pl  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from benchmarks.common import compose_domain  # noqa: E402
+from benchmarks.common import compose_domain, save_results  # noqa: E402
 from domains.finance.baselines import fit_predict_baselines  # noqa: E402
 from domains.finance.data import FraudDataModule  # noqa: E402
 from domains.finance.features import build_features  # noqa: E402
 from domains.finance.metrics import evaluate_scores  # noqa: E402
 from domains.finance.module import FraudModule  # noqa: E402
 from domains.finance.readers import sample_spec, to_canonical  # noqa: E402
-from domains.finance.sample import SimulatorConfig, load_sample, simulate, summary  # noqa: E402
+from domains.finance.sample import SimulatorConfig, simulate, summary  # noqa: E402
 
 PUBLISHED = {
     "simulator": {"n_transactions": 1_754_155, "fraud_rate": 0.00837, "scenario_shares": [0.07, 0.62, 0.31]},
@@ -210,8 +210,7 @@ def main() -> None:
         print("4. scaling", flush=True)
         results["scaling"] = scaling_figures(factors)
     results = {**previous, **results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, results)
     sim, lr, model, scale = results["simulator"], results["handbook_lr"], results["prequential"], results["scaling"]
 
     pub = PUBLISHED

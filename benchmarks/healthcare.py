@@ -14,7 +14,6 @@ default model, and one pass over a PNG folder with the cached (CacheDataset) vs 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchmetrics.functional.classification import binary_auroc  # noqa: E402
 
+from benchmarks.common import save_results  # noqa: E402
 from domains.healthcare.baselines import run_baselines  # noqa: E402
 from domains.healthcare.data import HealthcareDataModule  # noqa: E402
 from domains.healthcare.metrics import anomaly_metrics  # noqa: E402
@@ -156,9 +156,8 @@ def main() -> None:
     lines += [f"| {m} inference images/s | {summary[m]['infer_images_per_s'][0]:.1f} |" for m in args.models]
     lines += [f"| pipeline {k} (128px PNG, {pipe_n} images, random affine) | {v:.2f} |" for k, v in pipeline.items()]
     print("\n".join(lines))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"mode": "quick" if args.quick else "full", "seeds": args.seeds, "summary": summary, "beats_knn": verdicts,
-                                             "per_seed": per_seed, "pipeline": pipeline, "bmad_reference": BMAD, "table": "\n".join(lines)}, indent=2))
+    save_results(args.output, {"mode": "quick" if args.quick else "full", "seeds": args.seeds, "summary": summary, "beats_knn": verdicts,
+                                             "per_seed": per_seed, "pipeline": pipeline, "bmad_reference": BMAD, "table": "\n".join(lines)})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import save_results  # noqa: E402
 from domains.retail.baselines import run_baselines  # noqa: E402
 from domains.retail.data import RetailDataModule  # noqa: E402
 from domains.retail.metrics import RankingMetrics, dense_targets  # noqa: E402
@@ -163,14 +163,14 @@ def main() -> None:
     if args.throughput_only:
         results = json.loads(args.out.read_text())
         results["throughput"] = throughput(args.path, [1, 4, 16])
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        save_results(args.out, results)
         print_tables(results, [])
         return
     max_epochs = 100 if args.quick else 300
     if args.quick and args.seeds == [0, 1, 2]:
         args.seeds = [0]
     models = args.models or (["bpr", "lightgcn"] if args.quick else list(CONFIGS))
-    results: dict = {"protocol": __doc__.split("\n\n")[1], "seeds": args.seeds, "quick": args.quick, "machine": platform.platform(), "torch": torch.__version__, "models": {}}
+    results: dict = {"protocol": __doc__.split("\n\n")[1], "seeds": args.seeds, "quick": args.quick, "models": {}}
     if args.merge and args.out.exists():
         results = {**json.loads(args.out.read_text()), **{k: v for k, v in results.items() if k != "models"}}
     per_model: dict[str, list[dict]] = {}
@@ -200,8 +200,7 @@ def main() -> None:
         results["leave_one_out"] = {n: summarise([{k: r[k] for k in REPORTED} for r in runs]) for n, runs in sequential.items()}
     if not args.no_throughput:
         results["throughput"] = throughput(args.path, [1, 4, 16])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, results)
     print_tables(results, models)
 
 
@@ -227,7 +226,7 @@ def print_tables(results: dict, models: list[str]) -> None:
     if neural:
         best = max(neural, key=neural.get)
         print(f"- best neural {best} {neural[best]:.4f} >= 0.31: {'met' if neural[best] >= 0.31 else 'NOT met'}")
-    print(f"\n| catalogue | items | users/s | peak RSS MB | RSS growth during eval MB |\n|---|---|---|---|---|")
+    print("\n| catalogue | items | users/s | peak RSS MB | RSS growth during eval MB |\n|---|---|---|---|---|")
     for row in results.get("throughput", []):
         print(f"| {row['catalogue_x']}x | {row['n_items']} | {row['users_per_s']:.0f} | {row['peak_rss_mb']:.0f} | {row['peak_rss_growth_mb']:.1f} |")
 
