@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.errors import SectorkitError
+from core.errors import ConfigError, SectorkitError
 
 RUN_TASKS = ("train", "evaluate", "predict", "export")
 
@@ -47,9 +47,13 @@ def _dispatch(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sectorkit", description="Industry deep-learning pipelines on one Lightning + Hydra core.",
                                      epilog="Add --debug to any command for full tracebacks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {"train": "fit, test with the best checkpoint, baselines and report", "evaluate": "test metrics and report for ckpt_path",
+             "predict": "predictions of ckpt_path for data.path, written to a table", "export": "ONNX/TorchScript export of ckpt_path with a parity check"}
     for task in RUN_TASKS:
-        p = sub.add_parser(task, help=f"{task} a domain pipeline (Hydra overrides follow)")
+        p = sub.add_parser(task, help=f"{helps[task]} (Hydra overrides follow)")
         p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma-separated values / hparams_search")
+        p.add_argument("--cfg", choices=["job", "hydra", "all"], help="print the composed config instead of running")
+        p.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
     sub.add_parser("domains", help="list the registered domains with their models, datasets and primary metric")
     demo = sub.add_parser("demo", help="run every domain's quick pipeline on its built-in sample and print a summary")
     demo.add_argument("--domains", nargs="*", help="only these domains")
@@ -59,7 +63,8 @@ def _dispatch(argv: list[str]) -> int:
     args, rest = parser.parse_known_args(argv)
 
     if args.command in RUN_TASKS:
-        return run_task(args.command, rest, multirun=args.multirun)
+        flags = [*(["--cfg", args.cfg] if args.cfg else []), *(["--resolve"] if args.resolve else [])]
+        return run_task(args.command, rest, multirun=args.multirun, flags=flags)
     if rest:
         parser.error(f"unexpected arguments: {' '.join(rest)}")
     if args.command == "domains":
@@ -78,19 +83,19 @@ def _dispatch(argv: list[str]) -> int:
     return 0
 
 
-def run_task(task: str, overrides: list[str], multirun: bool = False) -> int:
-    """Validate the overrides, then hand the run to Hydra with the domain's config tree."""
+def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Sequence[str] = ()) -> int:
+    """Validate the overrides, then hand the run to Hydra with the domain's config tree (``flags``: Hydra's own)."""
     from core.config import domain_from_overrides, validate_overrides
 
-    passthrough = [o for o in overrides if o.startswith("-")]  # Hydra flags such as --cfg job, --info
-    overrides = [o for o in overrides if not o.startswith("-")]
+    unknown = [o for o in overrides if o.startswith("-")]
+    if unknown:
+        raise ConfigError(f"unknown option(s) {' '.join(unknown)}; overrides are key=value, see sectorkit {task} --help")
     domain = domain_from_overrides(overrides)
     validate_overrides(domain, overrides)
     root = Path(os.environ.setdefault("SECTORKIT_ROOT", os.getcwd()))  # paths.root_dir and sweep storage follow it
     if multirun:
         (root / "outputs").mkdir(parents=True, exist_ok=True)
-    flags = ["--multirun"] if multirun else []
-    _run_hydra(domain.config_dir, [*flags, *passthrough, f"task={task}", *overrides])
+    _run_hydra(domain.config_dir, [*(["--multirun"] if multirun else []), *flags, f"task={task}", *overrides])
     return 0
 
 
@@ -119,8 +124,8 @@ def _run_hydra(config_dir: Path, hydra_args: list[str]) -> None:
             return None
 
     saved = sys.argv
-    flags = [a for a in hydra_args if a.startswith("-")]  # Hydra wants its flags before the overrides
-    sys.argv = [saved[0], *flags, searchpath_override(), *(a for a in hydra_args if not a.startswith("-"))]
+    overrides = [a for a in hydra_args if "=" in a]  # Hydra wants its flags (--cfg job, ...) before the overrides
+    sys.argv = [saved[0], *(a for a in hydra_args if "=" not in a), searchpath_override(), *overrides]
     try:
         task()
     finally:

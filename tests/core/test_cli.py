@@ -52,3 +52,12 @@ def test_unknown_subcommand_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "domain=finance"])
     assert exit_info.value.code == 2 and "invalid choice: 'fit'" in capsys.readouterr().err
+
+
+def test_cfg_flag_prints_the_composed_config_without_running(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SECTORKIT_ROOT", str(tmp_path))
+    assert main(["train", "domain=retail", "model=lightgcn", "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    assert "domain: retail" in out and "network: lightgcn" in out
+    assert not list(tmp_path.rglob("metrics.json"))  # nothing ran
+    assert main(["train", "domain=retail", "--bogus"]) == 2
