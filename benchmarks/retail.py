@@ -7,7 +7,7 @@ at most 300 epochs, no refit on train+valid (Mult-VAE encodes the training items
 Each model: mean ± std over 3 seeds (seed drives the split and the initialisation).
 
     python benchmarks/retail.py /path/to/ml-100k            # full
-    python benchmarks/retail.py /path/to/ml-100k --quick    # one seed, BPR + LightGCN, capped epochs
+    python benchmarks/retail.py /path/to/ml-100k --quick    # one seed, BPR + LightGCN + Mult-VAE, capped epochs
     python benchmarks/retail.py /path/to/ml-100k --models multvae --no-sequential --no-throughput --merge
 """
 
@@ -169,7 +169,7 @@ def main() -> None:
     max_epochs = 100 if args.quick else 300
     if args.quick and args.seeds == [0, 1, 2]:
         args.seeds = [0]
-    models = args.models or (["bpr", "lightgcn"] if args.quick else list(CONFIGS))
+    models = args.models or (["bpr", "lightgcn", "multvae"] if args.quick else list(CONFIGS))
     results: dict = {"protocol": __doc__.split("\n\n")[1], "seeds": args.seeds, "quick": args.quick, "models": {}}
     if args.merge and args.out.exists():
         results = {**json.loads(args.out.read_text()), **{k: v for k, v in results.items() if k != "models"}}
