@@ -64,15 +64,10 @@ QUIET_RUN = ["~logger", "callbacks.progress_bar=null", "callbacks.model_summary=
 
 def compose_domain(name: str, workdir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """A registered domain's config composed like a user's run, with outputs and data cache under ``workdir``."""
-    from hydra import compose, initialize_config_dir
-
+    from core.config import compose_config
     from core.registry import get_domain
-    from core.schema import register_schemas
 
-    register_schemas()
-    with initialize_config_dir(config_dir=str(get_domain(name).config_dir), version_base="1.3"):
-        return compose("main", overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", f"paths.output_dir={workdir}",
-                                          f"paths.data_dir={workdir / 'cache'}", *QUIET_RUN, *overrides])
+    return compose_config(get_domain(name), [f"paths.output_dir={workdir}", f"paths.data_dir={workdir / 'cache'}", *QUIET_RUN, *overrides])
 
 
 def quiet_lightning() -> None:

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.utilities import move_data_to_device
 from torchmetrics import MetricCollection
 
 Batch = dict[str, torch.Tensor]
@@ -111,6 +112,19 @@ class SectorModule(pl.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Any:
         return self(*self.batch_inputs(batch))
+
+    def predict_loader(self, loader: Any) -> list[Any]:
+        """``predict_step`` over every batch of ``loader`` in eval and inference mode, outputs moved to the CPU.
+
+        The one-process inference loop behind prediction tables and report plots (no Trainer needed).
+        """
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        self.eval()
+        outputs = []
+        with torch.inference_mode():
+            for index, batch in enumerate(loader):
+                outputs.append(move_data_to_device(self.predict_step(move_data_to_device(batch, device), index), torch.device("cpu")))
+        return outputs
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

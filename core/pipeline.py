@@ -16,7 +16,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import move_data_to_device
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
 from core.datamodule import SectorDataModule
@@ -110,14 +109,7 @@ def announce_ddp_job(cfg: DictConfig) -> None:
 def collect_predictions(model: SectorModule, datamodule: SectorDataModule, stage: str) -> Any:
     """Run ``predict_step`` over the stage's loader on one process and return the domain's table."""
     loader = datamodule.predict_dataloader() if stage == "predict" else datamodule.test_dataloader()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    model.eval()
-    outputs = []
-    with torch.inference_mode():
-        for index, batch in enumerate(loader):
-            out = model.predict_step(move_data_to_device(batch, device), index)
-            outputs.append(move_data_to_device(out, torch.device("cpu")))
-    return datamodule.predict_frame(outputs, stage)
+    return datamodule.predict_frame(model.predict_loader(loader), stage)
 
 
 def strip_prefix(values: dict[str, Any], prefix: str) -> dict[str, float]:

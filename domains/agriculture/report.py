@@ -21,14 +21,7 @@ from domains.agriculture.metrics import score_forecasts  # noqa: E402
 
 def predict_test(module: Any, datamodule: Any) -> np.ndarray:
     """The module's test-span outputs, in data-loader order."""
-    module.eval()
-    device = next(module.parameters()).device
-    outputs = []
-    with torch.no_grad():
-        for batch in datamodule.test_dataloader():
-            inputs = [t.to(device) for t in module.batch_inputs(batch)]
-            outputs.append(module(*inputs).cpu())
-    return torch.cat(outputs).numpy()
+    return torch.cat(module.predict_loader(datamodule.test_dataloader())).numpy()
 
 
 def build_report(ctx: RunContext) -> list[ReportSection]:

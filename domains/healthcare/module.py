@@ -182,7 +182,4 @@ class AnomalyDetector(SectorModule):
 
 def predict_outputs(module: AnomalyDetector, loader: Sequence[Batch]) -> tuple[torch.Tensor, ...]:
     """Concatenated forward outputs of ``module`` over ``loader`` (eval mode, no grad)."""
-    module.eval()
-    with torch.no_grad():
-        outs = [module(b["inputs"].to(module.device)) for b in loader]
-    return tuple(torch.cat(parts).cpu() for parts in zip(*outs))
+    return tuple(torch.cat(parts) for parts in zip(*module.predict_loader(loader)))

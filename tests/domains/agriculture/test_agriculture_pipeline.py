@@ -9,23 +9,19 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from core.config import compose_config
 from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
 from core.errors import DataError
 from core.reporting import RunContext
-from core.schema import register_schemas
 from core.trainer import build_trainer
 from domains.agriculture import DOMAIN
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def compose_agriculture(overrides: list[str]):
-    register_schemas()
-    with initialize_config_dir(config_dir=str(DOMAIN.config_dir), version_base="1.3"):
-        return compose("main", overrides=[f"hydra.searchpath=[file://{ROOT / 'conf'}]", *overrides])
+    return compose_config(DOMAIN, overrides)
 
 
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
