@@ -18,7 +18,9 @@ from domains.agriculture.models.common import MemberMean, RidgeReference, Series
 from domains.agriculture.models.yield_mlp import YieldMLP
 
 Batch = dict[str, torch.Tensor]
-CALIBRATIONS = ("auto", "learned", "band", "none")
+CALIBRATIONS = ("auto", "learned", "band", "blend", "none")
+# the per-series interval variants: (network quantiles shifted by the learned offsets?, weight of the band)
+VARIANTS = {"none": (False, 0.0), "learned": (True, 0.0), "band": (False, 1.0), "blend": (False, 0.5)}
 REFERENCES = ("none", "ridge_ar")
 
 
@@ -34,9 +36,13 @@ class WeatherForecaster(SectorModule):
       validation residuals (split-conformal style);
     * ``band``: median + per-horizon quantiles of the median's validation errors (exactly how the point
       baselines get their intervals);
-    * ``auto`` (default): per series, whichever of the two has the lower validation pinball loss (the
-      learned widths help where the spread is strongly seasonal, the constant band where it is not);
-    * ``none``: the raw network quantiles.
+    * ``blend``: the mean, quantile by quantile, of the raw network quantiles and the band (quantile averaging
+      of two interval forecasts);
+    * ``none``: the raw network quantiles;
+    * ``auto`` (default): per series, whichever of ``none``/``learned``/``band``/``blend`` has the lowest
+      validation pinball loss *cross-fitted* on the two chronological halves of the series' validation origins
+      (fitted on one half, scored on the other, both ways), then refitted on the whole validation span. An
+      in-sample comparison would favour the variants fitted on the very errors they are scored on.
 
     ``reference="ridge_ar"``: the network forecasts the correction to the per-series ridge autoregression
     of the baselines (last 14 days + day-of-year harmonics), fitted on the training span when training starts
@@ -88,8 +94,8 @@ class WeatherForecaster(SectorModule):
         shape = (int(n_series), self.horizon, len(self.quantiles))
         self.register_buffer("calibration", torch.zeros(shape))  # added to the network's quantiles
         self.register_buffer("band", torch.zeros(shape))  # added to the network's median
-        self.register_buffer("use_band", torch.zeros(int(n_series), dtype=torch.bool))
-        self._val_residuals: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.register_buffer("band_weight", torch.zeros(int(n_series)))  # 0: network quantiles, 1: band
+        self._val_residuals: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def build_metrics(self) -> MetricCollection:
         return MetricCollection({"forecast": ForecastMetrics(self.horizon, self.quantiles)})
@@ -102,7 +108,8 @@ class WeatherForecaster(SectorModule):
     ) -> torch.Tensor:
         z = self.network_output(past, future, series)
         median = z[..., self.quantiles.index(0.5)].unsqueeze(-1)
-        z = torch.where(self.use_band[series][:, None, None], median + self.band[series], z + self.calibration[series])
+        weight = self.band_weight[series][:, None, None]
+        z = (1 - weight) * (z + self.calibration[series]) + weight * (median + self.band[series])
         return z * scale[:, None, None] + loc[:, None, None]
 
     def setup(self, stage: str) -> None:
@@ -145,19 +152,27 @@ class WeatherForecaster(SectorModule):
         metrics_input = z * batch["scale"][:, None, None] + batch["loc"][:, None, None]
         self.val_metrics.update(metrics_input, batch["target"], mase_scale=batch["mase_scale"])
         target_z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
-        self._val_residuals.append((batch["series"], target_z.unsqueeze(-1) - z))
+        self._val_residuals.append((batch["series"], batch["origin"], target_z.unsqueeze(-1) - z))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Checkpoints written before ``band_weight`` held a boolean ``use_band`` (band or learned per series)."""
+        use_band = state_dict.pop(prefix + "use_band", None)
+        if use_band is not None and prefix + "band_weight" not in state_dict:
+            state_dict[prefix + "band_weight"] = use_band.float()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
         if self.calibrate != "none" and self._val_residuals and not self.trainer.sanity_checking:
-            series = torch.cat([s for s, _ in self._val_residuals])
-            residuals = torch.cat([r for _, r in self._val_residuals]).float()
-            learned, band, use_band = interval_offsets(
-                series, residuals, self.quantiles, self.calibration.shape[0], self.calibrate
+            series = torch.cat([s for s, _, _ in self._val_residuals])
+            origins = torch.cat([o for _, o, _ in self._val_residuals])
+            residuals = torch.cat([r for _, _, r in self._val_residuals]).float()
+            calibration, band, band_weight = interval_offsets(
+                series, residuals, self.quantiles, self.calibration.shape[0], self.calibrate, origins
             )
-            self.calibration.copy_(learned)
+            self.calibration.copy_(calibration)
             self.band.copy_(band)
-            self.use_band.copy_(use_band)
+            self.band_weight.copy_(band_weight)
         self._val_residuals = []
 
 
@@ -180,34 +195,75 @@ def conformal_offsets(
 
 
 def interval_offsets(
-    series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int, mode: str = "auto"
+    series: torch.Tensor,
+    residuals: torch.Tensor,
+    quantiles: Sequence[float],
+    n_series: int,
+    mode: str = "auto",
+    origins: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validation-fitted interval offsets per series: ``(learned (S, H, Q), band (S, H, Q), use_band (S,))``.
+    """Validation-fitted intervals per series: ``(calibration (S, H, Q), band (S, H, Q), band_weight (S,))``;
+    the forecast is ``(1 - w) (network + calibration) + w (median + band)``.
 
-    ``residuals (N, H, Q)`` = scaled target minus each scaled quantile. ``band`` holds the quantiles of the
-    median's residuals; ``use_band`` says which variant a series uses (by validation pinball for ``auto``).
+    ``residuals (N, H, Q)`` = scaled target minus each scaled quantile; ``origins (N,)`` orders each series'
+    windows in time (default: the given order) for the cross-fit of ``mode="auto"``, which picks per series
+    the variant of :data:`VARIANTS` with the lowest pinball on the held-out half (see :class:`WeatherForecaster`).
     """
     median = list(quantiles).index(0.5)
     learned = conformal_offsets(series, residuals, quantiles, n_series)
-    band = conformal_offsets(
-        series, residuals[..., median : median + 1].expand_as(residuals).contiguous(), quantiles, n_series
+    band = median_band(series, residuals, quantiles, n_series, median)
+    choice = [mode] * n_series
+    if mode == "auto":
+        order = torch.arange(len(series), device=residuals.device) if origins is None else origins
+        choice = ["learned"] * n_series
+        for s in torch.unique(series).tolist():
+            rows = torch.nonzero(series == s).flatten()
+            rows = rows[torch.argsort(order[rows], stable=True)]
+            choice[s] = cross_fitted_variant(residuals[rows], quantiles, median)
+    calibration = torch.zeros_like(learned)
+    band_weight = torch.zeros(n_series, device=residuals.device)
+    for s, name in enumerate(choice):
+        shifted, band_weight[s] = VARIANTS[name]
+        if shifted:
+            calibration[s] = learned[s]
+    return calibration, band, band_weight
+
+
+def median_band(
+    series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int, median: int
+) -> torch.Tensor:
+    """Per series and horizon, the quantiles of the median's residuals ``(S, H, Q)``."""
+    median_residuals = residuals[..., median : median + 1].expand_as(residuals).contiguous()
+    return conformal_offsets(series, median_residuals, quantiles, n_series)
+
+
+def variant_pinball(residuals: torch.Tensor, learned: torch.Tensor, band: torch.Tensor, variant: str,
+                    quantiles: Sequence[float], median: int) -> float:
+    """Mean pinball loss (scaled units) of one interval variant on windows with ``residuals (N, H, Q)``, given
+    offsets ``learned``/``band (H, Q)`` of one series."""
+    shifted, weight = VARIANTS[variant]
+    diff = (1 - weight) * (residuals - (learned if shifted else 0.0)) + weight * (
+        residuals[..., median : median + 1] - band
     )
-    use_band = torch.zeros(n_series, dtype=torch.bool, device=residuals.device)
-    if mode == "band":
-        use_band[:] = True
-    elif mode == "auto":
-        q = torch.as_tensor(quantiles, device=residuals.device)
+    q = torch.as_tensor(quantiles, dtype=diff.dtype, device=diff.device)
+    return torch.maximum(q * diff, (q - 1) * diff).mean().item()
 
-        def pinball(diff: torch.Tensor) -> torch.Tensor:
-            return torch.maximum(q * diff, (q - 1) * diff).mean(dim=(1, 2))
 
-        per_learned = pinball(residuals - learned[series])
-        per_band = pinball(residuals[..., median : median + 1] - band[series])
-        counts = torch.bincount(series, minlength=n_series).clamp_min(1)
-        mean_learned = torch.zeros(n_series, device=residuals.device).index_add_(0, series, per_learned) / counts
-        mean_band = torch.zeros(n_series, device=residuals.device).index_add_(0, series, per_band) / counts
-        use_band = mean_band < mean_learned
-    return learned, band, use_band
+def cross_fitted_variant(residuals: torch.Tensor, quantiles: Sequence[float], median: int) -> str:
+    """The variant with the lowest pinball when fitted on one chronological half of a series' validation windows
+    and scored on the other (both ways); ``learned`` when there are too few windows to split."""
+    half = len(residuals) // 2
+    if half < 2:
+        return "learned"
+    folds = ((residuals[:half], residuals[half:]), (residuals[half:], residuals[:half]))
+    scores = dict.fromkeys(VARIANTS, 0.0)
+    for fit, held_out in folds:
+        one = torch.zeros(len(fit), dtype=torch.long, device=fit.device)
+        learned = conformal_offsets(one, fit, quantiles, 1)[0]
+        band = median_band(one, fit, quantiles, 1, median)[0]
+        for name in VARIANTS:
+            scores[name] += variant_pinball(held_out, learned, band, name, quantiles, median)
+    return min(scores, key=scores.get)
 
 
 class YieldRegressor(SectorModule):

@@ -41,7 +41,7 @@ def test_weather_checkpoint_round_trip(tmp_path):
     batch = next(iter(fresh.test_dataloader()))
     module.eval()
     assert torch.allclose(rebuilt(*rebuilt.batch_inputs(batch)), module(*module.batch_inputs(batch)), atol=1e-5)
-    assert torch.equal(rebuilt.use_band, module.use_band) and rebuilt.calibration.abs().sum() > 0
+    assert torch.equal(rebuilt.band_weight, module.band_weight) and rebuilt.band.abs().sum() > 0
 
 
 def test_yield_checkpoint_round_trip(tmp_path):
@@ -57,3 +57,13 @@ def test_yield_checkpoint_round_trip(tmp_path):
     batch = next(iter(dm.test_dataloader()))
     module.eval()
     assert torch.allclose(rebuilt(*rebuilt.batch_inputs(batch)), module(*module.batch_inputs(batch)), atol=1e-5)
+
+
+def test_checkpoint_with_boolean_use_band_still_loads():
+    """Checkpoints written before ``band_weight`` stored a boolean ``use_band`` per series."""
+    module = WeatherForecaster(network="gru", n_series=2)
+    state = module.state_dict()
+    state.pop("band_weight")
+    state["use_band"] = torch.tensor([False, True])
+    module.load_state_dict(state)
+    assert module.band_weight.tolist() == [0.0, 1.0]

@@ -24,7 +24,8 @@ def test_onnx_export_matches_torch(tmp_path, network, options):
     if module.reference is not None:  # a non-trivial reference so the export must carry it
         module.reference.weight.normal_(std=0.1)
     module.calibration.normal_()  # non-trivial calibration so the export must carry it
-    module.use_band[1] = True
+    module.band.normal_()
+    module.band_weight[1] = 0.5  # one series on the blend of network quantiles and band
     batch = next(iter(dm.test_dataloader()))
     inputs = module.batch_inputs(batch)
     path = tmp_path / f"{network}.onnx"

@@ -14,7 +14,7 @@ from domains.agriculture.data import WeatherDataModule, YieldDataModule
 from domains.agriculture.metrics import nrmse, score_forecasts
 from domains.agriculture.models import NETWORKS, PatchTST
 from domains.agriculture.models.common import RidgeReference
-from domains.agriculture.module import WeatherForecaster, YieldRegressor, conformal_offsets
+from domains.agriculture.module import WeatherForecaster, YieldRegressor, conformal_offsets, interval_offsets
 from domains.agriculture.sample import synthetic_yield
 from domains.agriculture.yield_protocol import expanding_window, fit_predict_yield
 
@@ -55,6 +55,38 @@ def test_conformal_offsets_reach_nominal_coverage():
     assert (offsets[:, :, 1] == 0).all() and (offsets[2] == 0).all()  # median untouched, unseen series untouched
 
 
+def test_auto_calibration_picks_the_variant_that_wins_held_out():
+    """``auto`` chooses per series on the held-out half: raw quantiles that are already right are kept
+    (``none``); quantiles whose widths are noise get the median's constant error band (or the blend)."""
+    torch.manual_seed(0)
+    n, q = 2000, (0.1, 0.5, 0.9)
+    noise = torch.randn(n, 3, 1) * 2.0
+    good = noise - torch.tensor([-2.563, 0.0, 2.563])  # network quantiles at the true ones: residual = y - q
+    narrow = noise - torch.rand(n, 1, 1) * 6 * torch.tensor([-1.0, 0.0, 1.0])
+    series = torch.cat([torch.zeros(n), torch.ones(n)]).long()
+    calibration, band, weight = interval_offsets(series, torch.cat([good, narrow]), q, 2, "auto")
+    assert weight[0] == 0 and calibration[0].abs().sum() == 0  # none: raw network quantiles
+    assert weight[1] > 0 and calibration[1].abs().sum() == 0  # band (or the blend) for the noisy widths
+    for mode, expected in (("band", 1.0), ("blend", 0.5), ("learned", 0.0)):
+        calibration, _, weight = interval_offsets(series, torch.cat([good, narrow]), q, 2, mode)
+        assert (weight == expected).all() and (calibration.abs().sum() > 0) == (mode == "learned")
+
+
+def test_blend_calibration_averages_network_quantiles_and_band():
+    module = WeatherForecaster(network="gru", n_series=1, lookback=16, horizon=3, n_past=6, n_future=3).eval()
+    module.band.copy_(torch.tensor([-1.0, 0.0, 1.0]).expand(1, 3, 3))
+    past, future = torch.randn(4, 16, 6), torch.randn(4, 3, 3)
+    loc, scale, series = torch.zeros(4), torch.ones(4), torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        raw = module(past, future, loc, scale, series)
+        module.band_weight.fill_(1.0)
+        band = module(past, future, loc, scale, series)
+        module.band_weight.fill_(0.5)
+        blend = module(past, future, loc, scale, series)
+    assert torch.allclose(band, raw[..., 1:2] + torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.allclose(blend, (raw + band) / 2) and torch.equal(blend[..., 1], raw[..., 1])
+
+
 def test_dlinear_beats_naive_baselines_on_planted_ar1():
     torch.manual_seed(0)
     pl.seed_everything(0, verbose=False)
@@ -84,7 +116,7 @@ def test_dlinear_beats_naive_baselines_on_planted_ar1():
     for weak in ("persistence", "climatology", "seasonal_naive"):
         assert scores["mae"] < base[weak]["mae"] and scores["pinball"] < base[weak]["pinball"], weak
     assert 0.6 < scores["coverage"] < 0.95
-    assert module.calibration.abs().sum() > 0  # validation offsets were fitted
+    assert module.band.abs().sum() > 0  # validation offsets were fitted
     # forward returns data units: the median sits near the series' level, not near 0
     assert abs(np.median(preds[..., 1]) - np.median(target)) < 5
 
