@@ -18,9 +18,17 @@ from domains.agriculture.models.common import MemberMean, RidgeReference, Series
 from domains.agriculture.models.yield_mlp import YieldMLP
 
 Batch = dict[str, torch.Tensor]
-CALIBRATIONS = ("auto", "learned", "band", "blend", "none")
-# the per-series interval variants: (network quantiles shifted by the learned offsets?, weight of the band)
-VARIANTS = {"none": (False, 0.0), "learned": (True, 0.0), "band": (False, 1.0), "blend": (False, 0.5)}
+# the per-series interval variants: (network quantiles shifted by the learned offsets?, weight of the band,
+# band centred on the median's median validation error rather than on the median?)
+VARIANTS = {
+    "none": (False, 0.0, False),
+    "learned": (True, 0.0, False),
+    "band": (False, 1.0, False),
+    "blend": (False, 0.5, False),
+    "band_recentred": (False, 1.0, True),
+    "blend_recentred": (False, 0.5, True),
+}
+CALIBRATIONS = ("auto", *VARIANTS)
 REFERENCES = ("none", "ridge_ar")
 
 
@@ -30,7 +38,7 @@ class WeatherForecaster(SectorModule):
     The network works on per-series scaled values; :meth:`forward` takes the series' ``loc``/``scale`` and
     index and returns quantiles ``(B, H, Q)`` in the data's units (the full inference path, also what is
     exported). Interval calibration on the validation span (recomputed at every validation epoch, so each
-    checkpoint carries the offsets of its own weights; the median is never shifted):
+    checkpoint carries the offsets of its own weights; the median moves only with the recentred variants):
 
     * ``learned``: the network's outer quantiles shifted per series and horizon by the quantiles of their
       validation residuals (split-conformal style);
@@ -39,7 +47,10 @@ class WeatherForecaster(SectorModule):
     * ``blend``: the mean, quantile by quantile, of the raw network quantiles and the band (quantile averaging
       of two interval forecasts);
     * ``none``: the raw network quantiles;
-    * ``auto`` (default): per series, whichever of ``none``/``learned``/``band``/``blend`` has the lowest
+    * ``band_recentred`` / ``blend_recentred``: the same with the band centred on the median + the median of its
+      validation errors (a per-series, per-horizon bias correction from the most recent span; the only
+      variants that move the median: by that error, or by half of it in the blend);
+    * ``auto`` (default): per series, whichever of these variants has the lowest
       validation pinball loss *cross-fitted* on the two chronological halves of the series' validation origins
       (fitted on one half, scored on the other, both ways), then refitted on the whole validation span. An
       in-sample comparison would favour the variants fitted on the very errors they are scored on.
@@ -177,17 +188,23 @@ class WeatherForecaster(SectorModule):
 
 
 def conformal_offsets(
-    series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int
+    series: torch.Tensor,
+    residuals: torch.Tensor,
+    quantiles: Sequence[float],
+    n_series: int,
+    keep_median: bool = False,
 ) -> torch.Tensor:
     """Per series and horizon, the q-quantile of ``target - prediction_q`` for each outer quantile q (0 for the
-    median and for series without validation windows). ``residuals (N, H, Q)``, returns ``(S, H, Q)``."""
+    median unless ``keep_median``, and for series without validation windows). ``residuals (N, H, Q)``, returns
+    ``(S, H, Q)``."""
     out = torch.zeros(n_series, residuals.shape[1], residuals.shape[2], device=residuals.device)
     q = torch.as_tensor(quantiles, device=residuals.device)
     median = list(quantiles).index(0.5)
     for s in torch.unique(series).tolist():
         r = residuals[series == s]  # (n, H, Q)
         offsets = torch.stack([torch.quantile(r[..., j], q[j], dim=0) for j in range(len(quantiles))], dim=-1)
-        offsets[..., median] = 0.0
+        if not keep_median:
+            offsets[..., median] = 0.0
         out[s] = offsets
     return out
 
@@ -223,25 +240,30 @@ def interval_offsets(
     calibration = torch.zeros_like(learned)
     band_weight = torch.zeros(n_series, device=residuals.device)
     for s, name in enumerate(choice):
-        shifted, band_weight[s] = VARIANTS[name]
+        shifted, band_weight[s], recentred = VARIANTS[name]
         if shifted:
             calibration[s] = learned[s]
+        if not recentred:
+            band[s, :, median] = 0.0
     return calibration, band, band_weight
 
 
 def median_band(
     series: torch.Tensor, residuals: torch.Tensor, quantiles: Sequence[float], n_series: int, median: int
 ) -> torch.Tensor:
-    """Per series and horizon, the quantiles of the median's residuals ``(S, H, Q)``."""
+    """Per series and horizon, the quantiles of the median's residuals ``(S, H, Q)`` (their median included)."""
     median_residuals = residuals[..., median : median + 1].expand_as(residuals).contiguous()
-    return conformal_offsets(series, median_residuals, quantiles, n_series)
+    return conformal_offsets(series, median_residuals, quantiles, n_series, keep_median=True)
 
 
 def variant_pinball(residuals: torch.Tensor, learned: torch.Tensor, band: torch.Tensor, variant: str,
                     quantiles: Sequence[float], median: int) -> float:
     """Mean pinball loss (scaled units) of one interval variant on windows with ``residuals (N, H, Q)``, given
-    offsets ``learned``/``band (H, Q)`` of one series."""
-    shifted, weight = VARIANTS[variant]
+    offsets ``learned``/``band (H, Q)`` of one series (``band`` with its median offset, zeroed unless recentred)."""
+    shifted, weight, recentred = VARIANTS[variant]
+    if not recentred:
+        band = band.clone()
+        band[..., median] = 0.0
     diff = (1 - weight) * (residuals - (learned if shifted else 0.0)) + weight * (
         residuals[..., median : median + 1] - band
     )

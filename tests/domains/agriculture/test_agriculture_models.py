@@ -72,6 +72,20 @@ def test_auto_calibration_picks_the_variant_that_wins_held_out():
         assert (weight == expected).all() and (calibration.abs().sum() > 0) == (mode == "learned")
 
 
+def test_auto_calibration_recentres_a_biased_median():
+    """A network whose median is 1.5 too low on every window: ``auto`` picks a recentred band, which moves the
+    median by the validation bias; the other variants leave it alone."""
+    torch.manual_seed(0)
+    q = (0.1, 0.5, 0.9)
+    residuals = torch.randn(2000, 3, 1) + 1.5 - torch.tensor([-1.28, 0.0, 1.28])  # widths right, level off
+    series = torch.zeros(2000, dtype=torch.long)
+    calibration, band, weight = interval_offsets(series, residuals, q, 1, "auto")
+    assert weight[0] > 0 and torch.allclose(band[0, :, 1], torch.full((3,), 1.5), atol=0.15)
+    for mode in ("band", "blend", "learned"):
+        calibration, band, _ = interval_offsets(series, residuals, q, 1, mode)
+        assert (band[0, :, 1] == 0).all() and (calibration[0, :, 1] == 0).all()
+
+
 def test_blend_calibration_averages_network_quantiles_and_band():
     module = WeatherForecaster(network="gru", n_series=1, lookback=16, horizon=3, n_past=6, n_future=3).eval()
     module.band.copy_(torch.tensor([-1.0, 0.0, 1.0]).expand(1, 3, 3))
