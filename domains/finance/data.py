@@ -75,7 +75,8 @@ class FraudDataModule(SectorDataModule):
             self.simulator = SimulatorConfig(**dict(simulator or {}))
         except TypeError as exc:
             raise ConfigError(f"data.simulator: {exc}") from exc
-        self.feature_cfg = {"windows": [1, 7, 30], "delay_days": 7, "card_features": True, "terminal_features": True, "calendar": True, "amount_ratios": False}
+        self.feature_cfg = {"windows": [1, 7, 30], "delay_days": 7, "card_features": True, "terminal_features": True, "calendar": True, "amount_ratios": False,
+                            "card_history": False, "card_history_lag_days": 14, "card_history_days": 30}
         unknown = set(dict(features or {})) - set(self.feature_cfg)
         if unknown:
             raise ConfigError(f"unknown key(s) data.features.{sorted(unknown)}; expected some of {sorted(self.feature_cfg)}")

@@ -44,6 +44,43 @@ def card_windows(card: np.ndarray, seconds: np.ndarray, amount: np.ndarray, wind
     return out
 
 
+def card_history_features(card: np.ndarray, seconds: np.ndarray, amount: np.ndarray, lag_days: float, days: float) -> dict[str, np.ndarray]:
+    """Per card, a baseline of its amounts over (t - lag - days, t - lag] and how the current amount compares.
+
+    The lag keeps a recent burst of inflated amounts (a compromised card) out of the card's own baseline.
+    Also the days since the card's previous transaction. NaN where the card has no such history.
+    """
+    names = ("card_hist_nb_tx", "card_hist_avg_amount", "card_hist_std_amount", "card_amount_hist_ratio",
+             "card_amount_hist_zscore", "card_days_since_prev")
+    if len(card) == 0:
+        return {n: np.zeros(0) for n in names}
+    order, key = _sorted_keys(card, seconds, (lag_days + days) * SECONDS_PER_DAY)
+    position = np.arange(len(key))
+    amt = amount[order].astype(np.float64)
+    csum = np.concatenate([[0.0], np.cumsum(amt)])
+    csq = np.concatenate([[0.0], np.cumsum(amt * amt)])
+    hi = np.minimum(np.searchsorted(key, key - lag_days * SECONDS_PER_DAY, side="right"), position)
+    lo = np.minimum(np.searchsorted(key, key - (lag_days + days) * SECONDS_PER_DAY, side="right"), hi)
+    count = (hi - lo).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, (csum[hi] - csum[lo]) / count, np.nan)
+        var = np.where(count > 1, ((csq[hi] - csq[lo]) - count * mean * mean) / np.maximum(count - 1, 1), np.nan)
+        std = np.sqrt(np.maximum(var, 0.0))
+        ratio = np.where(mean > 0, amt / mean, np.nan)
+        zscore = np.where(std > 0, (amt - mean) / std, np.nan)
+    # previous row of the same card in (card, time, position) order: same card when its key is within the pad
+    same = np.concatenate([[False], np.diff(pd.factorize(card)[0][order]) == 0])
+    gap = np.full(len(key), np.nan)
+    gap[1:] = (key[1:] - key[:-1]) / SECONDS_PER_DAY
+    gap[~same] = np.nan
+    out: dict[str, np.ndarray] = {}
+    for name, values in zip(names, (count, mean, std, ratio, zscore, gap)):
+        col = np.empty(len(key))
+        col[order] = values
+        out[name] = col
+    return out
+
+
 def terminal_windows(
     terminal: np.ndarray, seconds: np.ndarray, label: np.ndarray, windows: Sequence[float], delay_days: float
 ) -> dict[str, np.ndarray]:
@@ -87,6 +124,9 @@ def build_features(
     terminal_features: bool = True,
     calendar: bool = True,
     amount_ratios: bool = False,
+    card_history: bool = False,
+    card_history_lag_days: float = 14,
+    card_history_days: float = 30,
 ) -> pd.DataFrame:
     """Engineered features for a canonical frame (columns ``seconds``, ``datetime``, ``amount``, ``card``,
     ``terminal``, ``label``; see :mod:`domains.finance.data`), aligned with its rows."""
@@ -101,6 +141,9 @@ def build_features(
             for w in windows:
                 mean = cols[f"card_avg_amount_{w:g}d"]
                 cols[f"card_amount_ratio_{w:g}d"] = np.divide(amount, mean, out=np.ones_like(amount), where=mean > 0)
+        if card_history:  # baseline that a compromised card's recent x5 amounts cannot inflate
+            cols.update(card_history_features(frame["card"].to_numpy(), seconds, frame["amount"].to_numpy(np.float64),
+                                              card_history_lag_days, card_history_days))
     if terminal_features and "terminal" in frame:
         label = frame["label"].to_numpy(np.float64) if "label" in frame else np.full(len(frame), np.nan)
         cols.update(terminal_windows(frame["terminal"].to_numpy(), seconds, label, windows, delay_days))

@@ -75,3 +75,45 @@ def test_unknown_labels_do_not_count_as_fraud(raw) -> None:
     feats = build_features(unknown)
     assert (feats["terminal_risk_30d"] == 0).all()
     assert (feats["terminal_nb_tx_30d"] == build_features(frame)["terminal_nb_tx_30d"]).all()
+
+
+def test_card_history_matches_slow_reference(raw) -> None:
+    """Lagged card baseline over (t - 14 - 30, t - 14] days and days since the card's previous transaction."""
+    frame = to_canonical(raw, sample_spec(), "sample")
+    ours = build_features(frame, card_history=True, card_history_lag_days=14, card_history_days=30)
+    sec, amt, card = frame["seconds"].to_numpy(), frame["amount"].to_numpy(), frame["card"].to_numpy()
+    rows = np.random.default_rng(0).choice(len(frame), 300, replace=False)
+    for i in rows:
+        mine = (card == card[i]) & (np.arange(len(frame)) != i)
+        hist = amt[mine & (sec <= sec[i] - 14 * 86_400) & (sec > sec[i] - 44 * 86_400)]
+        earlier = np.flatnonzero(mine & ((sec < sec[i]) | ((sec == sec[i]) & (np.arange(len(frame)) < i))))
+        expected = {
+            "card_hist_nb_tx": len(hist),
+            "card_hist_avg_amount": hist.mean() if len(hist) else np.nan,
+            "card_hist_std_amount": hist.std(ddof=1) if len(hist) > 1 else np.nan,
+            "card_amount_hist_ratio": amt[i] / hist.mean() if len(hist) else np.nan,
+            "card_amount_hist_zscore": (amt[i] - hist.mean()) / hist.std(ddof=1) if len(hist) > 1 else np.nan,
+            "card_days_since_prev": (sec[i] - sec[earlier].max()) / 86_400 if len(earlier) else np.nan,
+        }
+        for column, value in expected.items():
+            np.testing.assert_allclose(ours[column].iloc[i], value, rtol=1e-6, atol=1e-9, err_msg=f"{column} row {i}")
+
+
+def test_card_history_has_no_leakage_from_future_rows(raw) -> None:
+    frame = to_canonical(raw, sample_spec(), "sample")
+    base = build_features(frame, card_history=True)
+    cut = frame["seconds"].quantile(0.6)
+    changed = frame.copy()
+    future = changed["seconds"] > cut
+    changed.loc[future, "amount"] *= 10
+    changed.loc[future, "label"] = 1 - changed.loc[future, "label"]
+    after = build_features(changed, card_history=True)
+    pd.testing.assert_frame_equal(base[~future], after[~future])
+    # a transaction's baseline ignores the card's last 14 days: a burst of x5 amounts there cannot inflate it
+    burst = (frame["seconds"] > cut - 13 * 86_400) & (frame["seconds"] <= cut)
+    inflated = frame.copy()
+    inflated.loc[burst, "amount"] *= 5
+    hist = ["card_hist_nb_tx", "card_hist_avg_amount", "card_hist_std_amount"]
+    at_cut = build_features(inflated, card_history=True)[hist]
+    rows = (frame["seconds"] > cut) & (frame["seconds"] < cut + 86_400)
+    pd.testing.assert_frame_equal(base.loc[rows, hist], at_cut.loc[rows, hist])
