@@ -13,6 +13,12 @@ from torchmetrics import MetricCollection
 
 Batch = dict[str, torch.Tensor]
 
+# Plain attributes written on every step: Lightning sets ``_current_fx_name`` around each of the ~20 hook
+# calls of a training step, and ``training_step`` updates the running epoch loss. ``nn.Module.__setattr__``
+# checks every value against parameters, buffers and submodules (~5 µs a call, ~0.2 ms a step), which none
+# of these can be, so they are set directly.
+_STEP_ATTRIBUTES = frozenset({"_current_fx_name", "_loss_sum", "_loss_count"})
+
 
 def plain_container(value: Any) -> Any:
     """OmegaConf containers, dicts, lists and tuples → plain dicts and lists (recursively).
@@ -53,6 +59,12 @@ class SectorModule(pl.LightningModule):
         metrics = self.build_metrics()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _STEP_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # --- what a domain model implements -------------------------------------------------------
     def build_metrics(self) -> MetricCollection:
