@@ -218,9 +218,11 @@ def _git_date(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def _machine_line(machine: dict[str, Any] | None) -> str:
+def _machine_line(machine: dict[str, Any] | str | None, torch_version: str | None = None) -> str:
     if not machine:
         return "not recorded"
+    if isinstance(machine, str):  # older result files recorded the platform string only
+        return f"{machine}, torch {torch_version or '?'} (CPU count and load not recorded)"
     parts = [f"{machine.get('cpu_count', '?')} CPUs ({machine.get('processor', '?')})", f"device {machine.get('device', '?')}",
              f"torch {machine.get('torch', '?')}", f"Lightning {machine.get('pytorch_lightning', '?')}"]
     if machine.get("load_average_1min") is not None:
@@ -250,7 +252,11 @@ def part_section(part: Part, quick: bool, manifest: dict[str, Any], results_dir:
     else:
         command = " ".join(["python", *part.command(quick, RESULTS, Path("PATH/TO/ml-100k"))]).replace(str(ROOT) + "/", "")
         date = own_machine.get("date") if isinstance(own_machine, dict) else None
-    lines += [f"- command: `{command}`", f"- date: {date or _git_date(path) or 'unknown'}", f"- machine: {_machine_line(machine)}"]
+    if machine is None and isinstance(own_machine, str):
+        machine = own_machine
+    torch_version = (results or {}).get("torch")
+    lines += [f"- command: `{command}`", f"- date: {date or _git_date(path) or 'unknown'}",
+              f"- machine: {_machine_line(machine, torch_version if isinstance(torch_version, str) else None)}"]
     if fresh:
         cpu = f", {record['cpu_seconds']:.0f} s of CPU time" if "cpu_seconds" in record else ""
         lines.append(f"- wall time: {record['seconds']:.0f} s{cpu} ({record['status']})")
