@@ -56,7 +56,7 @@ PUBLISHED = {
     "xgboost_prequential": {"ap": 0.687, "cp_at_100": 0.303},
     "nn_prequential": {"ap": 0.675, "auc": 0.876},
 }
-HANDBOOK_FEATURES = dict(windows=[1, 7, 30], delay_days=7, amount_ratios=False)
+HANDBOOK_FEATURES = dict(windows=[1, 7, 30], delay_days=7, amount_ratios=False, card_history=False)
 PREQUENTIAL_START = pd.Timestamp("2018-08-15")
 SINGLE_START = "2018-07-25"
 CONF = ROOT / "conf" / "domains" / "finance"
@@ -150,6 +150,28 @@ def train_model(dm: FraudDataModule, seed: int, epochs: int, workdir: Path) -> d
     return {k.removeprefix("test/"): float(v) for k, v in metrics.items()} | {"train_s": round(time.perf_counter() - start, 1)}
 
 
+def validation_ap(features: dict, epochs: int, cache: str, workdir: Path, seed: int = 0) -> list[float]:
+    """Model selection without the test windows: best-epoch validation AP of the default model on each
+    prequential fold's 7 validation days (simulator seed 0), with ``features`` overriding data.features."""
+    cfg = compose_domain("finance", workdir, [f"trainer.max_epochs={epochs}"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.pop("_target_")
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    scores = []
+    for k, start in enumerate(fold_starts(4)):
+        dm = fold_datamodule(start, features, cache, 0)
+        pl.seed_everything(seed, verbose=False)
+        module = FraudModule(**dm.model_kwargs(), **model_cfg, optimizer=optimizer, scheduler=scheduler)
+        ckpt = pl.callbacks.ModelCheckpoint(monitor="val/ap", mode="max", dirpath=workdir, filename="select", save_top_k=1, enable_version_counter=False)
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+        trainer.fit(module, dm)
+        scores.append(float(ckpt.best_model_score))
+        Path(ckpt.best_model_path).unlink(missing_ok=True)
+        print(f"  fold {k} ({start}): validation AP {scores[-1]:.4f}", flush=True)
+    return scores
+
+
 def model_prequential(seeds: list[int], epochs: int, n_folds: int, cache: str, workdir: Path) -> dict:
     per_seed = {"model": [], "hist_gradient_boosting": [], "logistic_regression": []}
     folds_out = []
@@ -184,6 +206,9 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / "data_cache"))
     parser.add_argument("--out", default=None, help="default: benchmarks/results/finance.json (finance_quick.json with --quick)")
     parser.add_argument("--parts", default="simulator,lr,model,scaling", help="comma list; parts left out are kept from an existing --out file")
+    parser.add_argument("--select", metavar="JSON", default=None,
+                        help='validation only: mean best-epoch validation AP over the 4 folds with these data.features overrides, '
+                             'e.g. \'{"card_history_days": 60}\'; no test window is scored and no result file is written')
     args = parser.parse_args()
     args.out = args.out or str(ROOT / "benchmarks" / "results" / ("finance_quick.json" if args.quick else "finance.json"))
     quiet()
@@ -193,6 +218,10 @@ def main() -> None:
     epochs = 8 if args.quick else 20
     factors = [1, 2, 4] if args.quick else [1, 4, 16]
     workdir = Path(args.cache) / "finance_bench_ckpt"
+    if args.select is not None:
+        scores = validation_ap(json.loads(args.select), epochs, args.cache, workdir)
+        print(f"mean validation AP {np.mean(scores):.4f} (folds {' / '.join(f'{v:.3f}' for v in scores)})")
+        return
 
     parts = set(args.parts.split(","))
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
