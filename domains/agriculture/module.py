@@ -267,8 +267,7 @@ def variant_pinball(residuals: torch.Tensor, learned: torch.Tensor, band: torch.
     diff = (1 - weight) * (residuals - (learned if shifted else 0.0)) + weight * (
         residuals[..., median : median + 1] - band
     )
-    q = torch.as_tensor(quantiles, dtype=diff.dtype, device=diff.device)
-    return torch.maximum(q * diff, (q - 1) * diff).mean().item()
+    return pinball_loss(-diff, diff.new_zeros(diff.shape[:-1]), quantiles).mean().item()  # diff = target - forecast
 
 
 def cross_fitted_variant(residuals: torch.Tensor, quantiles: Sequence[float], median: int) -> str:
