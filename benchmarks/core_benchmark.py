@@ -186,7 +186,9 @@ def _overhead(cfg: DictConfig, dm: Any, steps: int, repeats: int) -> dict[str, A
 
 
 def _model_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.architecture} hidden {'x'.join(str(h) for h in cfg.model.net.hidden)}"
+    name = f"{cfg.model.architecture} hidden {'x'.join(str(h) for h in cfg.model.net.hidden)}"
+    ensemble = int(cfg.model.get("ensemble", 1))
+    return f"{ensemble} x {name}" if ensemble > 1 else name
 
 
 def threads(cfg: DictConfig, dm: Any, steps: int, repeats: int) -> list[dict[str, Any]]:
