@@ -25,6 +25,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -132,40 +133,40 @@ def handbook_lr(seeds: list[int], cache: str) -> dict:
     return out
 
 
-def train_model(dm: FraudDataModule, seed: int, epochs: int, workdir: Path) -> dict:
-    """The default model as a user's run composes it (model, optimizer and scheduler from the Hydra configs)."""
-    cfg = compose_domain("finance", workdir, [f"trainer.max_epochs={epochs}"])
+def fit_default_model(dm: FraudDataModule, seed: int, epochs: int, workdir: Path, name: str,
+                      overrides: list[str] = ()) -> tuple[pl.Trainer, pl.callbacks.ModelCheckpoint]:
+    """Train the model a user's run composes (model, optimizer and scheduler from the Hydra configs, plus
+    ``overrides``) on one fold, keeping the best-validation-AP checkpoint."""
+    cfg = compose_domain("finance", workdir, [f"trainer.max_epochs={epochs}", *overrides])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg.pop("_target_")
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
     pl.seed_everything(seed, verbose=False)
     module = FraudModule(**dm.model_kwargs(), **model_cfg, optimizer=optimizer, scheduler=scheduler)
-    ckpt = pl.callbacks.ModelCheckpoint(monitor="val/ap", mode="max", dirpath=workdir, filename=f"s{seed}", save_top_k=1, enable_version_counter=False)
+    ckpt = pl.callbacks.ModelCheckpoint(monitor="val/ap", mode="max", dirpath=workdir, filename=name, save_top_k=1, enable_version_counter=False)
     trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    start = time.perf_counter()
     trainer.fit(module, dm)
-    metrics = trainer.test(module, dm, ckpt_path="best", verbose=False)[0]
+    return trainer, ckpt
+
+
+def train_model(dm: FraudDataModule, seed: int, epochs: int, workdir: Path) -> dict:
+    """Test metrics of the default model's best-validation checkpoint on one fold."""
+    start = time.perf_counter()
+    trainer, ckpt = fit_default_model(dm, seed, epochs, workdir, f"s{seed}")
+    metrics = trainer.test(trainer.lightning_module, dm, ckpt_path="best", verbose=False)[0]
     Path(ckpt.best_model_path).unlink(missing_ok=True)
     return {k.removeprefix("test/"): float(v) for k, v in metrics.items()} | {"train_s": round(time.perf_counter() - start, 1)}
 
 
-def validation_ap(features: dict, epochs: int, cache: str, workdir: Path, seed: int = 0) -> list[float]:
-    """Model selection without the test windows: best-epoch validation AP of the default model on each
-    prequential fold's 7 validation days (simulator seed 0), with ``features`` overriding data.features."""
-    cfg = compose_domain("finance", workdir, [f"trainer.max_epochs={epochs}"])
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model_cfg.pop("_target_")
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+def validation_ap(features: dict, epochs: int, cache: str, workdir: Path, seed: int = 0, overrides: list[str] = ()) -> list[float]:
+    """Model selection without the test windows: best-epoch validation AP of the default model (plus Hydra
+    ``overrides``) on each prequential fold's 7 validation days (simulator seed 0), with ``features``
+    overriding data.features."""
     scores = []
     for k, start in enumerate(fold_starts(4)):
         dm = fold_datamodule(start, features, cache, 0)
-        pl.seed_everything(seed, verbose=False)
-        module = FraudModule(**dm.model_kwargs(), **model_cfg, optimizer=optimizer, scheduler=scheduler)
-        ckpt = pl.callbacks.ModelCheckpoint(monitor="val/ap", mode="max", dirpath=workdir, filename="select", save_top_k=1, enable_version_counter=False)
-        trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-        trainer.fit(module, dm)
+        _, ckpt = fit_default_model(dm, seed, epochs, workdir, f"select-{os.getpid()}", overrides)
         scores.append(float(ckpt.best_model_score))
         Path(ckpt.best_model_path).unlink(missing_ok=True)
         print(f"  fold {k} ({start}): validation AP {scores[-1]:.4f}", flush=True)
@@ -209,6 +210,8 @@ def main() -> None:
     parser.add_argument("--select", metavar="JSON", default=None,
                         help='validation only: mean best-epoch validation AP over the 4 folds with these data.features overrides, '
                              'e.g. \'{"card_history_days": 60}\'; no test window is scored and no result file is written')
+    parser.add_argument("--overrides", nargs="*", default=[], help="with --select: Hydra overrides of the model or optimizer, "
+                        "e.g. model.net.dropout=0.2 optimizer.weight_decay=1e-3")
     args = parser.parse_args()
     args.out = args.out or str(ROOT / "benchmarks" / "results" / ("finance_quick.json" if args.quick else "finance.json"))
     quiet()
@@ -219,7 +222,7 @@ def main() -> None:
     factors = [1, 2, 4] if args.quick else [1, 4, 16]
     workdir = Path(args.cache) / "finance_bench_ckpt"
     if args.select is not None:
-        scores = validation_ap(json.loads(args.select), epochs, args.cache, workdir)
+        scores = validation_ap(json.loads(args.select), epochs, args.cache, workdir, overrides=args.overrides)
         print(f"mean validation AP {np.mean(scores):.4f} (folds {' / '.join(f'{v:.3f}' for v in scores)})")
         return
 
