@@ -221,7 +221,7 @@ def _git_date(path: Path) -> str | None:
 def _machine_line(machine: dict[str, Any] | str | None, torch_version: str | None = None) -> str:
     if not machine:
         return "not recorded"
-    if isinstance(machine, str):  # older result files recorded the platform string only
+    if isinstance(machine, str):
         return f"{machine}, torch {torch_version or '?'} (CPU count and load not recorded)"
     parts = [f"{machine.get('cpu_count', '?')} CPUs ({machine.get('processor', '?')})", f"device {machine.get('device', '?')}",
              f"torch {machine.get('torch', '?')}", f"Lightning {machine.get('pytorch_lightning', '?')}"]
@@ -246,14 +246,12 @@ def part_section(part: Part, quick: bool, manifest: dict[str, Any], results_dir:
     results = json.loads(path.read_text()) if path.is_file() else None
     fresh = record is not None and record["status"] in ("ok", "failed")
     own_machine = (results or {}).get("machine")
-    machine = own_machine if isinstance(own_machine, dict) else manifest.get("machine") if fresh else None
+    machine = own_machine or (manifest.get("machine") if fresh else None)  # older files hold a platform string
     if fresh:
         command, date = record["command"], record["date"]
     else:
         command = " ".join(["python", *part.command(quick, RESULTS, Path("PATH/TO/ml-100k"))]).replace(str(ROOT) + "/", "")
         date = own_machine.get("date") if isinstance(own_machine, dict) else None
-    if machine is None and isinstance(own_machine, str):
-        machine = own_machine
     torch_version = (results or {}).get("torch")
     lines += [f"- command: `{command}`", f"- date: {date or _git_date(path) or 'unknown'}",
               f"- machine: {_machine_line(machine, torch_version if isinstance(torch_version, str) else None)}"]

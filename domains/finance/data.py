@@ -76,7 +76,7 @@ class FraudDataModule(SectorDataModule):
         except TypeError as exc:
             raise ConfigError(f"data.simulator: {exc}") from exc
         self.feature_cfg = {"windows": [1, 7, 30], "delay_days": 7, "card_features": True, "terminal_features": True, "calendar": True, "amount_ratios": False,
-                            "card_history": False, "card_history_lag_days": 14, "card_history_days": 30}
+                            "card_history": False, "card_history_lag_days": 14, "card_history_days": 90}
         unknown = set(dict(features or {})) - set(self.feature_cfg)
         if unknown:
             raise ConfigError(f"unknown key(s) data.features.{sorted(unknown)}; expected some of {sorted(self.feature_cfg)}")

@@ -126,7 +126,7 @@ def build_features(
     amount_ratios: bool = False,
     card_history: bool = False,
     card_history_lag_days: float = 14,
-    card_history_days: float = 30,
+    card_history_days: float = 90,
 ) -> pd.DataFrame:
     """Engineered features for a canonical frame (columns ``seconds``, ``datetime``, ``amount``, ``card``,
     ``terminal``, ``label``; see :mod:`domains.finance.data`), aligned with its rows."""

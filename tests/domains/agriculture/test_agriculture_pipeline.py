@@ -19,14 +19,9 @@ from core.trainer import build_trainer
 from domains.agriculture import DOMAIN
 
 
-
-def compose_agriculture(overrides: list[str]):
-    return compose_config(DOMAIN, overrides)
-
-
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
 def test_every_experiment_composes(experiment):
-    cfg = compose_agriculture([f"experiment={experiment}"])
+    cfg = compose_config(DOMAIN, [f"experiment={experiment}"])
     if experiment.startswith("yield"):
         assert cfg.monitor.metric == "nrmse" and cfg.model._target_.endswith("YieldRegressor")
     else:
@@ -36,14 +31,14 @@ def test_every_experiment_composes(experiment):
 
 @pytest.mark.parametrize("model", ["gru", "dlinear", "nhits", "patchtst"])
 def test_every_weather_model_composes_and_builds(model):
-    cfg = compose_agriculture([f"model={model}", "data=synthetic"])
+    cfg = compose_config(DOMAIN, [f"model={model}", "data=synthetic"])
     module = instantiate(cfg.model, lookback=28, horizon=7, n_past=6, n_future=3, n_series=2, optimizer=cfg.optimizer,
                          _recursive_=False)
     assert module.hparams.network == model
 
 
 def _fit(tmp_path: Path, experiment: str, overrides: list[str] = ()):
-    cfg = compose_agriculture([f"experiment={experiment}", f"paths.output_dir={tmp_path}", "~logger",
+    cfg = compose_config(DOMAIN, [f"experiment={experiment}", f"paths.output_dir={tmp_path}", "~logger",
                                "callbacks.progress_bar=null", "callbacks.model_summary=null", *overrides])
     pl.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)

@@ -21,36 +21,30 @@ from domains.finance import DOMAIN
 from domains.finance.sample import SimulatorConfig, load_sample
 
 
-
-
-def compose_finance(overrides: list[str]):
-    return compose_config(DOMAIN, overrides)
-
-
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
 def test_every_experiment_composes(experiment) -> None:
-    cfg = compose_finance([f"experiment={experiment}", "paths.output_dir=/tmp/x"])
+    cfg = compose_config(DOMAIN, [f"experiment={experiment}", "paths.output_dir=/tmp/x"])
     assert cfg.domain == "finance" and cfg.monitor.metric == "ap" and cfg.monitor.mode == "max"
     assert cfg.data._target_.endswith("FraudDataModule")
 
 
 @pytest.mark.parametrize("data", DOMAIN.options("data"))
 def test_every_data_preset_composes(data) -> None:
-    cfg = compose_finance([f"data={data}", "data.path=/tmp/none.csv", "paths.output_dir=/tmp/x", "paths.data_dir=/tmp/x"])
+    cfg = compose_config(DOMAIN, [f"data={data}", "data.path=/tmp/none.csv", "paths.output_dir=/tmp/x", "paths.data_dir=/tmp/x"])
     dm = instantiate(cfg.data)
     assert dm.preset in ("sample", "custom", "kaggle_creditcard")
 
 
 @pytest.mark.parametrize("model", DOMAIN.options("model"))
 def test_every_model_config_builds(model) -> None:
-    cfg = compose_finance([f"model={model}", "paths.output_dir=/tmp/x"])
+    cfg = compose_config(DOMAIN, [f"model={model}", "paths.output_dir=/tmp/x"])
     module = instantiate(cfg.model, n_numeric=4, cardinalities=[3], feature_mean=[0.0] * 4, feature_std=[1.0] * 4, optimizer=cfg.optimizer, _recursive_=False)
     out = module(torch.randn(5, 4), torch.zeros(5, 1, dtype=torch.long))
     assert out.shape == (5, 2) and module.hparams.architecture == cfg.model.architecture
 
 
 def _fit(tmp_path: Path, overrides: list[str] = ()):
-    cfg = compose_finance(["experiment=quick", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
+    cfg = compose_config(DOMAIN, ["experiment=quick", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
                            "callbacks.progress_bar=null", "callbacks.model_summary=null", "callbacks.early_stopping=null", *overrides])
     pl.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)

@@ -22,26 +22,22 @@ from domains.healthcare.sample import make_phantoms
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 
 
-def compose_healthcare(overrides: list[str]):
-    return compose_config(DOMAIN, overrides)
-
-
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
 def test_every_experiment_composes(experiment):
-    cfg = compose_healthcare([f"experiment={experiment}", "paths.output_dir=/tmp/x"])
+    cfg = compose_config(DOMAIN, [f"experiment={experiment}", "paths.output_dir=/tmp/x"])
     assert cfg.monitor.metric == "image_auroc" and cfg.monitor.mode == "max"
     assert cfg.model._target_.endswith("AnomalyDetector")
 
 
 @pytest.mark.parametrize("model", DOMAIN.options("model"))
 def test_every_model_config_builds(model):
-    cfg = compose_healthcare([f"model={model}", "paths.output_dir=/tmp/x"])
+    cfg = compose_config(DOMAIN, [f"model={model}", "paths.output_dir=/tmp/x"])
     module = instantiate(cfg.model, spatial_dims=2, in_channels=1, image_size=32, optimizer=cfg.optimizer, _recursive_=False)
     assert module.hparams.network == cfg.model.network
 
 
 def _fit(tmp_path: Path, overrides: list[str] = ()):
-    cfg = compose_healthcare(["experiment=quick", f"paths.output_dir={tmp_path}", "~logger", "callbacks.progress_bar=null",
+    cfg = compose_config(DOMAIN, ["experiment=quick", f"paths.output_dir={tmp_path}", "~logger", "callbacks.progress_bar=null",
                               "callbacks.model_summary=null", "callbacks.early_stopping=null", *overrides])
     pl.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)

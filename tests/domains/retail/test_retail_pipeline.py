@@ -17,19 +17,14 @@ from core.trainer import build_trainer
 from domains.retail import DOMAIN
 
 
-
-def compose_retail(overrides: list[str]):
-    return compose_config(DOMAIN, overrides)
-
-
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
 def test_every_experiment_composes(experiment):
-    cfg = compose_retail([f"experiment={experiment}", "data.path=/tmp/x.inter"])
+    cfg = compose_config(DOMAIN, [f"experiment={experiment}", "data.path=/tmp/x.inter"])
     assert cfg.monitor.metric == "ndcg@10" and cfg.model._target_.endswith("RecommenderModule")
 
 
 def _fit(tmp_path: Path, overrides: list[str], experiment: str = "quick"):
-    cfg = compose_retail([f"experiment={experiment}", f"paths.output_dir={tmp_path}", "~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null", *overrides])
+    cfg = compose_config(DOMAIN, [f"experiment={experiment}", f"paths.output_dir={tmp_path}", "~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null", *overrides])
     torch.manual_seed(0)
     dm = instantiate(cfg.data)
     dm.setup("fit")
