@@ -4,6 +4,7 @@ is kept in :meth:`FraudDataModule.state_dict`, so ``predict`` on a new file reus
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from core.datamodule import SectorDataModule
 from core.errors import ConfigError, DataError
 from domains.finance.features import build_features
+from domains.finance.models.numeric_encoding import tree_bin_edges
 from domains.finance.readers import ColumnSpec, kaggle_creditcard_spec, read_transactions, sample_spec, to_canonical
 from domains.finance.sample import SimulatorConfig, load_sample
 from domains.finance.splits import Windows, resolve_start, split_frame
@@ -54,6 +56,7 @@ class FraudDataModule(SectorDataModule):
         features: dict[str, Any] | None = None,
         split: dict[str, Any] | None = None,
         sampler: str = "none",
+        numeric_bins: int = 16,
         batch_size: int = 512,
         eval_batch_size: int | None = 4096,
         num_workers: int = 0,
@@ -75,8 +78,7 @@ class FraudDataModule(SectorDataModule):
             self.simulator = SimulatorConfig(**dict(simulator or {}))
         except TypeError as exc:
             raise ConfigError(f"data.simulator: {exc}") from exc
-        self.feature_cfg = {"windows": [1, 7, 30], "delay_days": 7, "card_features": True, "terminal_features": True, "calendar": True, "amount_ratios": False,
-                            "card_history": False, "card_history_lag_days": 14, "card_history_days": 90}
+        self.feature_cfg = {k: p.default for k, p in inspect.signature(build_features).parameters.items() if k != "frame"}
         unknown = set(dict(features or {})) - set(self.feature_cfg)
         if unknown:
             raise ConfigError(f"unknown key(s) data.features.{sorted(unknown)}; expected some of {sorted(self.feature_cfg)}")
@@ -87,6 +89,7 @@ class FraudDataModule(SectorDataModule):
             raise ConfigError(f"unknown key(s) data.split.{sorted(unknown)}; expected some of {sorted(self.split_cfg)}")
         self.split_cfg.update(dict(split or {}))
         self.sampler = sampler
+        self.numeric_bins = int(numeric_bins)
         self.fitted: dict[str, Any] = {}
         self.frame: pd.DataFrame | None = None
         self.tables: dict[str, pd.DataFrame] = {}
@@ -124,8 +127,11 @@ class FraudDataModule(SectorDataModule):
         std = np.nanstd(values, axis=0)
         vocab = {c: sorted(map(str, pd.unique(train[c]))) for c in self.spec.categorical}
         labels = train["label"].to_numpy()
+        std = np.where(std > 0, std, 1.0)
+        standardised = np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+        edges = tree_bin_edges(standardised, labels, self.numeric_bins, seed=self.seed) if self.numeric_bins > 0 else None
         self.fitted = {
-            "numeric": names, "log_features": flags, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(),
+            "numeric": names, "log_features": flags, "mean": mean.tolist(), "std": std.tolist(), "bin_edges": edges,
             "vocab": vocab, "class_ratio": float((labels == 0).sum() / max((labels == 1).sum(), 1)),
         }
 
@@ -212,7 +218,7 @@ class FraudDataModule(SectorDataModule):
         f = self.fitted
         return {
             "n_numeric": len(f["numeric"]), "cardinalities": [len(v) + 1 for v in f["vocab"].values()],
-            "feature_mean": f["mean"], "feature_std": f["std"], "log_features": f["log_features"],
+            "feature_mean": f["mean"], "feature_std": f["std"], "log_features": f["log_features"], "bin_edges": f.get("bin_edges"),
             "class_ratio": f["class_ratio"], "with_cards": self.spec.card is not None,
         }
 

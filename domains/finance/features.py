@@ -107,6 +107,40 @@ def terminal_windows(
     return out
 
 
+def terminal_fraud_recency(
+    terminal: np.ndarray, seconds: np.ndarray, label: np.ndarray, days: float, delay_days: float
+) -> dict[str, np.ndarray]:
+    """Per terminal, days from the first and from the last fraud known at transaction time to the transaction.
+
+    Known frauds are those in (t - delay - days, t - delay]. A compromised terminal stays compromised for a
+    while and then is clean again, so the age of its run of known frauds tells an ongoing compromise from one
+    that has ended, which the window fraud shares cannot. NaN where the window holds no known fraud.
+    """
+    names = ("terminal_days_since_first_fraud", "terminal_days_since_last_fraud")
+    if len(terminal) == 0:
+        return {n: np.zeros(0) for n in names}
+    order, key = _sorted_keys(terminal, seconds, (days + delay_days) * SECONDS_PER_DAY)
+    n = len(key)
+    position = np.arange(n)
+    fraud = np.nan_to_num(label.astype(np.float64)[order], nan=0.0) > 0
+    hi = np.minimum(np.searchsorted(key, key - delay_days * SECONDS_PER_DAY, side="right"), position)
+    lo = np.minimum(np.searchsorted(key, key - (delay_days + days) * SECONDS_PER_DAY, side="right"), hi)
+    # last fraud at or before each position, first fraud at or after it (n where none)
+    last = np.maximum.accumulate(np.where(fraud, position, -1))
+    first = np.minimum.accumulate(np.where(fraud, position, n)[::-1])[::-1]
+    last_known = np.where(hi > 0, last[np.maximum(hi - 1, 0)], -1)
+    first_known = first[lo]
+    has = (hi > lo) & (last_known >= lo)
+    out: dict[str, np.ndarray] = {}
+    for name, idx in zip(names, (first_known, last_known)):
+        gap = np.full(n, np.nan)
+        gap[has] = (key[has] - key[idx[has]]) / SECONDS_PER_DAY
+        col = np.empty(n)
+        col[order] = gap
+        out[name] = col
+    return out
+
+
 def calendar_flags(when: pd.Series, night_end_hour: int = 6) -> dict[str, np.ndarray]:
     """Weekend flag and night flag (hour <= ``night_end_hour``, as in the handbook)."""
     when = pd.to_datetime(when)
@@ -127,6 +161,8 @@ def build_features(
     card_history: bool = False,
     card_history_lag_days: float = 14,
     card_history_days: float = 90,
+    terminal_recency: bool = False,
+    terminal_recency_days: float = 30,
 ) -> pd.DataFrame:
     """Engineered features for a canonical frame (columns ``seconds``, ``datetime``, ``amount``, ``card``,
     ``terminal``, ``label``; see :mod:`domains.finance.data`), aligned with its rows."""
@@ -147,4 +183,6 @@ def build_features(
     if terminal_features and "terminal" in frame:
         label = frame["label"].to_numpy(np.float64) if "label" in frame else np.full(len(frame), np.nan)
         cols.update(terminal_windows(frame["terminal"].to_numpy(), seconds, label, windows, delay_days))
+        if terminal_recency:  # is the terminal's known compromise still going on?
+            cols.update(terminal_fraud_recency(frame["terminal"].to_numpy(), seconds, label, terminal_recency_days, delay_days))
     return pd.DataFrame(cols, index=frame.index)

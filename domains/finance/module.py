@@ -36,6 +36,7 @@ class FraudModule(SectorModule):
         feature_mean: list[float],
         feature_std: list[float],
         log_features: list[bool] | None = None,
+        bin_edges: list[list[float]] | None = None,
         architecture: str = "mlp",
         net: dict[str, Any] | None = None,
         ensemble: int = 1,
@@ -64,11 +65,18 @@ class FraudModule(SectorModule):
         self.top_k, self.fpr, self.with_cards = top_k, fpr, with_cards
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
         net, optimizer, scheduler, cardinalities = (plain_container(v) for v in (net, optimizer, scheduler, cardinalities))
-        feature_mean, feature_std, log_features = (plain_container(v) for v in (feature_mean, feature_std, log_features))
+        feature_mean, feature_std, log_features, bin_edges = (plain_container(v) for v in (feature_mean, feature_std, log_features, bin_edges))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
+        net_kwargs = dict(net or {})
+        if net_kwargs.pop("piecewise_linear", False):  # encodings on the datamodule's target-aware bins (MLP only)
+            if architecture != "mlp":
+                raise ConfigError(f"model.net.piecewise_linear=true needs model.architecture=mlp, not {architecture!r}")
+            if not bin_edges:
+                raise ConfigError("model.net.piecewise_linear=true needs bin edges: set data.numeric_bins > 0")
+            net_kwargs["bin_edges"] = bin_edges
         def build() -> torch.nn.Module:
-            return ARCHITECTURES[architecture](n_numeric, list(cardinalities), **dict(net or {}))
+            return ARCHITECTURES[architecture](n_numeric, list(cardinalities), **net_kwargs)
 
         # ensemble > 1: several networks trained side by side, scores averaged (one checkpoint, one ONNX graph)
         self.net = build() if int(ensemble) == 1 else MemberEnsemble(build, int(ensemble))

@@ -6,16 +6,22 @@ import torch
 from torch import nn
 
 from domains.finance.models.embeddings import CategoricalEmbeddings
+from domains.finance.models.numeric_encoding import PiecewiseLinearEncoding
 
 
 class EmbeddingMLP(nn.Module):
-    """[numeric | embeddings] -> (Linear, BatchNorm, ReLU, Dropout) x len(hidden) -> one logit."""
+    """[numeric | piecewise-linear encodings | embeddings] -> (Linear, BatchNorm, ReLU, Dropout) x len(hidden)
+    -> one logit. The encodings are used when ``bin_edges`` (one list of edges per numeric feature) is given."""
 
-    def __init__(self, n_numeric: int, cardinalities: list[int], hidden: list[int] = (256, 128), dropout: float = 0.2, embedding_cap: int = 16) -> None:
+    def __init__(
+        self, n_numeric: int, cardinalities: list[int], hidden: list[int] = (256, 128), dropout: float = 0.2, embedding_cap: int = 16,
+        bin_edges: list[list[float]] | None = None,
+    ) -> None:
         super().__init__()
         self.embeddings = CategoricalEmbeddings(list(cardinalities), cap=embedding_cap)
+        self.encoding = PiecewiseLinearEncoding(bin_edges) if bin_edges else None
         layers: list[nn.Module] = []
-        width = n_numeric + self.embeddings.out_dim
+        width = n_numeric + self.embeddings.out_dim + (self.encoding.out_dim if self.encoding else 0)
         for size in hidden:
             layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ReLU(), nn.Dropout(dropout)]
             width = size
@@ -23,5 +29,6 @@ class EmbeddingMLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([numeric, *self.embeddings(categorical)], dim=1)
+        encoded = [self.encoding(numeric)] if self.encoding is not None else []
+        x = torch.cat([numeric, *encoded, *self.embeddings(categorical)], dim=1)
         return self.net(x).squeeze(-1)

@@ -117,3 +117,33 @@ def test_card_history_has_no_leakage_from_future_rows(raw) -> None:
     at_cut = build_features(inflated, card_history=True)[hist]
     rows = (frame["seconds"] > cut) & (frame["seconds"] < cut + 86_400)
     pd.testing.assert_frame_equal(base.loc[rows, hist], at_cut.loc[rows, hist])
+
+
+def test_terminal_fraud_recency_matches_slow_reference(raw) -> None:
+    """Days from the first / last fraud known at (t - 7 - 30, t - 7] at the same terminal; NaN when none."""
+    frame = to_canonical(raw, sample_spec(), "sample")
+    ours = build_features(frame, terminal_recency=True, terminal_recency_days=30, delay_days=7)
+    sec, label, term = frame["seconds"].to_numpy(), frame["label"].to_numpy(), frame["terminal"].to_numpy()
+    assert ours["terminal_days_since_last_fraud"].notna().sum() > 20  # the sample has known terminal frauds
+    for i in range(len(frame)):
+        known = (term == term[i]) & (label == 1) & (sec <= sec[i] - 7 * 86_400) & (sec > sec[i] - 37 * 86_400)
+        first = (sec[i] - sec[known].min()) / 86_400 if known.any() else np.nan
+        last = (sec[i] - sec[known].max()) / 86_400 if known.any() else np.nan
+        np.testing.assert_allclose(ours["terminal_days_since_first_fraud"].iloc[i], first, rtol=1e-9, err_msg=f"row {i}")
+        np.testing.assert_allclose(ours["terminal_days_since_last_fraud"].iloc[i], last, rtol=1e-9, err_msg=f"row {i}")
+
+
+def test_terminal_fraud_recency_uses_only_known_labels(raw) -> None:
+    """Flipping labels of the last 7 days (not yet known) or of future rows changes no transaction's recency."""
+    frame = to_canonical(raw, sample_spec(), "sample")
+    cols = ["terminal_days_since_first_fraud", "terminal_days_since_last_fraud"]
+    base = build_features(frame, terminal_recency=True)[cols]
+    cut = frame["seconds"].quantile(0.6)
+    recent = frame["seconds"] > cut - 7 * 86_400
+    flipped = frame.copy()
+    flipped.loc[recent, "label"] = 1 - flipped.loc[recent, "label"]
+    rows = (frame["seconds"] > cut - 86_400) & (frame["seconds"] <= cut)
+    after = build_features(flipped, terminal_recency=True)[cols]
+    pd.testing.assert_frame_equal(base[rows], after[rows])
+    later = frame["seconds"] > cut + 7 * 86_400  # by then the flipped labels are known, and they do count
+    assert not base[later].equals(after[later])
