@@ -29,6 +29,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,6 @@ PUBLISHED = {
 HANDBOOK_FEATURES = dict(windows=[1, 7, 30], delay_days=7, amount_ratios=False, card_history=False)
 PREQUENTIAL_START = pd.Timestamp("2018-08-15")
 SINGLE_START = "2018-07-25"
-CONF = ROOT / "conf" / "domains" / "finance"
 
 
 def quiet() -> None:
@@ -97,12 +97,16 @@ def scaling_figures(factors: list[int]) -> list[dict]:
     return rows
 
 
-def fold_datamodule(train_start: str, features: dict, cache: str, sim_seed: int, valid_days: float = 7) -> FraudDataModule:
-    data_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "simulator.yaml"))
+def fold_datamodule(train_start: str, features: dict, cache: str, sim_seed: int, valid_days: float = 7,
+                    overrides: Sequence[str] = ()) -> FraudDataModule:
+    """One fold's datamodule from the composed data config (plus Hydra ``overrides`` of ``data.*``), with
+    ``features`` overriding data.features."""
+    cfg = compose_domain("finance", Path(cache), [o for o in overrides if o.startswith("data.")])
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     dm = FraudDataModule(
         cache_dir=cache, simulator={**data_cfg["simulator"], "seed": sim_seed}, features={**data_cfg["features"], **features},
         split={**data_cfg["split"], "train_start": train_start, "valid_days": valid_days}, batch_size=data_cfg["batch_size"],
-        eval_batch_size=data_cfg["eval_batch_size"],
+        eval_batch_size=data_cfg["eval_batch_size"], numeric_bins=data_cfg["numeric_bins"],
     )
     dm.setup("fit")
     return dm
@@ -165,7 +169,7 @@ def validation_ap(features: dict, epochs: int, cache: str, workdir: Path, seed: 
     overriding data.features."""
     scores = []
     for k, start in enumerate(fold_starts(4)):
-        dm = fold_datamodule(start, features, cache, 0)
+        dm = fold_datamodule(start, features, cache, 0, overrides=overrides)
         _, ckpt = fit_default_model(dm, seed, epochs, workdir, f"select-{os.getpid()}", overrides)
         scores.append(float(ckpt.best_model_score))
         Path(ckpt.best_model_path).unlink(missing_ok=True)
@@ -210,8 +214,8 @@ def main() -> None:
     parser.add_argument("--select", metavar="JSON", default=None,
                         help='validation only: mean best-epoch validation AP over the 4 folds with these data.features overrides, '
                              'e.g. \'{"card_history_days": 60}\'; no test window is scored and no result file is written')
-    parser.add_argument("--overrides", nargs="*", default=[], help="with --select: Hydra overrides of the model or optimizer, "
-                        "e.g. model.net.dropout=0.2 optimizer.weight_decay=1e-3")
+    parser.add_argument("--overrides", nargs="*", default=[], help="with --select: Hydra overrides of the data, model or optimizer, "
+                        "e.g. model.net.dropout=0.2 optimizer.weight_decay=1e-3 data.numeric_bins=32")
     args = parser.parse_args()
     args.out = args.out or str(ROOT / "benchmarks" / "results" / ("finance_quick.json" if args.quick else "finance.json"))
     quiet()

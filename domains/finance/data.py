@@ -56,7 +56,7 @@ class FraudDataModule(SectorDataModule):
         features: dict[str, Any] | None = None,
         split: dict[str, Any] | None = None,
         sampler: str = "none",
-        numeric_bins: int = 16,
+        numeric_bins: int = 8,
         batch_size: int = 512,
         eval_batch_size: int | None = 4096,
         num_workers: int = 0,

@@ -38,7 +38,8 @@ def test_every_data_preset_composes(data) -> None:
 @pytest.mark.parametrize("model", DOMAIN.options("model"))
 def test_every_model_config_builds(model) -> None:
     cfg = compose_config(DOMAIN, [f"model={model}", "paths.output_dir=/tmp/x"])
-    module = instantiate(cfg.model, n_numeric=4, cardinalities=[3], feature_mean=[0.0] * 4, feature_std=[1.0] * 4, optimizer=cfg.optimizer, _recursive_=False)
+    module = instantiate(cfg.model, n_numeric=4, cardinalities=[3], feature_mean=[0.0] * 4, feature_std=[1.0] * 4,
+                         bin_edges=[[-1.0, 0.0, 1.0]] * 4, optimizer=cfg.optimizer, _recursive_=False)
     out = module(torch.randn(5, 4), torch.zeros(5, 1, dtype=torch.long))
     assert out.shape == (5, 2) and module.hparams.architecture == cfg.model.architecture
 
