@@ -58,7 +58,7 @@ PUBLISHED = {
     "xgboost_prequential": {"ap": 0.687, "cp_at_100": 0.303},
     "nn_prequential": {"ap": 0.675, "auc": 0.876},
 }
-HANDBOOK_FEATURES = dict(windows=[1, 7, 30], delay_days=7, amount_ratios=False, card_history=False)
+HANDBOOK_FEATURES = dict(windows=[1, 7, 30], delay_days=7, amount_ratios=False, card_history=False, terminal_recency=False)
 PREQUENTIAL_START = pd.Timestamp("2018-08-15")
 SINGLE_START = "2018-07-25"
 
