@@ -4,8 +4,8 @@ Embeddings for Numerical Features in Tabular Deep Learning", PLE with tree-based
 Each feature's bin edges are the split points of a small decision tree fitted on that feature alone against
 the training labels, so an edge lands where the fraud rate jumps (an amount threshold, a risk level). A value
 then becomes one number per bin: 0 below the bin, 1 above it, linear inside. The first and last bins are left
-open so values beyond the training range extrapolate. A network reading these can draw sharp thresholds that
-plain standardised inputs only approximate.
+open so values beyond the training range extrapolate. The narrow bin just below such an edge gives a network a
+steep ramp where the rate jumps; from a plain standardised value it only learns a smooth slope.
 """
 
 from __future__ import annotations
