@@ -243,9 +243,18 @@ def interval_offsets(
         shifted, band_weight[s], recentred = VARIANTS[name]
         if shifted:
             calibration[s] = learned[s]
-        if not recentred:
-            band[s, :, median] = 0.0
+        band[s] = variant_band(band[s], recentred, median)
     return calibration, band, band_weight
+
+
+def variant_band(band: torch.Tensor, recentred: bool, median: int) -> torch.Tensor:
+    """A series' band ``(H, Q)`` as a variant uses it: centred on the median's median validation error when
+    ``recentred``, else on the median itself (its median offset zeroed)."""
+    if recentred:
+        return band
+    band = band.clone()
+    band[..., median] = 0.0
+    return band
 
 
 def median_band(
@@ -261,11 +270,8 @@ def variant_pinball(residuals: torch.Tensor, learned: torch.Tensor, band: torch.
     """Mean pinball loss (scaled units) of one interval variant on windows with ``residuals (N, H, Q)``, given
     offsets ``learned``/``band (H, Q)`` of one series (``band`` with its median offset, zeroed unless recentred)."""
     shifted, weight, recentred = VARIANTS[variant]
-    if not recentred:
-        band = band.clone()
-        band[..., median] = 0.0
     diff = (1 - weight) * (residuals - (learned if shifted else 0.0)) + weight * (
-        residuals[..., median : median + 1] - band
+        residuals[..., median : median + 1] - variant_band(band, recentred, median)
     )
     return pinball_loss(-diff, diff.new_zeros(diff.shape[:-1]), quantiles).mean().item()  # diff = target - forecast
 

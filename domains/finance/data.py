@@ -127,13 +127,20 @@ class FraudDataModule(SectorDataModule):
         std = np.nanstd(values, axis=0)
         vocab = {c: sorted(map(str, pd.unique(train[c]))) for c in self.spec.categorical}
         labels = train["label"].to_numpy()
-        std = np.where(std > 0, std, 1.0)
-        standardised = np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
-        edges = tree_bin_edges(standardised, labels, self.numeric_bins, seed=self.seed) if self.numeric_bins > 0 else None
         self.fitted = {
-            "numeric": names, "log_features": flags, "mean": mean.tolist(), "std": std.tolist(), "bin_edges": edges,
-            "vocab": vocab, "class_ratio": float((labels == 0).sum() / max((labels == 1).sum(), 1)),
+            "numeric": names, "log_features": flags, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(),
+            "vocab": vocab, "class_ratio": float((labels == 0).sum() / max((labels == 1).sum(), 1)), "bin_edges": None,
         }
+        if self.numeric_bins > 0:  # bins on the values the network sees
+            standardised = self.standardise(train[names].to_numpy(np.float64))
+            self.fitted["bin_edges"] = tree_bin_edges(standardised, labels, self.numeric_bins, seed=self.seed)
+
+    def standardise(self, raw: np.ndarray) -> np.ndarray:
+        """Raw numeric features -> what the model computes from them: signed log1p on flagged columns,
+        (x - mean) / std with the fitted statistics, NaN -> 0 (the training mean)."""
+        f = self.fitted
+        x = self._transform(raw, f["log_features"])
+        return np.nan_to_num((x - np.asarray(f["mean"])) / np.asarray(f["std"]), nan=0.0, posinf=0.0, neginf=0.0)
 
     @staticmethod
     def _transform(values: np.ndarray, flags: list[bool]) -> np.ndarray:
@@ -249,7 +256,4 @@ class FraudDataModule(SectorDataModule):
     def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(numeric after the model's transform, categorical codes, labels) of one split, for baselines."""
         t = self.datasets[name].tensors
-        f = self.fitted
-        x = self._transform(t["numeric"].double().numpy(), f["log_features"])
-        x = np.nan_to_num((x - np.asarray(f["mean"])) / np.asarray(f["std"]), nan=0.0, posinf=0.0, neginf=0.0)
-        return x, t["categorical"].numpy(), t["target"].numpy()
+        return self.standardise(t["numeric"].double().numpy()), t["categorical"].numpy(), t["target"].numpy()

@@ -82,62 +82,54 @@ def card_history_features(card: np.ndarray, seconds: np.ndarray, amount: np.ndar
 
 
 def terminal_windows(
-    terminal: np.ndarray, seconds: np.ndarray, label: np.ndarray, windows: Sequence[float], delay_days: float
+    terminal: np.ndarray, seconds: np.ndarray, label: np.ndarray, windows: Sequence[float], delay_days: float,
+    recency_days: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Per terminal, the number of transactions and the fraud share over (t - delay - w, t - delay].
 
     Unknown labels (NaN) count as transactions but not as frauds. Rows after the current one never count.
+    With ``recency_days``, also the days from the first and from the last fraud known in
+    (t - delay - recency_days, t - delay] to the transaction (NaN where none is known): a compromised terminal
+    is clean again after a while, and the age of its run of known frauds tells an ongoing compromise from one
+    that has ended, which the window fraud shares cannot.
     """
+    recency = ("terminal_days_since_first_fraud", "terminal_days_since_last_fraud") if recency_days is not None else ()
     if len(terminal) == 0:
-        return {f"terminal_{k}_{w:g}d": np.zeros(0) for w in windows for k in ("nb_tx", "risk")}
-    order, key = _sorted_keys(terminal, seconds, (max(windows) + delay_days) * SECONDS_PER_DAY)
-    position = np.arange(len(key))
+        return {n: np.zeros(0) for n in (*(f"terminal_{k}_{w:g}d" for w in windows for k in ("nb_tx", "risk")), *recency)}
+    longest = max([*windows, recency_days or 0.0])
+    order, key = _sorted_keys(terminal, seconds, (longest + delay_days) * SECONDS_PER_DAY)
+    n = len(key)
+    position = np.arange(n)
     fraud = np.nan_to_num(label.astype(np.float64)[order], nan=0.0)
     csum = np.concatenate([[0.0], np.cumsum(fraud)])
     hi = np.minimum(np.searchsorted(key, key - delay_days * SECONDS_PER_DAY, side="right"), position)
+
+    def lower(days: float) -> np.ndarray:
+        return np.minimum(np.searchsorted(key, key - (delay_days + days) * SECONDS_PER_DAY, side="right"), hi)
+
+    def unsort(values: np.ndarray) -> np.ndarray:
+        col = np.empty(n)
+        col[order] = values
+        return col
+
     out: dict[str, np.ndarray] = {}
     for w in windows:
-        lo = np.minimum(np.searchsorted(key, key - (delay_days + w) * SECONDS_PER_DAY, side="right"), hi)
+        lo = lower(w)
         count = (hi - lo).astype(np.float64)
-        frauds = csum[hi] - csum[lo]
-        risk = np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
-        nb, rk = np.empty(len(key)), np.empty(len(key))
-        nb[order], rk[order] = count, risk
-        out[f"terminal_nb_tx_{w:g}d"], out[f"terminal_risk_{w:g}d"] = nb, rk
-    return out
-
-
-def terminal_fraud_recency(
-    terminal: np.ndarray, seconds: np.ndarray, label: np.ndarray, days: float, delay_days: float
-) -> dict[str, np.ndarray]:
-    """Per terminal, days from the first and from the last fraud known at transaction time to the transaction.
-
-    Known frauds are those in (t - delay - days, t - delay]. A compromised terminal stays compromised for a
-    while and then is clean again, so the age of its run of known frauds tells an ongoing compromise from one
-    that has ended, which the window fraud shares cannot. NaN where the window holds no known fraud.
-    """
-    names = ("terminal_days_since_first_fraud", "terminal_days_since_last_fraud")
-    if len(terminal) == 0:
-        return {n: np.zeros(0) for n in names}
-    order, key = _sorted_keys(terminal, seconds, (days + delay_days) * SECONDS_PER_DAY)
-    n = len(key)
-    position = np.arange(n)
-    fraud = np.nan_to_num(label.astype(np.float64)[order], nan=0.0) > 0
-    hi = np.minimum(np.searchsorted(key, key - delay_days * SECONDS_PER_DAY, side="right"), position)
-    lo = np.minimum(np.searchsorted(key, key - (delay_days + days) * SECONDS_PER_DAY, side="right"), hi)
-    # last fraud at or before each position, first fraud at or after it (n where none)
-    last = np.maximum.accumulate(np.where(fraud, position, -1))
-    first = np.minimum.accumulate(np.where(fraud, position, n)[::-1])[::-1]
-    last_known = np.where(hi > 0, last[np.maximum(hi - 1, 0)], -1)
-    first_known = first[lo]
-    has = (hi > lo) & (last_known >= lo)
-    out: dict[str, np.ndarray] = {}
-    for name, idx in zip(names, (first_known, last_known)):
-        gap = np.full(n, np.nan)
-        gap[has] = (key[has] - key[idx[has]]) / SECONDS_PER_DAY
-        col = np.empty(n)
-        col[order] = gap
-        out[name] = col
+        risk = np.divide(csum[hi] - csum[lo], count, out=np.zeros_like(count), where=count > 0)
+        out[f"terminal_nb_tx_{w:g}d"], out[f"terminal_risk_{w:g}d"] = unsort(count), unsort(risk)
+    if recency:
+        lo = lower(recency_days)
+        is_fraud = fraud > 0
+        # the last fraud at or before each position, the first at or after it (n where none)
+        last = np.maximum.accumulate(np.where(is_fraud, position, -1))
+        first = np.minimum.accumulate(np.where(is_fraud, position, n)[::-1])[::-1]
+        last_known = np.where(hi > 0, last[np.maximum(hi - 1, 0)], -1)
+        has = (hi > lo) & (last_known >= lo)
+        for name, idx in zip(recency, (first[lo], last_known)):
+            gap = np.full(n, np.nan)
+            gap[has] = (key[has] - key[idx[has]]) / SECONDS_PER_DAY
+            out[name] = unsort(gap)
     return out
 
 
@@ -182,7 +174,6 @@ def build_features(
                                               card_history_lag_days, card_history_days))
     if terminal_features and "terminal" in frame:
         label = frame["label"].to_numpy(np.float64) if "label" in frame else np.full(len(frame), np.nan)
-        cols.update(terminal_windows(frame["terminal"].to_numpy(), seconds, label, windows, delay_days))
-        if terminal_recency:  # is the terminal's known compromise still going on?
-            cols.update(terminal_fraud_recency(frame["terminal"].to_numpy(), seconds, label, terminal_recency_days, delay_days))
+        cols.update(terminal_windows(frame["terminal"].to_numpy(), seconds, label, windows, delay_days,
+                                     terminal_recency_days if terminal_recency else None))
     return pd.DataFrame(cols, index=frame.index)
