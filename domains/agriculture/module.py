@@ -55,7 +55,8 @@ class WeatherForecaster(SectorModule):
       (fitted on one half, scored on the other, both ways), then refitted on the whole validation span. An
       in-sample comparison would favour the variants fitted on the very errors they are scored on.
 
-    ``reference="ridge_ar"``: the network forecasts the correction to the per-series ridge autoregression
+    ``series_embedding=E``: a learned E-dimensional embedding of the series index is fed to the network with
+    the known-ahead calendar features (DeepAR-style static covariate). ``reference="ridge_ar"``: the network forecasts the correction to the per-series ridge autoregression
     of the baselines (last 14 days + day-of-year harmonics), fitted on the training span when training starts
     and stored as a buffer (a hybrid "residual on ridge AR" model). ``ensemble=n``: ``n`` independently
     initialised networks trained side by side on their own losses, forecasts averaged quantile by quantile.
@@ -74,6 +75,7 @@ class WeatherForecaster(SectorModule):
         local_lags: int = 14,
         reference: str = "none",
         ensemble: int = 1,
+        series_embedding: int = 0,
         network_kwargs: dict[str, Any] | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
@@ -92,9 +94,13 @@ class WeatherForecaster(SectorModule):
             raise ConfigError(f"model.reference={reference!r}: expected one of {REFERENCES}")
         if int(ensemble) < 1:
             raise ConfigError(f"model.ensemble={ensemble!r}: expected a number of networks >= 1")
+        if int(series_embedding) < 0:
+            raise ConfigError(f"model.series_embedding={series_embedding!r}: expected a size >= 0 (0: off)")
+        self.embedding = torch.nn.Embedding(int(n_series), int(series_embedding)) if series_embedding else None
+        n_known = n_future + int(series_embedding)
 
         def build() -> torch.nn.Module:
-            return NETWORKS[network](lookback, horizon, n_past, n_future, self.quantiles, **dict(network_kwargs or {}))
+            return NETWORKS[network](lookback, horizon, n_past, n_known, self.quantiles, **dict(network_kwargs or {}))
 
         self.net = build() if int(ensemble) == 1 else MemberMean([build() for _ in range(int(ensemble))])
         self.reference = RidgeReference(int(n_series), AR_LAGS, self.horizon) if reference == "ridge_ar" else None
@@ -136,7 +142,7 @@ class WeatherForecaster(SectorModule):
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
         past, future, series = batch["past"], batch["future"], batch["series"]
         if isinstance(self.net, MemberMean):  # every member on its own loss: an ensemble, not one wider model
-            pred = self.net.members_output(past, future) + self.shift(past, series)
+            pred = self.net.members_output(past, self.known_ahead(future, series)) + self.shift(past, series)
             return pinball_loss(pred, z.expand(pred.shape[:-1]), self.quantiles).mean()
         pred = self.network_output(past, future, series)
         return pinball_loss(pred, z, self.quantiles).mean()
@@ -150,9 +156,17 @@ class WeatherForecaster(SectorModule):
             out = out + self.local(past[..., 0], series)
         return out
 
+    def known_ahead(self, future: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
+        """The network's known-ahead inputs ``(B, H, F [+ E])``: the calendar features, plus the series'
+        learned embedding repeated over the horizon when ``series_embedding > 0`` (a static covariate that lets
+        one global network give each series its own level, spread and seasonal shape)."""
+        if self.embedding is None:
+            return future
+        return torch.cat([future, self.embedding(series)[:, None, :].expand(-1, future.shape[1], -1)], dim=-1)
+
     def network_output(self, past: torch.Tensor, future: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
         """Scaled quantiles: the global network plus the ridge reference and the per-series adapter (when on)."""
-        return self.net(past, future) + self.shift(past, series)
+        return self.net(past, self.known_ahead(future, series)) + self.shift(past, series)
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         metrics.update(self(*self.batch_inputs(batch)), batch["target"], mase_scale=batch["mase_scale"])

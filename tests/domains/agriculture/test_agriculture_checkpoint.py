@@ -30,7 +30,7 @@ def test_weather_checkpoint_round_trip(tmp_path):
     pl.seed_everything(0, verbose=False)
     dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 500}, lookback=28)
     dm.setup("fit")
-    module = WeatherForecaster(network="gru", **dm.model_kwargs())
+    module = WeatherForecaster(network="gru", series_embedding=2, **dm.model_kwargs())
     path = _fit(module, dm, tmp_path)
     checkpoint = load_checkpoint(path)  # weights_only=True
     rebuilt = model_from_checkpoint(checkpoint)

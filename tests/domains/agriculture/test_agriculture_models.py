@@ -234,3 +234,34 @@ def test_yield_predict_next_season(tmp_path):
     bad.load_state_dict(dm.state_dict())
     with pytest.raises(DataError, match="differ from those the model was trained on"):
         bad.setup("predict")
+
+
+def test_series_embedding_learns_what_the_window_cannot_tell(tmp_path):
+    """Two iid series with opposite skew look alike once scaled, from a 14-day window; with a series embedding
+    the global network gives each its own quantiles and beats the same network without one."""
+    rng = np.random.default_rng(0)
+    dates = pd.date_range("2000-01-01", periods=1500)
+    frames = []
+    for name, sign in (("right", 1.0), ("left", -1.0)):
+        tmax = 15 + sign * 3 * rng.exponential(1.0, len(dates))
+        frames.append(pd.DataFrame({"series_id": name, "date": dates, "tmax": tmax, "tmin": tmax - 8, "precip": 0.0}))
+    pd.concat(frames).to_csv(tmp_path / "skew.csv", index=False)
+    pinball = {}
+    for size in (0, 2):
+        pl.seed_everything(1, verbose=False)
+        dm = WeatherDataModule(path=str(tmp_path / "skew.csv"), lookback=14, batch_size=64)
+        dm.setup("fit")
+        module = WeatherForecaster(
+            network="gru", series_embedding=size, calibrate="none", local_lags=0, network_kwargs={"hidden": 16},
+            optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}, **dm.model_kwargs(),
+        )
+        trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        trainer.fit(module, dm)
+        preds = torch.cat(trainer.predict(module, dataloaders=dm.test_dataloader())).numpy()
+        o = dm.origins["test"]
+        target = dm.panel.target[o[:, None] + np.arange(1, 8)]
+        pinball[size] = score_forecasts(preds, target, dm.stats.mase_scale[dm.panel.series_index[o]])["pinball"]
+    assert pinball[2] < 0.98 * pinball[0], pinball
+    with pytest.raises(ConfigError, match="series_embedding"):
+        WeatherForecaster(network="gru", series_embedding=-1)
