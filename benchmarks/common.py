@@ -113,3 +113,24 @@ def save_results(path: str | Path, results: dict[str, Any]) -> Path:
     from core.io import atomic_write_json
 
     return atomic_write_json(path, {**results, "machine": machine_info()})
+
+
+def paired_block_bootstrap(
+    loss_model: np.ndarray, loss_base: np.ndarray, block: int = 14, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """How much lower the model's mean loss is than the baseline's, in % of the baseline's, with a 95 % interval
+    from a paired moving-block bootstrap over consecutive forecast origins (blocks of ``block`` origins keep
+    the autocorrelation of overlapping multi-day forecasts). Positive = the model is better.
+
+    ``loss_model``/``loss_base``: one loss per origin, in time order, on the same origins.
+    """
+    a, b = np.asarray(loss_model, float), np.asarray(loss_base, float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"expected two 1-d loss arrays of the same length >= 2, got {a.shape} and {b.shape}")
+    n, block = len(a), max(1, min(int(block), len(a)))
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n - block + 1, size=(n_boot, -(-n // block)))
+    rows = (starts[..., None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
+    margins = 100 * (b[rows].mean(1) - a[rows].mean(1)) / b[rows].mean(1)
+    low, high = np.quantile(margins, [0.025, 0.975])
+    return {"margin_pct": float(100 * (b.mean() - a.mean()) / b.mean()), "ci95_low": float(low), "ci95_high": float(high)}

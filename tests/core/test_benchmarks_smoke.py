@@ -1,5 +1,5 @@
 """Smoke tests of the core benchmarks: the Lightning and plain loops do the same work, ONNX parity, the GPU
-check's tolerance and its clean skip without CUDA, and the docs generator."""
+check's tolerance and its clean skip without CUDA, the docs generator and the paired bootstrap of margins."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from hydra.utils import instantiate
 
@@ -14,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import gpu_check, run_all  # noqa: E402
+from benchmarks.common import paired_block_bootstrap  # noqa: E402
 from benchmarks.core_benchmark import compose_finance, inference, lightning_run, plain_run  # noqa: E402
 
 
@@ -74,3 +77,14 @@ def test_docs_from_results_and_run_records(tmp_path) -> None:
     assert "### Healthcare" in docs and "#### Phantom benchmark" in docs and "| patchcore |" in docs
     assert "retail skipped" in docs and "verdict line\n\n| speed | value |" in docs  # blank line before every table
     assert run_all.skip_reason("retail", None) and run_all.skip_reason("retail", tmp_path) is None
+
+
+def test_paired_block_bootstrap_finds_a_planted_margin_and_no_margin() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.gamma(2.0, 1.0, 1500)
+    better = paired_block_bootstrap(0.9 * base + rng.normal(0, 0.05, 1500), base)
+    assert better["ci95_low"] < 10 < better["ci95_high"] and better["ci95_low"] > 5
+    same = paired_block_bootstrap(base + rng.normal(0, 0.3, 1500), base)
+    assert same["ci95_low"] < 0 < same["ci95_high"]
+    with pytest.raises(ValueError, match="same length"):
+        paired_block_bootstrap(base[:10], base[:11])
