@@ -133,4 +133,5 @@ def paired_block_bootstrap(
     rows = (starts[..., None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
     margins = 100 * (b[rows].mean(1) - a[rows].mean(1)) / b[rows].mean(1)
     low, high = np.quantile(margins, [0.025, 0.975])
-    return {"margin_pct": float(100 * (b.mean() - a.mean()) / b.mean()), "ci95_low": float(low), "ci95_high": float(high)}
+    margin = 100 * (b.mean() - a.mean()) / b.mean()
+    return {"margin_pct": float(margin), "ci95_low": float(low), "ci95_high": float(high)}

@@ -56,7 +56,8 @@ class WeatherForecaster(SectorModule):
       in-sample comparison would favour the variants fitted on the very errors they are scored on.
 
     ``series_embedding=E``: a learned E-dimensional embedding of the series index is fed to the network with
-    the known-ahead calendar features (DeepAR-style static covariate). ``reference="ridge_ar"``: the network forecasts the correction to the per-series ridge autoregression
+    the known-ahead calendar features (DeepAR-style static covariate). ``reference="ridge_ar"``: the network
+    forecasts the correction to the per-series ridge autoregression
     of the baselines (last 14 days + day-of-year harmonics), fitted on the training span when training starts
     and stored as a buffer (a hybrid "residual on ridge AR" model). ``ensemble=n``: ``n`` independently
     initialised networks trained side by side on their own losses, forecasts averaged quantile by quantile.
