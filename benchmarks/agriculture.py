@@ -35,11 +35,7 @@ import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
 from benchmarks.common import paired_block_bootstrap, save_results  # noqa: E402
-from domains.agriculture.baselines import (  # noqa: E402
-    YIELD_BASELINES,
-    evaluate_weather_baselines,
-    weather_baseline_forecasts,
-)
+from domains.agriculture.baselines import YIELD_BASELINES, weather_baseline_forecasts  # noqa: E402
 from domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
 from domains.agriculture.metrics import QUANTILES, nrmse, pinball_loss, score_forecasts  # noqa: E402
 from domains.agriculture.module import WeatherForecaster  # noqa: E402
@@ -121,13 +117,14 @@ def weather_benchmark(
         sub = {k: v[panel.series_index[v] == s] for k, v in origins.items()}
         target = panel.target[sub["test"][:, None] + np.arange(1, horizon + 1)]
         scale = dm.stats.mase_scale[panel.series_index[sub["test"]]]
+        base_forecasts = weather_baseline_forecasts(panel, sub, horizon)
         res = {
             "n_origins": int(mask.sum()),
             "mase_scale_value": float(dm.stats.mase_scale[s]),
-            "baselines": evaluate_weather_baselines(panel, sub, horizon, per_horizon=True),
+            "baselines": {b: score_forecasts(p, target, scale) for b, p in base_forecasts.items()},
             "models": {},
         }
-        base_losses = {b: origin_losses(p, target) for b, p in weather_baseline_forecasts(panel, sub, horizon).items()}
+        base_losses = {b: origin_losses(p, target) for b, p in base_forecasts.items()}
         for network, seed_runs in runs.items():
             scores = [score_forecasts(preds[mask], target, scale) for _, preds, _ in seed_runs]
             entry = {m: _mean_std([sc[m] for sc in scores]) for m in METRICS}
