@@ -57,8 +57,8 @@ class WeatherForecaster(SectorModule):
 
     ``series_embedding=E``: a learned E-dimensional embedding of the series index is fed to the network with
     the known-ahead calendar features (DeepAR-style static covariate). ``reference="ridge_ar"``: the network
-    forecasts the correction to the per-series ridge autoregression
-    of the baselines (last 14 days + day-of-year harmonics), fitted on the training span when training starts
+    forecasts the correction to the per-series ridge autoregression of the baselines (last 14 days +
+    day-of-year harmonics), fitted on the training span when training starts
     and stored as a buffer (a hybrid "residual on ridge AR" model). ``ensemble=n``: ``n`` independently
     initialised networks trained side by side on their own losses, forecasts averaged quantile by quantile.
     """
@@ -141,12 +141,10 @@ class WeatherForecaster(SectorModule):
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
-        past, future, series = batch["past"], batch["future"], batch["series"]
-        if isinstance(self.net, MemberMean):  # every member on its own loss: an ensemble, not one wider model
-            pred = self.net.members_output(past, self.known_ahead(future, series)) + self.shift(past, series)
-            return pinball_loss(pred, z.expand(pred.shape[:-1]), self.quantiles).mean()
-        pred = self.network_output(past, future, series)
-        return pinball_loss(pred, z, self.quantiles).mean()
+        # every ensemble member trains on its own loss: an ensemble, not one wider model
+        members = isinstance(self.net, MemberMean)
+        pred = self.network_output(batch["past"], batch["future"], batch["series"], members=members)
+        return pinball_loss(pred, z.expand(pred.shape[:-1]), self.quantiles).mean()
 
     def shift(self, past: torch.Tensor, series: torch.Tensor) -> torch.Tensor | float:
         """What is added to every quantile of the network: the ridge reference and the per-series adapter."""
@@ -165,9 +163,14 @@ class WeatherForecaster(SectorModule):
             return future
         return torch.cat([future, self.embedding(series)[:, None, :].expand(-1, future.shape[1], -1)], dim=-1)
 
-    def network_output(self, past: torch.Tensor, future: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
-        """Scaled quantiles: the global network plus the ridge reference and the per-series adapter (when on)."""
-        return self.net(past, self.known_ahead(future, series)) + self.shift(past, series)
+    def network_output(
+        self, past: torch.Tensor, future: torch.Tensor, series: torch.Tensor, members: bool = False
+    ) -> torch.Tensor:
+        """Scaled quantiles: the global network plus the ridge reference and the per-series adapter (when on);
+        ``members=True`` gives each ensemble member's ``(n, B, H, Q)`` instead of their mean."""
+        known = self.known_ahead(future, series)
+        out = self.net.members_output(past, known) if members else self.net(past, known)
+        return out + self.shift(past, series)
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         metrics.update(self(*self.batch_inputs(batch)), batch["target"], mase_scale=batch["mase_scale"])
@@ -222,8 +225,6 @@ def conformal_offsets(
             offsets[..., median] = 0.0
         out[s] = offsets
     return out
-
-
 
 
 def interval_offsets(
