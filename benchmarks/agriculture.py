@@ -53,7 +53,7 @@ def model_defaults(network: str) -> dict:
     return options
 
 
-def train_weather(
+def fit_weather(
     network: str,
     seed: int,
     epochs: int,
@@ -62,12 +62,17 @@ def train_weather(
     workdir: Path,
     network_kwargs: dict | None = None,
     stations: tuple[str, ...] = ("seattle", "champion"),
+    data_options: dict | None = None,
+    weight_decay: float = 1e-4,
     **model_options,
-) -> tuple[WeatherDataModule, np.ndarray, float]:
+) -> tuple[WeatherDataModule, WeatherForecaster, float]:
     """Fit one network (its model config's defaults, updated with ``network_kwargs`` and ``model_options``) on
-    the bundled stations; returns the data module, test quantiles and fit seconds."""
+    the bundled ``stations`` (or the long table of ``data_options["path"]``); returns the data module, the
+    checkpoint with the best validation MAE and the fit seconds."""
     pl.seed_everything(seed, workers=True, verbose=False)
-    dm = WeatherDataModule(stations=stations, lookback=lookback, batch_size=128, seed=seed)
+    dm = WeatherDataModule(
+        **{"stations": stations, "lookback": lookback, "batch_size": 128, "seed": seed, **(data_options or {})}
+    )
     dm.setup("fit")
     options = model_defaults(network)
     options["network_kwargs"] = {**options.get("network_kwargs", {}), **(network_kwargs or {})}
@@ -75,7 +80,7 @@ def train_weather(
     module = WeatherForecaster(
         **options,
         **dm.model_kwargs(),
-        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": 1e-4},
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": weight_decay},
     )
     ckpt = ModelCheckpoint(
         dirpath=workdir / f"{network}_{seed}_{time.time_ns()}", monitor="val/mae", mode="min", save_top_k=1
@@ -92,9 +97,15 @@ def train_weather(
     start = time.perf_counter()
     trainer.fit(module, dm)
     fit_s = time.perf_counter() - start
-    best = WeatherForecaster.load_from_checkpoint(ckpt.best_model_path, weights_only=True)
-    preds = torch.cat(trainer.predict(best, dataloaders=dm.test_dataloader())).numpy()
-    return dm, preds, fit_s
+    return dm, WeatherForecaster.load_from_checkpoint(ckpt.best_model_path, weights_only=True), fit_s
+
+
+def train_weather(
+    network: str, seed: int, epochs: int, lr: float, lookback: int, workdir: Path, **options
+) -> tuple[WeatherDataModule, np.ndarray, float]:
+    """:func:`fit_weather`, then the test quantiles of the selected checkpoint."""
+    dm, best, fit_s = fit_weather(network, seed, epochs, lr, lookback, workdir, **options)
+    return dm, torch.cat(best.predict_loader(dm.test_dataloader())).numpy(), fit_s
 
 
 def weather_benchmark(

@@ -125,9 +125,7 @@ class WeatherForecaster(SectorModule):
         self, past: torch.Tensor, future: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, series: torch.Tensor
     ) -> torch.Tensor:
         z = self.network_output(past, future, series)
-        median = z[..., self.quantiles.index(0.5)].unsqueeze(-1)
-        weight = self.band_weight[series][:, None, None]
-        z = (1 - weight) * (z + self.calibration[series]) + weight * (median + self.band[series])
+        z = with_intervals(z, self.calibration[series], self.band[series], self.band_weight[series], self.quantiles)
         return z * scale[:, None, None] + loc[:, None, None]
 
     def setup(self, stage: str) -> None:
@@ -203,6 +201,16 @@ class WeatherForecaster(SectorModule):
             self.band.copy_(band)
             self.band_weight.copy_(band_weight)
         self._val_residuals = []
+
+
+def with_intervals(
+    z: torch.Tensor, calibration: torch.Tensor, band: torch.Tensor, band_weight: torch.Tensor, quantiles: Sequence[float]
+) -> torch.Tensor:
+    """The calibrated forecast ``(1 - w) (z + calibration) + w (median + band)`` for network quantiles
+    ``z (B, H, Q)`` and each window's offsets ``calibration``/``band (B, H, Q)`` and weight ``w (B,)``."""
+    median = z[..., list(quantiles).index(0.5)].unsqueeze(-1)
+    weight = band_weight[:, None, None]
+    return (1 - weight) * (z + calibration) + weight * (median + band)
 
 
 def conformal_offsets(

@@ -1,0 +1,146 @@
+"""Agriculture model selection on the validation span only: the weather network with option overrides, scored
+by validation MAE and by the cross-fitted validation pinball loss of every interval variant.
+
+The test span is never read. Each seed trains the network as ``benchmarks/agriculture.py`` does (same split,
+same data module, best validation-MAE checkpoint), then each scored station's validation origins are split into
+an early and a late half in time: every interval variant (and ``auto``, which makes its own choice inside the
+half it is fitted on) is fitted on one half and scored on the other, both ways. Figures are in the data's units,
+mean ± std over seeds; ``benchmarks/results/agriculture_selection.json`` summarises the runs behind the defaults.
+
+    python benchmarks/agriculture_selection.py --name default
+    python benchmarks/agriculture_selection.py --name embedding4 --model '{"series_embedding": 4}'
+    python benchmarks/agriculture_selection.py --name seattle_only --stations seattle --epochs 40
+    python benchmarks/agriculture_selection.py --name more_stations --path stations.csv \\
+        --stations seattle champion brussels          # train on every series of a long table, score these
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.agriculture import fit_weather  # noqa: E402
+from benchmarks.common import RESULTS, quiet_lightning, save_results  # noqa: E402
+from domains.agriculture.data import WeatherDataModule  # noqa: E402
+from domains.agriculture.metrics import pinball_loss  # noqa: E402
+from domains.agriculture.module import VARIANTS, WeatherForecaster, interval_offsets, with_intervals  # noqa: E402
+
+MODES = ("auto", *VARIANTS)
+
+
+def cross_fitted_validation(
+    module: WeatherForecaster, dm: WeatherDataModule, stations: list[str] | None = None
+) -> dict[str, dict]:
+    """Per scored station: validation MAE of the network's median and the two-fold chronological cross-fit of
+    the pinball loss (and MAE, which the recentred variants move) of each interval mode, in the data's units."""
+    batch = next(iter(torch.utils.data.DataLoader(dm.dataset("val"), batch_size=len(dm.dataset("val")))))
+    series, origins = batch["series"], batch["origin"]
+    target = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
+    module.eval()
+    with torch.inference_mode():
+        z = module.network_output(batch["past"], batch["future"], series)
+    residuals = target.unsqueeze(-1) - z
+    quantiles, n_series = module.quantiles, len(dm.stats.series)
+    median = list(quantiles).index(0.5)
+    out: dict[str, dict] = {}
+    for s, station in enumerate(dm.stats.series):
+        if stations is not None and station not in stations:
+            continue
+        rows = torch.nonzero(series == s).flatten()
+        rows = rows[torch.argsort(origins[rows])]
+        half, scale = len(rows) // 2, batch["scale"][rows[0]].item()
+        folds = ((rows[:half], rows[half:]), (rows[half:], rows[:half]))
+        mae = (target[rows] - z[rows][..., median]).abs().mean().item() * scale
+        scores: dict = {"mae": mae, "pinball": {}, "mae_of": {}}
+        for mode in MODES:
+            pinball = held_mae = 0.0
+            for fit, held_out in folds:
+                calibration, band, weight = interval_offsets(
+                    series[fit], residuals[fit], quantiles, n_series, mode, origins[fit]
+                )
+                held = series[held_out]
+                pred = with_intervals(z[held_out], calibration[held], band[held], weight[held], quantiles)
+                pinball += pinball_loss(pred, target[held_out], quantiles).mean().item() * scale / 2
+                held_mae += (pred[..., median] - target[held_out]).abs().mean().item() * scale / 2
+            scores["pinball"][mode], scores["mae_of"][mode] = pinball, held_mae
+        out[station] = scores
+    return out
+
+
+def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    """Mean and std over seeds of every figure of :func:`cross_fitted_validation`."""
+
+    def stat(values: list[float]) -> dict[str, float]:
+        return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
+
+    return {
+        station: {
+            "mae": stat([run[station]["mae"] for run in per_seed]),
+            **{
+                f"{key}_{mode}": stat([run[station][key][mode] for run in per_seed])
+                for key in ("pinball", "mae_of")
+                for mode in MODES
+            },
+        }
+        for station in per_seed[0]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the run's name (its JSON file name)")
+    parser.add_argument("--network", default="gru")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--lookback", type=int, default=56)
+    parser.add_argument("--path", default=None, help="a long-format table to train on (default: bundled stations)")
+    parser.add_argument(
+        "--stations", nargs="+", default=["seattle", "champion"],
+        help="stations scored (with the bundled data also the stations trained on)",
+    )
+    parser.add_argument("--model", default="{}", help="JSON of model options, e.g. '{\"ensemble\": 3}'")
+    parser.add_argument("--network-kwargs", default="{}", help="JSON of network options, e.g. '{\"hidden\": 64}'")
+    parser.add_argument(
+        "--output", default=None, help="JSON path (default benchmarks/results/agriculture_selection/NAME.json)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    quiet_lightning()
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "agriculture_selection"
+    data_options = {"path": args.path} if args.path else None
+    per_seed, fit_seconds = [], []
+    for seed in args.seeds:
+        start = time.perf_counter()
+        dm, best, fit_s = fit_weather(
+            args.network, seed, args.epochs, args.lr, args.lookback, workdir,
+            network_kwargs=json.loads(args.network_kwargs), stations=tuple(args.stations),
+            data_options=data_options, weight_decay=args.weight_decay, **json.loads(args.model),
+        )
+        per_seed.append(cross_fitted_validation(best, dm, args.stations))
+        fit_seconds.append(round(fit_s, 1))
+        print(f"seed {seed}: fit {fit_s:.0f} s, scored {time.perf_counter() - start - fit_s:.0f} s", flush=True)
+    summary = summarise(per_seed)
+    results = {"command": " ".join(sys.argv), "protocol": __doc__.split("\n\n")[1].replace("\n", " "),
+               "options": vars(args), "fit_seconds": fit_seconds, "summary": summary, "per_seed": per_seed}
+    path = Path(args.output or RESULTS / "agriculture_selection" / f"{args.name}.json")
+    save_results(path, results)
+    for station, s in summary.items():
+        pinballs = " ".join(f"{m} {s[f'pinball_{m}']['mean']:.4f}" for m in MODES)
+        print(f"{args.name} {station}: MAE {s['mae']['mean']:.4f} ± {s['mae']['std']:.4f}; pinball {pinballs}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

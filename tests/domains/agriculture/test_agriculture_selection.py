@@ -1,0 +1,43 @@
+"""The validation-only selection harness: it trains like the benchmark and scores in the data's units."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.agriculture import fit_weather  # noqa: E402
+from benchmarks.agriculture_selection import MODES, cross_fitted_validation, summarise  # noqa: E402
+from domains.agriculture.metrics import QUANTILES, pinball_loss  # noqa: E402
+
+
+def test_cross_fitted_validation_scores_the_network_in_data_units(tmp_path):
+    dm, best, fit_s = fit_weather(
+        "gru", 0, 1, 1e-3, 28, tmp_path, stations=("synthetic",), calibrate="none", ensemble=1
+    )
+    scores = cross_fitted_validation(best, dm)
+    assert fit_s > 0 and set(scores) == set(dm.stats.series)
+
+    # with calibrate=none the module's own forward is the raw network in data units: the same MAE, and the
+    # cross-fitted "none" pinball is its pinball (up to the two halves' unequal sizes)
+    batch = next(iter(torch.utils.data.DataLoader(dm.dataset("val"), batch_size=len(dm.dataset("val")))))
+    preds = torch.cat(best.predict_loader(dm.val_dataloader()))
+    for s, station in enumerate(dm.stats.series):
+        rows = batch["series"] == s
+        mae = (preds[rows][..., 1] - batch["target"][rows]).abs().mean().item()
+        pinball = pinball_loss(preds[rows], batch["target"][rows], QUANTILES).mean().item()
+        assert np.isclose(scores[station]["mae"], mae, rtol=1e-4)
+        assert np.isclose(scores[station]["pinball"]["none"], pinball, rtol=2e-2)
+        assert set(scores[station]["pinball"]) == set(MODES)
+        # only the recentred variants move the median
+        for mode in ("none", "learned", "band", "blend"):
+            assert np.isclose(scores[station]["mae_of"][mode], scores[station]["mae_of"]["none"], rtol=1e-6)
+
+    summary = summarise([scores, scores])
+    station = dm.stats.series[0]
+    assert summary[station]["mae"] == {"mean": round(scores[station]["mae"], 4), "std": 0.0}
