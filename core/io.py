@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written output behind."""
+"""File input and output: tables read with errors that name the file, and atomic writes (a crash never leaves a
+half-written output behind)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,34 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from core.errors import DataError
+
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".txt")
+
+
+def read_table(path: str | Path, expected: str = "table") -> pd.DataFrame:
+    """Read a CSV (optionally compressed) or Parquet file; a missing, empty or unreadable file, a folder or an
+    unknown suffix is a :class:`DataError` naming the file (``expected`` says what it should hold)."""
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give one CSV or Parquet {expected} file")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (expected a CSV or Parquet {expected})")
+    if not name.endswith(TABLE_SUFFIXES):
+        raise DataError(f"{path}: unsupported file type; expected .csv (optionally .gz/.zip/.bz2) or .parquet")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a CSV or Parquet {expected}")
+    try:
+        frame = pd.read_parquet(path) if name.endswith((".parquet", ".pq")) else pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty; expected a CSV or Parquet {expected}") from exc
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: could not be read as a table ({exc})") from exc
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows")
+    return frame
 
 
 @contextmanager

@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from core.datamodule import SectorDataModule
 from core.errors import ConfigError, DataError
-from core.io import save_figure
+from core.io import read_table, save_figure
 from domains.agriculture import sample
 from domains.agriculture.baselines import trend_predictions
 from domains.agriculture.features import season_aggregates
 from domains.agriculture.metrics import QUANTILES
-from domains.agriculture.readers import read_table, validate_series, validate_yield
+from domains.agriculture.readers import read_series_table, validate_series, validate_yield
 from domains.agriculture.windows import (
     Panel,
     SeriesStats,
@@ -93,7 +93,7 @@ class WeatherDataModule(SectorDataModule):
             id_col, date_col = "series_id", "date"
         else:
             raw, source, id_col, date_col = (
-                read_table(self.require_path()),
+                read_series_table(self.require_path(), self.id_column),
                 str(self.path),
                 self.id_column,
                 self.date_column,
@@ -252,14 +252,14 @@ class YieldDataModule(SectorDataModule):
             source = "synthetic yield sample"
         else:
             source = str(self.require_path())
-            raw = read_table(self.path)
+            raw = read_table(self.path, "yield table")
             if allow_missing and self.target in raw.columns:
                 raw = raw.assign(**{self.target: raw[self.target].fillna(-np.inf)})
             yields = validate_yield(raw, source, self.region_column, self.year_column, self.target, self.covariates)
             yields["yield"] = yields["yield"].replace(-np.inf, np.nan)
             weather = None
             if self.weather_path:
-                wraw = read_table(self.weather_path)
+                wraw = read_series_table(self.weather_path, self.region_column)
                 if self.region_column not in wraw.columns:
                     raise DataError(f"{self.weather_path}: missing column {self.region_column!r} (data.region_column)")
                 checked = validate_series(

@@ -1,5 +1,9 @@
 """Readers and schema checks for long-format daily series tables and region x year yield tables.
 
+A daily table is one CSV / Parquet file, or a folder of station files (one series per file unless the files
+carry a series id column); climate files of the FAO AquaCrop crop model (``Day Month Year Tmin Tmax Prcp Et0``,
+whitespace-separated ``.txt``) are read as ``date, tmin, tmax, precip, et0``.
+
 Bad-input handling (each case raises :class:`core.errors.DataError` naming the file and column, or is
 handled as documented):
 
@@ -21,19 +25,69 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ConfigError, DataError
+from core.io import TABLE_SUFFIXES, read_table
+
+AQUACROP_DATE = ["Day", "Month", "Year"]
+AQUACROP_VALUES = ("tmin", "tmax", "precip", "et0")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally gzipped) or Parquet file."""
+def read_series_table(path: str | Path, id_column: str = "series_id") -> pd.DataFrame:
+    """A long-format daily table from one file or from a folder of station files (CSV, Parquet or AquaCrop
+    climate files, read in name order). In a folder, a file without ``id_column`` is one series named after the
+    file (``brussels.csv`` -> ``brussels``); every file must have the same columns."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (expected a .csv, .csv.gz or .parquet table)")
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        return pd.read_parquet(path)
-    if name.endswith((".csv", ".csv.gz", ".txt")):
-        return pd.read_csv(path)
-    raise DataError(f"{path}: unsupported file type; expected .csv, .csv.gz or .parquet")
+    if not path.is_dir():
+        return _read_station_file(path)
+    files = sorted(f for f in path.iterdir() if f.is_file() and f.name.lower().endswith(TABLE_SUFFIXES))
+    if not files:
+        raise DataError(f"{path}: the folder has no station files (.csv, .csv.gz, .parquet or AquaCrop .txt)")
+    frames = []
+    for file in files:
+        frame = _read_station_file(file)
+        if id_column not in frame.columns:
+            frame.insert(0, id_column, file.name.split(".")[0])
+        if frames and set(frame.columns) != set(frames[0].columns):
+            raise DataError(
+                f"{file}: columns {sorted(frame.columns)} differ from {files[0].name}'s {sorted(frames[0].columns)}; "
+                "every station file in a folder needs the same columns"
+            )
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_station_file(path: Path) -> pd.DataFrame:
+    return read_aquacrop_climate(path) if is_aquacrop_climate(path) else read_table(path, "daily table")
+
+
+def is_aquacrop_climate(path: Path) -> bool:
+    """Whether ``path`` is a climate file of the FAO AquaCrop crop model: whitespace-separated text whose header
+    starts ``Day Month Year`` (then Tmin, Tmax, precipitation, reference ET)."""
+    if not (path.is_file() and path.name.lower().endswith(".txt")):
+        return False
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        return handle.readline().split()[:3] == AQUACROP_DATE
+
+
+def read_aquacrop_climate(path: Path) -> pd.DataFrame:
+    """An AquaCrop climate file as ``date, tmin, tmax, precip, et0`` (degC, mm/day); its columns are taken by
+    position, as AquaCrop reads them, since their names vary between files (``Tmax(C)``, ``MaxTemp``, ...)."""
+    try:
+        raw = pd.read_csv(path, sep=r"\s+")
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: not a whitespace-separated AquaCrop climate file ({exc})") from exc
+    if raw.shape[1] < len(AQUACROP_DATE) + len(AQUACROP_VALUES):
+        raise DataError(
+            f"{path}: an AquaCrop climate file needs the columns Day Month Year Tmin Tmax Prcp Et0; "
+            f"found {list(raw.columns)}"
+        )
+    date = pd.to_datetime(
+        raw.iloc[:, :3].set_axis(["day", "month", "year"], axis=1)[["year", "month", "day"]], errors="coerce"
+    )
+    if date.isna().any():
+        row = int(np.flatnonzero(date.isna().to_numpy())[0])
+        raise DataError(f"{path}: row {row} has no valid Day/Month/Year ({raw.iloc[row, :3].tolist()})")
+    values = raw.iloc[:, 3 : 3 + len(AQUACROP_VALUES)].set_axis(list(AQUACROP_VALUES), axis=1)
+    return pd.concat([pd.DataFrame({"date": date}), values], axis=1)
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], source: str) -> None:

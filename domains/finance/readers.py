@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ConfigError, DataError
+from core.io import read_table
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -55,31 +56,6 @@ class ColumnSpec:
         if with_label:
             named.append(self.label)
         return [c for c in named if c]
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (optionally compressed) or Parquet file; an empty file is a DataError."""
-    name = path.name.lower()
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; give one CSV or Parquet transaction file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty; expected a CSV or Parquet transaction table")
-    try:
-        if name.endswith((".parquet", ".pq")):
-            frame = pd.read_parquet(path)
-        elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".txt")):
-            frame = pd.read_csv(path)
-        else:
-            raise DataError(f"{path}: unsupported file type; expected .csv (optionally .gz/.zip/.bz2) or .parquet")
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: the file is empty; expected a CSV or Parquet transaction table") from exc
-    except (pd.errors.ParserError, OSError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: could not be read as a table ({exc})") from exc
-    if frame.empty:
-        raise DataError(f"{path}: has a header but no rows")
-    return frame
 
 
 def _numeric(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
@@ -170,7 +146,7 @@ def read_transactions(path: str | Path, spec: ColumnSpec, with_label: bool = Tru
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file (from data.path)")
-    return to_canonical(read_table(path), spec, str(path), with_label=with_label)
+    return to_canonical(read_table(path, "transaction table"), spec, str(path), with_label=with_label)
 
 
 def sample_spec() -> ColumnSpec:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from core.errors import ConfigError, DataError
-from domains.agriculture.readers import read_table, validate_series, validate_yield
+from core.io import read_table
+from domains.agriculture.readers import read_series_table, validate_series, validate_yield
 from domains.agriculture.sample import load_station, synthetic_weather, synthetic_yield
 from domains.agriculture.windows import WindowDataset, build_panel, fit_stats, stage_origins, train_end_rows
 
@@ -37,6 +38,62 @@ def test_csv_and_parquet_round_trip(tmp_path):
         read_table(tmp_path / "w.xlsx")
     with pytest.raises(DataError, match="file not found"):
         read_table(tmp_path / "missing.csv")
+
+
+def _write_aquacrop(path, frame: pd.DataFrame) -> None:
+    """The whitespace layout of AquaCrop's climate files (header names as in aquacrop's Hyderabad file)."""
+    lines = ["Day\tMonth\tYear\tMinTemp\tMaxTemp\tPrecipitation\tReferenceET"]
+    for row in frame.itertuples():
+        lines.append(f"{row.date.day}\t{row.date.month}\t{row.date.year}\t{row.tmin}\t{row.tmax}\t{row.precip}\t1.5")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_folder_of_station_files_and_aquacrop_climate_files(tmp_path):
+    frame = _frame(n_series=2)
+    first, second = (g.drop(columns="series_id") for _, g in frame.groupby("series_id", sort=True))
+    folder = tmp_path / "stations"
+    folder.mkdir()
+    first.assign(et0=1.5).to_csv(folder / "north.csv", index=False)
+    _write_aquacrop(folder / "south_climate.txt", second)
+    (folder / "notes.md").write_text("not a table")
+
+    south = read_series_table(folder / "south_climate.txt")
+    assert list(south.columns) == ["date", "tmin", "tmax", "precip", "et0"] and len(south) == len(second)
+    np.testing.assert_allclose(south["tmax"], second["tmax"])
+    assert (south["date"].to_numpy() == second["date"].to_numpy()).all()
+
+    both = validate_series(read_series_table(folder), str(folder), "tmax", ["tmin", "precip", "et0"])
+    assert sorted(both["series_id"].unique()) == ["north", "south_climate"]
+    assert both.groupby("series_id").size().tolist() == [len(first), len(second)]
+
+    # the data module reads the folder as it reads one long file
+    from domains.agriculture.data import WeatherDataModule
+
+    dm = WeatherDataModule(path=str(folder), lookback=14, covariates=["tmin"], batch_size=8)
+    dm.setup("fit")
+    assert dm.stats.series == ["north", "south_climate"]
+
+
+def test_bad_station_folders_and_climate_files_name_the_file(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="the folder has no station files"):
+        read_series_table(empty)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    frame = _frame(n_series=1).drop(columns="series_id")
+    frame.to_csv(mixed / "a.csv", index=False)
+    frame.drop(columns="precip").to_csv(mixed / "b.csv", index=False)
+    with pytest.raises(DataError, match=r"b\.csv: columns .* differ from a\.csv"):
+        read_series_table(mixed)
+    short = tmp_path / "short.txt"
+    short.write_text("Day Month Year Tmin Tmax\n1 1 2000 1.0 5.0\n")
+    with pytest.raises(DataError, match=r"short\.txt: an AquaCrop climate file needs the columns"):
+        read_series_table(short)
+    bad_date = tmp_path / "bad_date.txt"
+    bad_date.write_text("Day Month Year Tmin Tmax Prcp Et0\n31 2 2000 1 5 0 1\n")
+    with pytest.raises(DataError, match=r"bad_date\.txt: row 0 has no valid Day/Month/Year"):
+        read_series_table(bad_date)
 
 
 def test_unsorted_rows_are_sorted():
