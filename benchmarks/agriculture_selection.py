@@ -110,6 +110,7 @@ def main() -> None:
         "--stations", nargs="+", default=["seattle", "champion"],
         help="stations scored (with the bundled data also the stations trained on)",
     )
+    parser.add_argument("--data", default="{}", help="JSON of data-module options, e.g. '{\"batch_size\": 64}'")
     parser.add_argument("--model", default="{}", help="JSON of model options, e.g. '{\"ensemble\": 3}'")
     parser.add_argument("--network-kwargs", default="{}", help="JSON of network options, e.g. '{\"hidden\": 64}'")
     parser.add_argument(
@@ -119,7 +120,7 @@ def main() -> None:
     torch.set_num_threads(1)
     quiet_lightning()
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "agriculture_selection"
-    data_options = {"path": args.path} if args.path else None
+    data_options = {**json.loads(args.data), **({"path": args.path} if args.path else {})}
     per_seed, fit_seconds = [], []
     for seed in args.seeds:
         start = time.perf_counter()
