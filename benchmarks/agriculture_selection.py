@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,43 +39,68 @@ from domains.agriculture.module import VARIANTS, WeatherForecaster, interval_off
 MODES = ("auto", *VARIANTS)
 
 
-def cross_fitted_validation(
-    module: WeatherForecaster, dm: WeatherDataModule, stations: list[str] | None = None
-) -> dict[str, dict]:
-    """Per scored station: validation MAE of the network's median and the two-fold chronological cross-fit of
-    the pinball loss (and MAE, which the recentred variants move) of each interval mode, in the data's units."""
+@dataclass
+class ValidationOutputs:
+    """A network's scaled quantiles ``z (N, H, Q)`` on the validation windows, with their scaled targets
+    ``(N, H)``, series index, origin row and series scale ``(N,)``."""
+
+    z: torch.Tensor
+    target: torch.Tensor
+    series: torch.Tensor
+    origins: torch.Tensor
+    scale: torch.Tensor
+    names: list[str]
+    quantiles: tuple[float, ...]
+
+
+def validation_outputs(module: WeatherForecaster, dm: WeatherDataModule) -> ValidationOutputs:
+    """Run the network (before calibration) over every validation window of ``dm``."""
     batch = next(iter(torch.utils.data.DataLoader(dm.dataset("val"), batch_size=len(dm.dataset("val")))))
-    series, origins = batch["series"], batch["origin"]
-    target = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
     module.eval()
     with torch.inference_mode():
-        z = module.network_output(batch["past"], batch["future"], series)
+        z = module.network_output(batch["past"], batch["future"], batch["series"])
+    target = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
+    return ValidationOutputs(
+        z, target, batch["series"], batch["origin"], batch["scale"], list(dm.stats.series), tuple(module.quantiles)
+    )
+
+
+def cross_fitted_scores(out: ValidationOutputs, stations: list[str] | None = None) -> dict[str, dict]:
+    """Per scored station: validation MAE of the network's median and the two-fold chronological cross-fit of
+    the pinball loss (and MAE, which the recentred variants move) of each interval mode, in the data's units."""
+    z, target, series, origins, quantiles = out.z, out.target, out.series, out.origins, out.quantiles
     residuals = target.unsqueeze(-1) - z
-    quantiles, n_series = module.quantiles, len(dm.stats.series)
     median = list(quantiles).index(0.5)
-    out: dict[str, dict] = {}
-    for s, station in enumerate(dm.stats.series):
+    scores: dict[str, dict] = {}
+    for s, station in enumerate(out.names):
         if stations is not None and station not in stations:
             continue
         rows = torch.nonzero(series == s).flatten()
         rows = rows[torch.argsort(origins[rows])]
-        half, scale = len(rows) // 2, batch["scale"][rows[0]].item()
+        half, scale = len(rows) // 2, out.scale[rows[0]].item()
         folds = ((rows[:half], rows[half:]), (rows[half:], rows[:half]))
         mae = (target[rows] - z[rows][..., median]).abs().mean().item() * scale
-        scores: dict = {"mae": mae, "pinball": {}, "mae_of": {}}
+        station_scores: dict = {"mae": mae, "pinball": {}, "mae_of": {}}
         for mode in MODES:
             pinball = held_mae = 0.0
             for fit, held_out in folds:
                 calibration, band, weight = interval_offsets(
-                    series[fit], residuals[fit], quantiles, n_series, mode, origins[fit]
+                    series[fit], residuals[fit], quantiles, len(out.names), mode, origins[fit]
                 )
                 held = series[held_out]
                 pred = with_intervals(z[held_out], calibration[held], band[held], weight[held], quantiles)
                 pinball += pinball_loss(pred, target[held_out], quantiles).mean().item() * scale / 2
                 held_mae += (pred[..., median] - target[held_out]).abs().mean().item() * scale / 2
-            scores["pinball"][mode], scores["mae_of"][mode] = pinball, held_mae
-        out[station] = scores
-    return out
+            station_scores["pinball"][mode], station_scores["mae_of"][mode] = pinball, held_mae
+        scores[station] = station_scores
+    return scores
+
+
+def cross_fitted_validation(
+    module: WeatherForecaster, dm: WeatherDataModule, stations: list[str] | None = None
+) -> dict[str, dict]:
+    """:func:`cross_fitted_scores` of the network's validation outputs."""
+    return cross_fitted_scores(validation_outputs(module, dm), stations)
 
 
 def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
