@@ -10,6 +10,7 @@ mean ± std over seeds; ``benchmarks/results/agriculture_selection.json`` summar
     python benchmarks/agriculture_selection.py --name default
     python benchmarks/agriculture_selection.py --name embedding4 --model '{"series_embedding": 4}'
     python benchmarks/agriculture_selection.py --name seattle_only --stations seattle --epochs 40
+    python benchmarks/agriculture_selection.py --name lookbacks_56_112 --also '{"lookback": 112}'
     python benchmarks/agriculture_selection.py --name more_stations --path stations.csv \\
         --stations seattle champion brussels          # train on every series of a long table, score these
 """
@@ -21,7 +22,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,15 +97,23 @@ def cross_fitted_scores(out: ValidationOutputs, stations: list[str] | None = Non
     return scores
 
 
-def cross_fitted_validation(
-    module: WeatherForecaster, dm: WeatherDataModule, stations: list[str] | None = None
-) -> dict[str, dict]:
-    """:func:`cross_fitted_scores` of the network's validation outputs."""
-    return cross_fitted_scores(validation_outputs(module, dm), stations)
+def averaged_outputs(outputs: list[ValidationOutputs]) -> ValidationOutputs:
+    """The quantile average of several networks' outputs on the same validation windows (aligned by origin;
+    networks with different lookbacks see the same origins, their panels differ only in window length)."""
+    aligned = []
+    for out in outputs:
+        order = torch.argsort(out.origins)
+        fields = ("z", "target", "series", "origins", "scale")
+        aligned.append(replace(out, **{k: getattr(out, k)[order] for k in fields}))
+    first = aligned[0]
+    for out in aligned[1:]:
+        if not (torch.equal(out.origins, first.origins) and torch.allclose(out.target, first.target)):
+            raise ValueError("the combined networks were scored on different validation windows")
+    return replace(first, z=torch.stack([out.z for out in aligned]).mean(0))
 
 
 def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
-    """Mean and std over seeds of every figure of :func:`cross_fitted_validation`."""
+    """Mean and std over seeds of every figure of :func:`cross_fitted_scores`."""
 
     def stat(values: list[float]) -> dict[str, float]:
         return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
@@ -140,22 +149,33 @@ def main() -> None:
     parser.add_argument("--model", default="{}", help="JSON of model options, e.g. '{\"ensemble\": 3}'")
     parser.add_argument("--network-kwargs", default="{}", help="JSON of network options, e.g. '{\"hidden\": 64}'")
     parser.add_argument(
+        "--also", nargs="*", default=[], metavar="JSON",
+        help="more option sets trained on the same seed, their quantiles averaged with the main run's, "
+        "e.g. '{\"lookback\": 112}' (a combination of networks)",
+    )
+    parser.add_argument(
         "--output", default=None, help="JSON path (default benchmarks/results/agriculture_selection/NAME.json)"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
     quiet_lightning()
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "agriculture_selection"
-    data_options = {**json.loads(args.data), **({"path": args.path} if args.path else {})}
+    base = {
+        "network": args.network, "epochs": args.epochs, "lr": args.lr, "lookback": args.lookback,
+        "network_kwargs": json.loads(args.network_kwargs), "stations": tuple(args.stations),
+        "data_options": {**json.loads(args.data), **({"path": args.path} if args.path else {})},
+        "weight_decay": args.weight_decay, **json.loads(args.model),
+    }
+    option_sets = [base, *({**base, **json.loads(also)} for also in args.also)]
     per_seed, fit_seconds = [], []
     for seed in args.seeds:
-        start = time.perf_counter()
-        dm, best, fit_s = fit_weather(
-            args.network, seed, args.epochs, args.lr, args.lookback, workdir,
-            network_kwargs=json.loads(args.network_kwargs), stations=tuple(args.stations),
-            data_options=data_options, weight_decay=args.weight_decay, **json.loads(args.model),
-        )
-        per_seed.append(cross_fitted_validation(best, dm, args.stations))
+        start, fit_s = time.perf_counter(), 0.0
+        outputs = []
+        for options in option_sets:
+            dm, best, seconds = fit_weather(seed=seed, workdir=workdir, **options)
+            outputs.append(validation_outputs(best, dm))
+            fit_s += seconds
+        per_seed.append(cross_fitted_scores(averaged_outputs(outputs), args.stations))
         fit_seconds.append(round(fit_s, 1))
         print(f"seed {seed}: fit {fit_s:.0f} s, scored {time.perf_counter() - start - fit_s:.0f} s", flush=True)
     summary = summarise(per_seed)

@@ -12,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.agriculture import fit_weather  # noqa: E402
-from benchmarks.agriculture_selection import MODES, cross_fitted_validation, summarise  # noqa: E402
+from benchmarks.agriculture_selection import (  # noqa: E402
+    MODES,
+    averaged_outputs,
+    cross_fitted_scores,
+    summarise,
+    validation_outputs,
+)
 from domains.agriculture.metrics import QUANTILES, pinball_loss  # noqa: E402
 
 
@@ -20,7 +26,8 @@ def test_cross_fitted_validation_scores_the_network_in_data_units(tmp_path):
     dm, best, fit_s = fit_weather(
         "gru", 0, 1, 1e-3, 28, tmp_path, stations=("synthetic",), calibrate="none", ensemble=1
     )
-    scores = cross_fitted_validation(best, dm)
+    outputs = validation_outputs(best, dm)
+    scores = cross_fitted_scores(outputs)
     assert fit_s > 0 and set(scores) == set(dm.stats.series)
 
     # with calibrate=none the module's own forward is the raw network in data units: the same MAE, and the
@@ -41,3 +48,12 @@ def test_cross_fitted_validation_scores_the_network_in_data_units(tmp_path):
     summary = summarise([scores, scores])
     station = dm.stats.series[0]
     assert summary[station]["mae"] == {"mean": round(scores[station]["mae"], 4), "std": 0.0}
+
+    # a combination is aligned by origin: the same network twice, one copy shuffled, scores as the network alone
+    shuffled = torch.randperm(len(outputs.origins), generator=torch.Generator().manual_seed(0))
+    copy = type(outputs)(
+        *(getattr(outputs, k)[shuffled] for k in ("z", "target", "series", "origins", "scale")),
+        outputs.names,
+        outputs.quantiles,
+    )
+    assert cross_fitted_scores(averaged_outputs([outputs, copy])) == scores
