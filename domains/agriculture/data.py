@@ -21,7 +21,12 @@ from domains.agriculture import sample
 from domains.agriculture.baselines import trend_predictions
 from domains.agriculture.features import season_aggregates
 from domains.agriculture.metrics import QUANTILES
-from domains.agriculture.readers import read_series_table, validate_series, validate_yield
+from domains.agriculture.readers import (
+    read_series_table,
+    validate_season_weather,
+    validate_series,
+    validate_yield,
+)
 from domains.agriculture.windows import (
     Panel,
     SeriesStats,
@@ -262,16 +267,7 @@ class YieldDataModule(SectorDataModule):
                 wraw = read_series_table(self.weather_path, self.region_column)
                 if self.region_column not in wraw.columns:
                     raise DataError(f"{self.weather_path}: missing column {self.region_column!r} (data.region_column)")
-                checked = validate_series(
-                    wraw,
-                    str(self.weather_path),
-                    "tmax",
-                    ["tmin", "precip"],
-                    self.region_column,
-                    fill_gaps="interpolate",
-                    max_gap=3,
-                )
-                weather = checked.rename(columns={"series_id": "region"})
+                weather = validate_season_weather(wraw, str(self.weather_path), self.region_column)
         if weather is not None and self.use_weather:
             agg = season_aggregates(weather)
             merged = yields.merge(agg, on=["region", "year"], how="left")

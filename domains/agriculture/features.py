@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 GDD_BASE, GDD_CAP, HEAT_THRESHOLD = 10.0, 30.0, 32.0
+SEASON_MONTHS = (4, 9)  # the growing season the yield features cover: April to September
 
 
 def doy_features(dates: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
@@ -35,7 +36,10 @@ def fit_climatology(values: np.ndarray, doy: np.ndarray, n_harmonics: int = 3) -
 
 
 def season_aggregates(
-    weather: pd.DataFrame, region_col: str = "region", start_month: int = 4, end_month: int = 9
+    weather: pd.DataFrame,
+    region_col: str = "region",
+    start_month: int = SEASON_MONTHS[0],
+    end_month: int = SEASON_MONTHS[1],
 ) -> pd.DataFrame:
     """Per region-year growing-season aggregates from daily ``tmax, tmin, precip``.
 

@@ -26,9 +26,11 @@ import pandas as pd
 
 from core.errors import ConfigError, DataError
 from core.io import TABLE_SUFFIXES, read_table
+from domains.agriculture.features import SEASON_MONTHS
 
 AQUACROP_DATE = ["Day", "Month", "Year"]
 AQUACROP_VALUES = ("tmin", "tmax", "precip", "et0")
+SEASON_KEY = "\x1f"  # joins region and year into one series id while a season is checked
 
 
 def read_series_table(path: str | Path, id_column: str = "series_id") -> pd.DataFrame:
@@ -199,6 +201,40 @@ def _regularise(
         )
     out[columns] = out.groupby("series_id")[columns].transform(lambda s: s.interpolate(limit_direction="both"))
     return out
+
+
+def validate_season_weather(
+    raw: pd.DataFrame,
+    source: str,
+    region_column: str = "region",
+    months: tuple[int, int] = SEASON_MONTHS,
+    max_gap: int = 3,
+) -> pd.DataFrame:
+    """Daily weather for the yield model as ``region, date, tmax, tmin, precip``: only each region-year's growing
+    season (``months``, inclusive) is kept and checked like a daily series (duplicates, non-numeric values, units;
+    gaps of up to ``max_gap`` days interpolated, longer ones an error), so files holding the seasons only are fine.
+    Seasons that do not run from the first to the last day of the season are dropped: a yield year that needs
+    one then fails with an error naming its region and year."""
+    _require(raw, [region_column, "date"], source)
+    dates = pd.to_datetime(raw["date"], errors="coerce")
+    # rows with an unparseable date are kept so that validate_series reports them
+    keep = dates.dt.month.between(*months) | dates.isna()
+    frame = raw.loc[keep].assign(
+        season=raw.loc[keep, region_column].astype(str) + SEASON_KEY + dates[keep].dt.year.astype("Int64").astype(str)
+    )
+    checked = validate_series(
+        frame, source, "tmax", ["tmin", "precip"], "season", fill_gaps="interpolate", max_gap=max_gap
+    )
+    region_year = checked["series_id"].str.rsplit(SEASON_KEY, n=1)
+    checked.insert(0, "region", region_year.str[0])
+    year = region_year.str[1].astype(int)
+    first = pd.to_datetime(pd.DataFrame({"year": year, "month": months[0], "day": 1}))
+    last = pd.to_datetime(pd.DataFrame({"year": year, "month": months[1] + 1, "day": 1})) - pd.Timedelta(days=1)
+    span = checked.assign(first=first, last=last).groupby("series_id").agg(
+        start=("date", "min"), end=("date", "max"), first=("first", "first"), last=("last", "first")
+    )
+    complete = span.index[(span["start"] == span["first"]) & (span["end"] == span["last"])]
+    return checked.loc[checked["series_id"].isin(complete)].drop(columns="series_id").reset_index(drop=True)
 
 
 def validate_yield(

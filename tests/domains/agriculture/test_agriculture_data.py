@@ -189,3 +189,35 @@ def test_yield_sample_and_validation():
         validate_yield(pd.concat([yields, yields.iloc[[0]]]), "y.csv")
     with pytest.raises(DataError, match="column 'yield' has 1 missing"):
         validate_yield(yields.assign(**{"yield": yields["yield"].where(yields.index != 3)}), "y.csv")
+
+
+def test_yield_weather_of_growing_seasons_only_from_a_file_or_a_station_folder(tmp_path):
+    """Users' weather may hold the growing seasons only (as the sample does): it gives the sample's features."""
+    from domains.agriculture.data import YieldDataModule
+
+    yields, weather = synthetic_yield()
+    yields.to_csv(tmp_path / "yields.csv", index=False)
+    weather.to_csv(tmp_path / "weather.csv", index=False)
+    folder = tmp_path / "stations"
+    folder.mkdir()
+    for region, rows in weather.groupby("region"):
+        rows.drop(columns="region").to_csv(folder / f"{region}.csv", index=False)
+    sample = YieldDataModule()
+    expected = sample.load_tables()
+    for weather_path in (tmp_path / "weather.csv", folder):
+        dm = YieldDataModule(path=str(tmp_path / "yields.csv"), weather_path=str(weather_path))
+        pd.testing.assert_frame_equal(dm.load_tables(), expected, check_dtype=False, atol=1e-6)
+        assert dm.feature_names == sample.feature_names
+
+    # a two-day hole is interpolated; a ten-day hole leaves that season incomplete, an error naming region and year
+    in_1990 = (weather["region"] == "region_0") & (weather["date"].dt.year == 1990)
+    season = weather.index[in_1990]
+    weather.drop(season[50:52]).to_csv(tmp_path / "weather.csv", index=False)
+    dm = YieldDataModule(path=str(tmp_path / "yields.csv"), weather_path=str(tmp_path / "weather.csv"))
+    assert len(dm.load_tables()) == len(expected)
+    weather.drop(season[50:60]).to_csv(tmp_path / "weather.csv", index=False)
+    with pytest.raises(DataError, match=r"gap of 10 days"):
+        dm.load_tables()
+    weather.drop(season[:10]).to_csv(tmp_path / "weather.csv", index=False)  # the season starts late
+    with pytest.raises(DataError, match=r"no complete growing-season weather for region 'region_0' year 1990"):
+        dm.load_tables()
