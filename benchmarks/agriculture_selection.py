@@ -99,7 +99,7 @@ def cross_fitted_scores(out: ValidationOutputs, stations: list[str] | None = Non
 
 def averaged_outputs(outputs: list[ValidationOutputs]) -> ValidationOutputs:
     """The quantile average of several networks' outputs on the same validation windows (aligned by origin;
-    networks with different lookbacks see the same origins, their panels differ only in window length)."""
+    networks with different lookbacks forecast from the same origins, only their windows are longer or shorter)."""
     aligned = []
     for out in outputs:
         order = torch.argsort(out.origins)
