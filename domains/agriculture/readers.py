@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.offsets import MonthEnd
 
 from core.errors import ConfigError, DataError
 from core.io import TABLE_SUFFIXES, read_table
@@ -225,16 +226,13 @@ def validate_season_weather(
     checked = validate_series(
         frame, source, "tmax", ["tmin", "precip"], "season", fill_gaps="interpolate", max_gap=max_gap
     )
-    region_year = checked["series_id"].str.rsplit(SEASON_KEY, n=1)
-    checked.insert(0, "region", region_year.str[0])
-    year = region_year.str[1].astype(int)
-    first = pd.to_datetime(pd.DataFrame({"year": year, "month": months[0], "day": 1}))
-    last = pd.to_datetime(pd.DataFrame({"year": year, "month": months[1] + 1, "day": 1})) - pd.Timedelta(days=1)
-    span = checked.assign(first=first, last=last).groupby("series_id").agg(
-        start=("date", "min"), end=("date", "max"), first=("first", "first"), last=("last", "first")
-    )
-    complete = span.index[(span["start"] == span["first"]) & (span["end"] == span["last"])]
-    return checked.loc[checked["series_id"].isin(complete)].drop(columns="series_id").reset_index(drop=True)
+    span = checked.groupby("series_id")["date"].agg(["min", "max"])
+    first = pd.to_datetime(pd.DataFrame({"year": span["min"].dt.year, "month": months[0], "day": 1}))
+    last = pd.to_datetime(pd.DataFrame({"year": span["min"].dt.year, "month": months[1], "day": 1})) + MonthEnd(0)
+    complete = checked["series_id"].isin(span.index[(span["min"] == first) & (span["max"] == last)])
+    checked = checked.loc[complete].reset_index(drop=True)
+    region = checked["series_id"].str.rsplit(SEASON_KEY, n=1).str[0]
+    return checked.assign(series_id=region).rename(columns={"series_id": "region"})
 
 
 def validate_yield(
