@@ -11,6 +11,7 @@ mean ± std over seeds; ``benchmarks/results/agriculture_selection.json`` summar
     python benchmarks/agriculture_selection.py --name embedding4 --model '{"series_embedding": 4}'
     python benchmarks/agriculture_selection.py --name seattle_only --stations seattle --epochs 40
     python benchmarks/agriculture_selection.py --name lookbacks_56_112 --also '{"lookback": 112}'
+    python benchmarks/agriculture_selection.py --name finetune_seattle --finetune seattle
     python benchmarks/agriculture_selection.py --name more_stations --path stations.csv \\
         --stations seattle champion brussels          # train on every series of a long table, score these
 """
@@ -18,6 +19,7 @@ mean ± std over seeds; ``benchmarks/results/agriculture_selection.json`` summar
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -26,7 +28,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader, Subset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,6 +117,31 @@ def averaged_outputs(outputs: list[ValidationOutputs]) -> ValidationOutputs:
     return replace(first, z=torch.stack([out.z for out in aligned]).mean(0))
 
 
+def finetuned_on_station(
+    module: WeatherForecaster, dm: WeatherDataModule, station: str, lr: float, epochs: int, seed: int, workdir: Path
+) -> WeatherForecaster:
+    """A copy of ``module`` trained further on ``station``'s training windows alone (batch 32, AdamW at ``lr``),
+    the epoch with that station's best validation MAE kept."""
+    s = dm.stats.series.index(station)
+
+    def windows(stage: str) -> Subset:
+        return Subset(dm.dataset(stage), np.flatnonzero(dm.panel.series_index[dm.origins[stage]] == s).tolist())
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    tuned = copy.deepcopy(module).train()
+    tuned.optimizer_cfg = {**tuned.optimizer_cfg, "lr": lr}
+    ckpt = ModelCheckpoint(
+        dirpath=workdir / f"finetune_{station}_{seed}_{time.time_ns()}", monitor="val/mae", mode="min"
+    )
+    trainer = pl.Trainer(
+        max_epochs=epochs, logger=False, callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu", deterministic=True, num_sanity_val_steps=0,
+    )
+    train, val = DataLoader(windows("train"), batch_size=32, shuffle=True), DataLoader(windows("val"), batch_size=512)
+    trainer.fit(tuned, train, val)
+    return WeatherForecaster.load_from_checkpoint(ckpt.best_model_path, weights_only=True)
+
+
 def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     """Mean and std over seeds of every figure of :func:`cross_fitted_scores`."""
 
@@ -153,6 +183,9 @@ def main() -> None:
         help="more option sets trained on the same seed, their quantiles averaged with the main run's, "
         "e.g. '{\"lookback\": 112}' (a combination of networks)",
     )
+    parser.add_argument("--finetune", default=None, help="a station to fine-tune the pooled network on, alone")
+    parser.add_argument("--finetune-lr", type=float, default=2e-4)
+    parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument(
         "--output", default=None, help="JSON path (default benchmarks/results/agriculture_selection/NAME.json)"
     )
@@ -173,7 +206,14 @@ def main() -> None:
         outputs = []
         for options in option_sets:
             dm, best, seconds = fit_weather(seed=seed, workdir=workdir, **options)
-            outputs.append(validation_outputs(best, dm))
+            out = validation_outputs(best, dm)
+            if args.finetune:  # the station's rows from the fine-tuned copy, the other stations' from the pooled model
+                tuned = finetuned_on_station(
+                    best, dm, args.finetune, args.finetune_lr, args.finetune_epochs, seed, workdir
+                )
+                rows = (out.series == out.names.index(args.finetune))[:, None, None]
+                out = replace(out, z=torch.where(rows, validation_outputs(tuned, dm).z, out.z))
+            outputs.append(out)
             fit_s += seconds
         per_seed.append(cross_fitted_scores(averaged_outputs(outputs), args.stations))
         fit_seconds.append(round(fit_s, 1))

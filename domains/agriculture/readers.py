@@ -48,7 +48,7 @@ def read_series_table(path: str | Path, id_column: str = "series_id") -> pd.Data
     for file in files:
         frame = _read_station_file(file)
         if id_column not in frame.columns:
-            frame.insert(0, id_column, file.name.split(".")[0])
+            frame.insert(0, id_column, series_name(file))
         if frames and set(frame.columns) != set(frames[0].columns):
             raise DataError(
                 f"{file}: columns {sorted(frame.columns)} differ from {files[0].name}'s {sorted(frames[0].columns)}; "
@@ -56,6 +56,11 @@ def read_series_table(path: str | Path, id_column: str = "series_id") -> pd.Data
             )
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def series_name(path: str | Path) -> str:
+    """The series a file without an id column holds: its name before the first dot (``brussels.csv.gz``)."""
+    return Path(path).name.split(".")[0]
 
 
 def _read_station_file(path: Path) -> pd.DataFrame:
@@ -122,7 +127,7 @@ def validate_series(
         raise ConfigError(f"data.fill_gaps={fill_gaps!r}: expected null or 'interpolate'")
     frame = frame.copy()
     if id_column not in frame.columns:
-        frame[id_column] = Path(source).name.split(".")[0]
+        frame[id_column] = series_name(source)
     _require(frame, [date_column, target, *covariates], source)
     if expected_units is not None and units_column in frame.columns:
         bad = frame.loc[frame[units_column].astype(str) != expected_units, units_column]

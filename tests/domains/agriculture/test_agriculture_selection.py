@@ -15,6 +15,7 @@ from benchmarks.agriculture import fit_weather  # noqa: E402
 from benchmarks.agriculture_selection import (  # noqa: E402
     MODES,
     averaged_outputs,
+    finetuned_on_station,
     cross_fitted_scores,
     summarise,
     validation_outputs,
@@ -57,3 +58,13 @@ def test_cross_fitted_validation_scores_the_network_in_data_units(tmp_path):
         outputs.quantiles,
     )
     assert cross_fitted_scores(averaged_outputs([outputs, copy])) == scores
+
+
+def test_finetuning_on_one_station_leaves_the_pooled_network_alone(tmp_path):
+    dm, best, _ = fit_weather("gru", 0, 1, 1e-3, 28, tmp_path, stations=("synthetic",), calibrate="none", ensemble=1)
+    before = validation_outputs(best, dm)
+    station = dm.stats.series[0]
+    tuned = finetuned_on_station(best, dm, station, 1e-3, 1, 0, tmp_path)
+    after, again = validation_outputs(tuned, dm), validation_outputs(best, dm)
+    assert torch.equal(again.z, before.z)  # the pooled network is copied, not trained in place
+    assert not torch.allclose(after.z, before.z)  # the copy did train
