@@ -43,6 +43,7 @@ from domains.agriculture.yield_protocol import expanding_window, leave_one_year_
 
 STRONG = ("damped_anomaly", "ridge_ar")
 MODEL_CONFIGS = ROOT / "conf" / "domains" / "agriculture" / "model"
+DATA_CONFIG = ROOT / "conf" / "domains" / "agriculture" / "data" / "weather.yaml"
 METRICS = ("mae", "rmse", "mase", "smape", "pinball", "coverage")
 
 
@@ -51,6 +52,13 @@ def model_defaults(network: str) -> dict:
     options = OmegaConf.to_container(OmegaConf.load(MODEL_CONFIGS / f"{network}.yaml"), resolve=True)
     options.pop("_target_", None)
     return options
+
+
+def data_defaults() -> dict:
+    """The options of ``conf/domains/agriculture/data/weather.yaml`` that shape the inputs (covariates, split,
+    batch size, ...): what a user's run on the bundled stations gets by default."""
+    options = OmegaConf.to_container(OmegaConf.load(DATA_CONFIG))  # unresolved: ``seed`` points at the root
+    return {k: v for k, v in options.items() if k not in ("_target_", "path", "seed", "synthetic")}
 
 
 def fit_weather(
@@ -71,7 +79,7 @@ def fit_weather(
     checkpoint with the best validation MAE and the fit seconds."""
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = WeatherDataModule(
-        **{"stations": stations, "lookback": lookback, "batch_size": 128, "seed": seed, **(data_options or {})}
+        **{**data_defaults(), "stations": stations, "lookback": lookback, "seed": seed, **(data_options or {})}
     )
     dm.setup("fit")
     options = model_defaults(network)

@@ -46,6 +46,8 @@ class WeatherDataModule(SectorDataModule):
     ``path=None`` uses the bundled stations listed in ``stations`` (or the synthetic generator when
     ``stations`` is ``[synthetic]``). Splits are chronological per series (``split`` = train, val
     fractions; the rest is the test span, backtested with one forecast origin per day).
+    ``optional_covariates``: inputs only some series have (a sensor some stations lack, e.g. Seattle's wind);
+    a series without one sees a constant zero there, its neutral scaled value.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class WeatherDataModule(SectorDataModule):
         stations: Sequence[str] = ("seattle", "champion"),
         target: str = "tmax",
         covariates: Sequence[str] = ("tmin", "precip"),
+        optional_covariates: Sequence[str] = (),
         id_column: str = "series_id",
         date_column: str = "date",
         lookback: int = 56,
@@ -75,6 +78,7 @@ class WeatherDataModule(SectorDataModule):
                 f"data.lookback={lookback} / data.horizon={horizon}: expected lookback >= 14 and horizon >= 1"
             )
         self.stations, self.target, self.covariates = list(stations), target, list(covariates)
+        self.optional_covariates = [c for c in optional_covariates if c not in (target, *covariates)]
         self.id_column, self.date_column = id_column, date_column
         self.lookback, self.horizon, self.split = int(lookback), int(horizon), list(split)
         self.fill_gaps, self.max_gap = fill_gaps, max_gap
@@ -116,14 +120,20 @@ class WeatherDataModule(SectorDataModule):
             self.units_column,
             self.expected_units,
             self.valid_range,
+            self.optional_covariates,
         )
+
+    @property
+    def inputs(self) -> list[str]:
+        """The covariates fed to the network, required ones first."""
+        return [*self.covariates, *self.optional_covariates]
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             frame = self.load_frame(self.lookback)
             if self.stats is None:
                 raise ConfigError("predict needs the scalers fitted at training time (load them from the checkpoint)")
-            self.panel = build_panel(frame, self.stats, self.target, self.covariates)
+            self.panel = build_panel(frame, self.stats, self.target, self.inputs)
             self.origins["predict"] = latest_origins(self.panel, self.lookback)
             return
         if self.panel is not None and self.origins.get("test") is not None:
@@ -138,8 +148,8 @@ class WeatherDataModule(SectorDataModule):
                 f"is shorter than lookback + horizon = {self.lookback + self.horizon}"
             )
         if self.stats is None:
-            self.stats = fit_stats(frame, self.target, self.covariates, cuts[:, 0])
-        self.panel = build_panel(frame, self.stats, self.target, self.covariates)
+            self.stats = fit_stats(frame, self.target, self.inputs, cuts[:, 0])
+        self.panel = build_panel(frame, self.stats, self.target, self.inputs)
         self.origins.update(stage_origins(self.panel, self.lookback, self.horizon, cuts))
 
     # --- loaders --------------------------------------------------------------------------------

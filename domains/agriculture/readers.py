@@ -13,7 +13,10 @@ handled as documented):
   ``max_gap`` days linearly, longer runs are still an error);
 * a series shorter than ``min_length`` (lookback + horizon): error;
 * a ``units`` column whose value differs from the expected unit, or target values outside
-  ``valid_range`` (e.g. Fahrenheit or Kelvin read as Celsius): error.
+  ``valid_range`` (e.g. Fahrenheit or Kelvin read as Celsius): error;
+* an *optional* covariate (a sensor some stations lack) that is missing from a whole series, or from the whole
+  table: kept as NaN for those series (the model then sees a neutral zero input); a series that has it gets the
+  gap and NaN rules above.
 """
 
 from __future__ import annotations
@@ -117,11 +120,13 @@ def validate_series(
     units_column: str = "units",
     expected_units: str | None = "degC",
     valid_range: Sequence[float] | None = (-70.0, 60.0),
+    optional_covariates: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Check and normalise a long-format daily table into ``series_id, date, target, *covariates``.
+    """Check and normalise a long-format daily table into ``series_id, date, target, *covariates,
+    *optional_covariates``.
 
-    Without an id column the whole file is one series named after the file. The result is sorted, daily,
-    gap-free and NaN-free.
+    Without an id column the whole file is one series named after the file. The result is sorted, daily and
+    gap-free; it is NaN-free except for an optional covariate in the series that lack it entirely.
     """
     if fill_gaps not in (None, "interpolate"):
         raise ConfigError(f"data.fill_gaps={fill_gaps!r}: expected null or 'interpolate'")
@@ -129,6 +134,10 @@ def validate_series(
     if id_column not in frame.columns:
         frame[id_column] = series_name(source)
     _require(frame, [date_column, target, *covariates], source)
+    optional = [c for c in optional_covariates if c not in (target, *covariates)]
+    for col in optional:
+        if col not in frame.columns:
+            frame[col] = np.nan
     if expected_units is not None and units_column in frame.columns:
         bad = frame.loc[frame[units_column].astype(str) != expected_units, units_column]
         if len(bad):
@@ -143,12 +152,17 @@ def validate_series(
             f"{source}: column {date_column!r} has an unparseable date {frame[date_column].iloc[row]!r} (row {row})"
         )
     out = pd.DataFrame({"series_id": frame[id_column].astype(str).to_numpy(), "date": dates.dt.normalize().to_numpy()})
-    for col in [target, *covariates]:
+    for col in [target, *covariates, *optional]:
         values = pd.to_numeric(frame[col], errors="coerce")
         if (values.isna() & frame[col].notna()).any():
             raise DataError(f"{source}: column {col!r} has non-numeric values")
         out[col] = values.astype("float64").to_numpy()
     out = out.sort_values(["series_id", "date"], kind="stable").reset_index(drop=True)
+    # a series without an optional covariate holds 0 there while gaps are checked, NaN again afterwards
+    lacking = {col: out.groupby("series_id")[col].apply(lambda v: v.isna().all()) for col in optional}
+    lacking = {col: set(flags.index[flags]) for col, flags in lacking.items()}
+    for col, series in lacking.items():
+        out.loc[out["series_id"].isin(series), col] = 0.0
     dup = out.duplicated(["series_id", "date"])
     if dup.any():
         first = out.loc[dup.idxmax()]
@@ -156,7 +170,9 @@ def validate_series(
             f"{source}: {int(dup.sum())} duplicated (series, date) row(s), first {first['series_id']!r} "
             f"{first['date'].date()}; expected one row per series and day"
         )
-    out = _regularise(out, source, [target, *covariates], fill_gaps, max_gap)
+    out = _regularise(out, source, [target, *covariates, *optional], fill_gaps, max_gap)
+    for col, series in lacking.items():
+        out.loc[out["series_id"].isin(series), col] = np.nan
     if valid_range is not None:
         lo, hi = valid_range
         outside = (out[target] < lo) | (out[target] > hi)

@@ -16,20 +16,20 @@ from core.errors import ConfigError
 
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 STATIONS = {"seattle": "seattle_weather.csv.gz", "champion": "champion_weather.csv.gz"}
-WEATHER_COLUMNS = ["tmax", "tmin", "precip"]
 
 
 def load_station(name: str) -> pd.DataFrame:
-    """One bundled station as a long-format frame ``series_id, date, tmax, tmin, precip``."""
+    """One bundled station as a long-format frame ``series_id, date, tmax, tmin, precip`` plus the column only
+    that station has (Seattle: ``wind``, m/s; Champion: ``et0``, reference evapotranspiration in mm/day)."""
     if name not in STATIONS:
         raise ConfigError(f"data.stations: unknown station {name!r}; expected one of {sorted(STATIONS)}")
     frame = pd.read_csv(SAMPLE_DIR / STATIONS[name], parse_dates=["date"])
     frame.insert(0, "series_id", name)
-    return frame[["series_id", "date", *WEATHER_COLUMNS]]
+    return frame
 
 
 def sample_weather(stations: list[str] | tuple[str, ...] = ("seattle", "champion")) -> pd.DataFrame:
-    """The bundled real stations stacked into one long-format frame."""
+    """The bundled real stations stacked into one long-format frame (a column a station lacks is NaN there)."""
     return pd.concat([load_station(s) for s in stations], ignore_index=True)
 
 

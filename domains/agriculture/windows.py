@@ -23,13 +23,15 @@ STAGES = ("train", "val", "test")
 
 @dataclass
 class SeriesStats:
-    """Fitted per-series preprocessing: location/scale per column, climatology and the MASE scale."""
+    """Fitted per-series preprocessing: location/scale per column, climatology and the MASE scale; ``present``
+    says which series had each column when fitted (False: an optional covariate the series lacks)."""
 
     series: list[str]
     loc: np.ndarray  # (S, C)
     scale: np.ndarray  # (S, C)
     clim: np.ndarray  # (S, 366) day-of-year climatology of the target, raw units
     mase_scale: np.ndarray  # (S,) in-sample mean |y_t - y_{t-1}| over the training span
+    present: np.ndarray | None = None  # (S, C) bool; None: every series has every column
 
     def to_state(self) -> dict[str, object]:
         """Plain tensors + list, storable in a checkpoint loaded with ``weights_only=True``."""
@@ -39,11 +41,19 @@ class SeriesStats:
             "scale": torch.as_tensor(self.scale),
             "clim": torch.as_tensor(self.clim),
             "mase_scale": torch.as_tensor(self.mase_scale),
+            "present": torch.as_tensor(self.columns_present()),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> SeriesStats:
-        return cls(list(state["series"]), *(np.asarray(state[k]) for k in ("loc", "scale", "clim", "mase_scale")))
+        """Also reads states saved before ``present`` existed (every column present)."""
+        arrays = (np.asarray(state[k]) for k in ("loc", "scale", "clim", "mase_scale"))
+        present = np.asarray(state["present"]).astype(bool) if "present" in state else None
+        return cls(list(state["series"]), *arrays, present=present)
+
+    def columns_present(self) -> np.ndarray:
+        """``(S, C)`` bool: whether each series had each column when the statistics were fitted."""
+        return np.ones(self.loc.shape, dtype=bool) if self.present is None else self.present
 
 
 def train_end_rows(lengths: np.ndarray, fractions: Sequence[float]) -> np.ndarray:
@@ -55,15 +65,19 @@ def train_end_rows(lengths: np.ndarray, fractions: Sequence[float]) -> np.ndarra
 
 
 def fit_stats(frame: pd.DataFrame, target: str, covariates: Sequence[str], train_rows: np.ndarray) -> SeriesStats:
-    """Fit scaling, climatology and MASE scale of every series on its first ``train_rows[s]`` days only."""
+    """Fit scaling, climatology and MASE scale of every series on its first ``train_rows[s]`` days only (a
+    covariate a series lacks, all NaN, gets location 0 and scale 1)."""
     columns = [target, *covariates]
     groups = list(frame.groupby("series_id", sort=False))
-    locs, scales, clims, mases = [], [], [], []
+    locs, scales, clims, mases, present = [], [], [], [], []
     for (_, g), n_train in zip(groups, train_rows):
         train = g.iloc[:n_train]
         values = train[columns].to_numpy(float)
+        has = ~np.isnan(values).all(axis=0)
+        present.append(has)
+        values = np.where(has, values, 0.0)
         locs.append(values.mean(axis=0))
-        scales.append(np.maximum(values.std(axis=0), 1e-6))
+        scales.append(np.where(has, np.maximum(values.std(axis=0), 1e-6), 1.0))
         y = train[target].to_numpy(float)
         clim = fit_climatology(y, train["date"].dt.day_of_year.to_numpy())
         clims.append(clim)
@@ -71,14 +85,16 @@ def fit_stats(frame: pd.DataFrame, target: str, covariates: Sequence[str], train
         # has unit scale at every station whatever the size of its seasonal cycle
         scales[-1][0] = max(float(np.std(y - clim[train["date"].dt.day_of_year.to_numpy() - 1])), 1e-6)
         mases.append(max(float(np.mean(np.abs(np.diff(y)))), 1e-6))
-    return SeriesStats([str(k) for k, _ in groups], np.array(locs), np.array(scales), np.array(clims), np.array(mases))
+    return SeriesStats(
+        [str(k) for k, _ in groups], np.array(locs), np.array(scales), np.array(clims), np.array(mases), np.array(present)
+    )
 
 
 @dataclass
 class Panel:
     """All series concatenated: scaled model inputs, raw target and row bookkeeping."""
 
-    past: np.ndarray  # (N, C_past) float32: target_z, covariates_z, clim_z, doy sin, doy cos
+    past: np.ndarray  # (N, C_past) float32: target_z, covariates_z (0 where a series lacks one), clim_z, doy sin, cos
     future: np.ndarray  # (N, 3) float32: clim_z, doy sin, doy cos (known ahead)
     target: np.ndarray  # (N,) raw target
     clim: np.ndarray  # (N,) climatology of the target for that day, raw units
@@ -90,7 +106,8 @@ class Panel:
 
 
 def build_panel(frame: pd.DataFrame, stats: SeriesStats, target: str, covariates: Sequence[str]) -> Panel:
-    """Scale a validated frame with fitted ``stats`` (series must be known to ``stats``)."""
+    """Scale a validated frame with fitted ``stats`` (series must be known to ``stats``). A covariate a series
+    lacked when ``stats`` were fitted is 0 for it (its neutral value); one it had must still be there."""
     lookup = {s: i for i, s in enumerate(stats.series)}
     unknown = sorted(set(frame["series_id"]) - set(lookup))
     if unknown:
@@ -100,7 +117,15 @@ def build_panel(frame: pd.DataFrame, stats: SeriesStats, target: str, covariates
         )
     idx = frame["series_id"].map(lookup).to_numpy()
     values = frame[[target, *covariates]].to_numpy(float)
-    z = (values - stats.loc[idx]) / stats.scale[idx]
+    present = stats.columns_present()[idx]
+    lost = present & np.isnan(values)
+    if lost.any():
+        row, col = (int(i[0]) for i in np.nonzero(lost))
+        raise DataError(
+            f"series {frame['series_id'].iloc[row]!r} had column {[target, *covariates][col]!r} when the model was "
+            f"trained, but it is missing on {pd.Timestamp(frame['date'].iloc[row]).date()}"
+        )
+    z = np.where(present, (values - stats.loc[idx]) / stats.scale[idx], 0.0)
     doy = frame["date"].dt.day_of_year.to_numpy()
     clim = stats.clim[idx, doy - 1]
     clim_z = (clim - stats.loc[idx, 0]) / stats.scale[idx, 0]

@@ -10,7 +10,14 @@ from core.errors import ConfigError, DataError
 from core.io import read_table
 from domains.agriculture.readers import read_series_table, validate_series, validate_yield
 from domains.agriculture.sample import load_station, synthetic_weather, synthetic_yield
-from domains.agriculture.windows import WindowDataset, build_panel, fit_stats, stage_origins, train_end_rows
+from domains.agriculture.windows import (
+    SeriesStats,
+    WindowDataset,
+    build_panel,
+    fit_stats,
+    stage_origins,
+    train_end_rows,
+)
 
 
 def _frame(n_days: int = 120, n_series: int = 2) -> pd.DataFrame:
@@ -159,6 +166,57 @@ def test_scaling_uses_training_span_only():
     assert stats.loc[0, 1] == pytest.approx(frame["tmin"].iloc[:100].mean())
     with pytest.raises(ConfigError, match="data.split"):
         train_end_rows(lengths, [0.9, 0.2])
+
+
+def test_optional_covariate_a_station_lacks_is_a_zero_input():
+    frame = _frame(n_days=120, n_series=2)
+    first = frame["series_id"] == frame["series_id"].iloc[0]
+    frame["wind"] = np.where(first, np.nan, np.linspace(1.0, 5.0, len(frame)))
+    # a required covariate may not be missing, an optional one may be absent from a whole series
+    with pytest.raises(DataError, match="NaN value"):
+        validate_series(frame, "f.csv", "tmax", ["tmin", "wind"])
+    checked = validate_series(frame, "f.csv", "tmax", ["tmin"], optional_covariates=["wind"])
+    lacking = checked["series_id"] == checked["series_id"].iloc[0]
+    assert checked.loc[lacking, "wind"].isna().all() and checked.loc[~lacking, "wind"].notna().all()
+    # a series that has it keeps the gap rules
+    holed = frame.copy()
+    holed.loc[holed.index[~first][10], "wind"] = np.nan
+    with pytest.raises(DataError, match="NaN value"):
+        validate_series(holed, "f.csv", "tmax", ["tmin"], optional_covariates=["wind"])
+    filled = validate_series(holed, "f.csv", "tmax", ["tmin"], fill_gaps="interpolate", optional_covariates=["wind"])
+    assert filled.loc[filled["series_id"] == filled["series_id"].iloc[-1], "wind"].notna().all()
+    assert filled.loc[lacking, "wind"].isna().all()
+    # a column absent from the whole table is absent from every series
+    assert validate_series(_frame(), "f.csv", "tmax", optional_covariates=["wind"])["wind"].isna().all()
+
+    cuts = train_end_rows(checked.groupby("series_id", sort=False).size().to_numpy(), [0.6, 0.2])
+    stats = fit_stats(checked, "tmax", ["tmin", "wind"], cuts[:, 0])
+    assert stats.columns_present().tolist() == [[True, True, False], [True, True, True]]
+    panel = build_panel(checked, stats, "tmax", ["tmin", "wind"])
+    wind = panel.past[:, 2]
+    assert not np.isnan(panel.past).any()
+    assert (wind[panel.series_index == 0] == 0).all() and wind[panel.series_index == 1].std() > 0.5
+    # a series trained with the column must still have it when forecasting
+    lost = checked.assign(wind=np.nan)
+    with pytest.raises(DataError, match="had column 'wind' when the model was trained"):
+        build_panel(lost, stats, "tmax", ["tmin", "wind"])
+    # statistics saved before ``present`` existed load with every column present
+    state = stats.to_state()
+    state.pop("present")
+    assert SeriesStats.from_state(state).columns_present().all()
+    assert SeriesStats.from_state(stats.to_state()).columns_present().tolist() == stats.present.tolist()
+
+
+def test_bundled_stations_feed_seattle_wind_as_an_optional_input():
+    from domains.agriculture.data import WeatherDataModule
+
+    dm = WeatherDataModule(optional_covariates=["wind"])
+    dm.setup("fit")
+    assert dm.stats.series == ["champion", "seattle"] and dm.panel.past.shape[1] == 7
+    wind = dm.panel.past[:, 3]
+    assert (wind[dm.panel.series_index == 0] == 0).all()
+    train = dm.origins["train"][dm.panel.series_index[dm.origins["train"]] == 1]
+    assert abs(wind[train].mean()) < 0.05 and wind[train].std() == pytest.approx(1.0, abs=0.05)
 
 
 def test_windows_are_lazy_and_never_cross_series():
