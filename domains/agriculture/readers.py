@@ -159,10 +159,11 @@ def validate_series(
         out[col] = values.astype("float64").to_numpy()
     out = out.sort_values(["series_id", "date"], kind="stable").reset_index(drop=True)
     # a series without an optional covariate holds 0 there while gaps are checked, NaN again afterwards
-    lacking = {col: out.groupby("series_id")[col].apply(lambda v: v.isna().all()) for col in optional}
-    lacking = {col: set(flags.index[flags]) for col, flags in lacking.items()}
-    for col, series in lacking.items():
-        out.loc[out["series_id"].isin(series), col] = 0.0
+    lacking: dict[str, set[str]] = {}
+    for col in optional:
+        flags = out[col].isna().groupby(out["series_id"]).all()
+        lacking[col] = set(flags.index[flags])
+        out.loc[out["series_id"].isin(lacking[col]), col] = 0.0
     dup = out.duplicated(["series_id", "date"])
     if dup.any():
         first = out.loc[dup.idxmax()]
