@@ -37,11 +37,14 @@ def _anomaly_phi(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
     return np.clip(num / np.maximum(den, 1e-9), 0.0, 0.999)
 
 
-def _ridge_design(panel: Panel, origins: np.ndarray) -> np.ndarray:
-    lags = panel.target[origins[:, None] - np.arange(AR_LAGS)[None, :]]
+def _ridge_design(panel: Panel, origins: np.ndarray, inputs: Sequence[int] = ()) -> np.ndarray:
+    """The last ``AR_LAGS`` targets (plus the last ``AR_LAGS`` values of the ``inputs`` columns of ``panel.past``)
+    and two day-of-year harmonics of each origin."""
+    rows = origins[:, None] - np.arange(AR_LAGS)[None, :]
+    lags = [panel.target[rows], *(panel.past[rows, c] for c in inputs)]
     doy = pd.DatetimeIndex(panel.dates[origins]).day_of_year.to_numpy()
     angle = 2 * np.pi * (doy - 1) / 365.25
-    return np.column_stack([lags, np.sin(angle), np.cos(angle), np.sin(2 * angle), np.cos(2 * angle)])
+    return np.column_stack([*lags, np.sin(angle), np.cos(angle), np.sin(2 * angle), np.cos(2 * angle)])
 
 
 def _baseline_train_rows(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
@@ -55,17 +58,34 @@ def _baseline_train_rows(panel: Panel, train_origins: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(lo, hi + 1) for lo, hi in zip(first[keep], last[keep])]).astype(np.int64)
 
 
-def fit_ridge_ar(panel: Panel, train_origins: np.ndarray, horizon: int) -> dict[int, RidgeCV]:
+def fit_ridge_ar(
+    panel: Panel, train_origins: np.ndarray, horizon: int, inputs: Sequence[int] = ()
+) -> dict[int, RidgeCV]:
     """The ridge autoregression baseline, one direct multi-output model per series fitted on its training span:
-    the last ``AR_LAGS`` days + two day-of-year harmonics of the origin -> days 1..``horizon``."""
+    the last ``AR_LAGS`` days + two day-of-year harmonics of the origin -> days 1..``horizon``. ``inputs``
+    (columns of ``panel.past``) add the last ``AR_LAGS`` days of covariates: not part of the baseline, a check
+    of whether a covariate carries signal a linear model can use."""
     train = _baseline_train_rows(panel, train_origins)
     models: dict[int, RidgeCV] = {}
     for s in np.unique(panel.series_index[train]):
         rows = train[panel.series_index[train] == s]
         models[int(s)] = RidgeCV(alphas=np.logspace(-2, 3, 12)).fit(
-            _ridge_design(panel, rows), panel.target[_future_rows(rows, horizon)]
+            _ridge_design(panel, rows, inputs), panel.target[_future_rows(rows, horizon)]
         )
     return models
+
+
+def predict_ridge_ar(
+    panel: Panel, models: dict[int, RidgeCV], origins: np.ndarray, horizon: int, inputs: Sequence[int] = ()
+) -> np.ndarray:
+    """``(n, horizon)`` forecasts of :func:`fit_ridge_ar`'s models; NaN for series without a model."""
+    series = panel.series_index[origins]
+    out = np.full((len(origins), horizon), np.nan)
+    for s, model in models.items():
+        mask = series == s
+        if mask.any():
+            out[mask] = model.predict(_ridge_design(panel, origins[mask], inputs))
+    return out
 
 
 def ridge_ar_scaled_weights(panel: Panel, train_origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -108,11 +128,7 @@ def point_forecasts(
         out["seasonal_naive"][stage] = np.where(has_year, panel.target[np.maximum(back, 0)], clim_f)
         anom = (panel.target[o] - panel.clim[o])[:, None]
         out["damped_anomaly"][stage] = clim_f + phi[s][:, None] ** np.arange(1, horizon + 1)[None, :] * anom
-        ridge = np.empty((len(o), horizon))
-        for series, model in models.items():
-            mask = s == series
-            if mask.any():
-                ridge[mask] = model.predict(_ridge_design(panel, o[mask]))
+        ridge = predict_ridge_ar(panel, models, o, horizon)
         missing = ~np.isin(s, list(models))
         ridge[missing] = out["damped_anomaly"][stage][missing]
         out["ridge_ar"][stage] = ridge
