@@ -68,3 +68,21 @@ def test_finetuning_on_one_station_leaves_the_pooled_network_alone(tmp_path):
     after, again = validation_outputs(tuned, dm), validation_outputs(best, dm)
     assert torch.equal(again.z, before.z)  # the pooled network is copied, not trained in place
     assert not torch.allclose(after.z, before.z)  # the copy did train
+
+
+def test_ridge_input_check_scores_the_baseline_ridge_and_its_variants():
+    from benchmarks.agriculture_ridge_inputs import validation_mae
+    from domains.agriculture.baselines import point_forecasts
+    from domains.agriculture.data import WeatherDataModule
+
+    dm = WeatherDataModule(stations=["synthetic"], lookback=28, optional_covariates=["wind"])
+    dm.setup("fit")
+    val = dm.origins["val"]
+    ridge = point_forecasts(dm.panel, dm.origins, dm.horizon, stages=("val",))["ridge_ar"]["val"]
+    error = np.abs(dm.panel.target[val[:, None] + np.arange(1, dm.horizon + 1)] - ridge)
+    series = dm.panel.series_index[val]
+    expected = {name: round(float(error[series == s].mean()), 4) for s, name in enumerate(dm.stats.series)}
+    assert validation_mae(dm, []) == expected
+    # a covariate no series has (all zero) changes nothing; a real one changes the fit
+    assert validation_mae(dm, ["wind"]) == expected
+    assert validation_mae(dm, ["tmin"]) != expected
