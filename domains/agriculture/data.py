@@ -189,6 +189,7 @@ class WeatherDataModule(SectorDataModule):
             "n_future": int(self.panel.future.shape[1]),
             "quantiles": list(self.quantiles),
             "n_series": len(self.stats.series),
+            "covariates": self.inputs,
         }
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:

@@ -61,6 +61,9 @@ class WeatherForecaster(SectorModule):
     day-of-year harmonics), fitted on the training span when training starts
     and stored as a buffer (a hybrid "residual on ridge AR" model). ``ensemble=n``: ``n`` independently
     initialised networks trained side by side on their own losses, forecasts averaged quantile by quantile.
+    ``local_lags=k``: a per-series linear adapter on the last k days of the target and of the
+    ``local_covariates`` (names among the data's ``covariates``, which the data module passes), added to every
+    quantile: each station gets its own linear response to its own recent weather and sensors.
     """
 
     def __init__(
@@ -74,6 +77,8 @@ class WeatherForecaster(SectorModule):
         quantiles: Sequence[float] = QUANTILES,
         calibrate: str = "auto",
         local_lags: int = 14,
+        local_covariates: Sequence[str] = (),
+        covariates: Sequence[str] = (),
         reference: str = "none",
         ensemble: int = 1,
         series_embedding: int = 0,
@@ -87,6 +92,7 @@ class WeatherForecaster(SectorModule):
             raise ConfigError(f"model.network={network!r}: expected one of {sorted(NETWORKS)}")
         # plain containers, so save_hyperparameters stores nothing that weights_only loading would refuse
         network_kwargs, quantiles = plain_container(network_kwargs or {}), [float(q) for q in quantiles]
+        covariates, local_covariates = [str(c) for c in covariates], [str(c) for c in local_covariates]
         optimizer, scheduler = plain_container(optimizer), plain_container(scheduler)
         self.horizon, self.quantiles = int(horizon), tuple(float(q) for q in quantiles)
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
@@ -108,7 +114,14 @@ class WeatherForecaster(SectorModule):
         if calibrate not in CALIBRATIONS:
             raise ConfigError(f"model.calibrate={calibrate!r}: expected one of {CALIBRATIONS}")
         self.calibrate = calibrate
-        self.local = SeriesAdapter(int(n_series), int(local_lags), self.horizon) if local_lags else None
+        unknown = sorted(set(local_covariates) - set(covariates))
+        if unknown:
+            raise ConfigError(
+                f"model.local_covariates: {unknown} are not inputs of the data (its covariates: {list(covariates)}); "
+                "add them to data.covariates or data.optional_covariates, or set model.local_covariates=[]"
+            )
+        channels = [0, *(1 + list(covariates).index(name) for name in local_covariates)]  # past: target, covariates, ...
+        self.local = SeriesAdapter(int(n_series), int(local_lags), self.horizon, channels) if local_lags else None
         shape = (int(n_series), self.horizon, len(self.quantiles))
         self.register_buffer("calibration", torch.zeros(shape))  # added to the network's quantiles
         self.register_buffer("band", torch.zeros(shape))  # added to the network's median
@@ -150,7 +163,7 @@ class WeatherForecaster(SectorModule):
         if self.reference is not None:
             out = out + self.reference(past, series)
         if self.local is not None:
-            out = out + self.local(past[..., 0], series)
+            out = out + self.local(past, series)
         return out
 
     def known_ahead(self, future: torch.Tensor, series: torch.Tensor) -> torch.Tensor:

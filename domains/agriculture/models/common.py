@@ -31,18 +31,20 @@ class MonotoneQuantiles(nn.Module):
 
 
 class SeriesAdapter(nn.Module):
-    """A per-series linear correction on the last ``lags`` target values (plus a bias), added to every
-    quantile of a global network's forecast: the "global + local" pattern, giving each station its own
-    short-range autoregressive adjustment. Zero-initialised, so training starts from the global model."""
+    """A per-series linear correction on the last ``lags`` values of the input ``channels`` (the target alone by
+    default, optionally covariates too) plus a bias, added to every quantile of a global
+    network's forecast: the "global + local" pattern, giving each station its own short-range autoregressive
+    adjustment. Zero-initialised, so training starts from the global model."""
 
-    def __init__(self, n_series: int, lags: int, horizon: int) -> None:
+    def __init__(self, n_series: int, lags: int, horizon: int, channels: Sequence[int] = (0,)) -> None:
         super().__init__()
-        self.lags = lags
-        self.weight = nn.Parameter(torch.zeros(n_series, lags + 1, horizon))
+        self.lags, self.channels = lags, list(channels)
+        self.weight = nn.Parameter(torch.zeros(n_series, lags * len(self.channels) + 1, horizon))
 
-    def forward(self, history: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
-        """``history (B, L)`` scaled target, ``series (B,)`` -> shift ``(B, H, 1)``."""
-        x = torch.cat([history[:, -self.lags :], torch.ones_like(history[:, :1])], dim=1)
+    def forward(self, past: torch.Tensor, series: torch.Tensor) -> torch.Tensor:
+        """``past (B, L, C)`` scaled inputs (target first), ``series (B,)`` -> shift ``(B, H, 1)``."""
+        recent = past[:, -self.lags :, self.channels].transpose(1, 2).flatten(1)  # channel by channel
+        x = torch.cat([recent, torch.ones_like(recent[:, :1])], dim=1)
         return torch.einsum("bl,blh->bh", x, self.weight[series]).unsqueeze(-1)
 
 

@@ -265,3 +265,37 @@ def test_series_embedding_learns_what_the_window_cannot_tell(tmp_path):
     assert pinball[2] < 0.98 * pinball[0], pinball
     with pytest.raises(ConfigError, match="series_embedding"):
         WeatherForecaster(network="gru", series_embedding=-1)
+
+
+def test_local_adapter_reads_the_covariates_it_is_given(tmp_path):
+    """Yesterday's wind pushes tomorrow's tmax up at one station and down at the other: scaled, the two series
+    look alike to the global network, while the per-series adapter over the wind lags (``local_covariates``)
+    learns each station's sign and beats the adapter over the target alone."""
+    rng = np.random.default_rng(0)
+    dates = pd.date_range("2000-01-01", periods=1500)
+    frames = []
+    for name, sign in (("windward", 1.0), ("leeward", -1.0)):
+        wind = rng.normal(0, 1, len(dates))
+        tmax = 15 + 0.5 * rng.normal(0, 1, len(dates))
+        tmax[1:] += sign * 3.0 * wind[:-1]
+        frames.append(pd.DataFrame({"series_id": name, "date": dates, "tmax": tmax, "tmin": tmax - 8, "wind": wind}))
+    pd.concat(frames).to_csv(tmp_path / "wind.csv", index=False)
+    mae = {}
+    for local in ((), ("wind",)):
+        pl.seed_everything(1, verbose=False)
+        dm = WeatherDataModule(path=str(tmp_path / "wind.csv"), covariates=["tmin", "wind"], lookback=14, batch_size=64)
+        dm.setup("fit")
+        module = WeatherForecaster(
+            network="gru", local_covariates=list(local), calibrate="none", network_kwargs={"hidden": 8},
+            optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2}, **dm.model_kwargs(),
+        )
+        assert module.local.weight.shape[1] == 14 * (1 + len(local)) + 1
+        trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        trainer.fit(module, dm)
+        preds = torch.cat(trainer.predict(module, dataloaders=dm.test_dataloader())).numpy()
+        o = dm.origins["test"]
+        mae[local] = np.abs(preds[:, 0, 1] - dm.panel.target[o + 1]).mean()  # day 1, where the wind tells
+    assert mae[("wind",)] < 0.7 * mae[()], mae
+    with pytest.raises(ConfigError, match="model.local_covariates"):
+        WeatherForecaster(network="gru", covariates=["tmin"], local_covariates=["wind"])

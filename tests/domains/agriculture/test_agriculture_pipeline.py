@@ -32,8 +32,9 @@ def test_every_experiment_composes(experiment):
 @pytest.mark.parametrize("model", ["gru", "dlinear", "nhits", "patchtst"])
 def test_every_weather_model_composes_and_builds(model):
     cfg = compose_config(DOMAIN, [f"model={model}", "data=synthetic"])
-    module = instantiate(cfg.model, lookback=28, horizon=7, n_past=6, n_future=3, n_series=2, optimizer=cfg.optimizer,
-                         _recursive_=False)
+    covariates = [*cfg.data.covariates, *cfg.data.optional_covariates]
+    module = instantiate(cfg.model, lookback=28, horizon=7, n_past=4 + len(covariates), n_future=3, n_series=2,
+                         covariates=covariates, optimizer=cfg.optimizer, _recursive_=False)
     assert module.hparams.network == model
 
 
