@@ -117,10 +117,10 @@ class WeatherForecaster(SectorModule):
         unknown = sorted(set(local_covariates) - set(covariates))
         if unknown:
             raise ConfigError(
-                f"model.local_covariates: {unknown} are not inputs of the data (its covariates: {list(covariates)}); "
+                f"model.local_covariates: {unknown} are not inputs of the data (its covariates: {covariates}); "
                 "add them to data.covariates or data.optional_covariates, or set model.local_covariates=[]"
             )
-        channels = [0, *(1 + list(covariates).index(name) for name in local_covariates)]  # past: target, covariates, ...
+        channels = [0, *(1 + covariates.index(name) for name in local_covariates)]  # past: target, covariates, ...
         self.local = SeriesAdapter(int(n_series), int(local_lags), self.horizon, channels) if local_lags else None
         shape = (int(n_series), self.horizon, len(self.quantiles))
         self.register_buffer("calibration", torch.zeros(shape))  # added to the network's quantiles
