@@ -276,8 +276,6 @@ class YieldDataModule(SectorDataModule):
             weather = None
             if self.weather_path:
                 wraw = read_series_table(self.weather_path, self.region_column)
-                if self.region_column not in wraw.columns:
-                    raise DataError(f"{self.weather_path}: missing column {self.region_column!r} (data.region_column)")
                 weather = validate_season_weather(wraw, str(self.weather_path), self.region_column)
         if weather is not None and self.use_weather:
             agg = season_aggregates(weather)

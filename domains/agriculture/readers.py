@@ -238,7 +238,9 @@ def validate_season_weather(
     gaps of up to ``max_gap`` days interpolated, longer ones an error), so files holding the seasons only are fine.
     Seasons that do not run from the first to the last day of the season are dropped: a yield year that needs
     one then fails with an error naming its region and year."""
-    _require(raw, [region_column, "date"], source)
+    if region_column not in raw.columns:
+        raise DataError(f"{source}: missing column {region_column!r} (data.region_column); found {list(raw.columns)}")
+    _require(raw, ["date"], source)
     dates = pd.to_datetime(raw["date"], errors="coerce")
     # rows with an unparseable date are kept so that validate_series reports them
     keep = dates.dt.month.between(*months) | dates.isna()

@@ -279,3 +279,6 @@ def test_yield_weather_of_growing_seasons_only_from_a_file_or_a_station_folder(t
     weather.drop(season[:10]).to_csv(tmp_path / "weather.csv", index=False)  # the season starts late
     with pytest.raises(DataError, match=r"no complete growing-season weather for region 'region_0' year 1990"):
         dm.load_tables()
+    weather.drop(columns="region").to_csv(tmp_path / "weather.csv", index=False)  # one file without region ids
+    with pytest.raises(DataError, match=r"weather.csv: missing column 'region' \(data.region_column\)"):
+        dm.load_tables()
