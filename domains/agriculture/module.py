@@ -59,7 +59,10 @@ class WeatherForecaster(SectorModule):
     the known-ahead calendar features (DeepAR-style static covariate). ``reference="ridge_ar"``: the network
     forecasts the correction to the per-series ridge autoregression of the baselines (last 14 days +
     day-of-year harmonics), fitted on the training span when training starts
-    and stored as a buffer (a hybrid "residual on ridge AR" model). ``ensemble=n``: ``n`` independently
+    and stored as a buffer (a hybrid "residual on ridge AR" model). ``ridge_combination=w`` (0..1): every
+    quantile is moved by ``w`` times the gap between that ridge autoregression and the network's median, a
+    combination of the two point forecasts that keeps the network's interval shape; the network trains on its
+    own loss, the combination is the forecast (validation metrics and calibration included). ``ensemble=n``: ``n`` independently
     initialised networks trained side by side on their own losses, forecasts averaged quantile by quantile.
     ``local_lags=k``: a per-series linear adapter on the last k days of the target and of the
     ``local_covariates`` (names among the data's ``covariates``, which the data module passes), added to every
@@ -80,6 +83,7 @@ class WeatherForecaster(SectorModule):
         local_covariates: Sequence[str] = (),
         covariates: Sequence[str] = (),
         reference: str = "none",
+        ridge_combination: float = 0.0,
         ensemble: int = 1,
         series_embedding: int = 0,
         network_kwargs: dict[str, Any] | None = None,
@@ -99,6 +103,8 @@ class WeatherForecaster(SectorModule):
         self.save_hyperparameters()
         if reference not in REFERENCES:
             raise ConfigError(f"model.reference={reference!r}: expected one of {REFERENCES}")
+        if not 0.0 <= float(ridge_combination) <= 1.0:
+            raise ConfigError(f"model.ridge_combination={ridge_combination!r}: expected a weight in [0, 1] (0: off)")
         if int(ensemble) < 1:
             raise ConfigError(f"model.ensemble={ensemble!r}: expected a number of networks >= 1")
         if int(series_embedding) < 0:
@@ -110,7 +116,10 @@ class WeatherForecaster(SectorModule):
             return NETWORKS[network](lookback, horizon, n_past, n_known, self.quantiles, **dict(network_kwargs or {}))
 
         self.net = build() if int(ensemble) == 1 else MemberMean([build() for _ in range(int(ensemble))])
-        self.reference = RidgeReference(int(n_series), AR_LAGS, self.horizon) if reference == "ridge_ar" else None
+        # the ridge autoregression, for the residual hybrid and/or the combination
+        self.residual_on_reference, self.ridge_combination = reference == "ridge_ar", float(ridge_combination)
+        uses_ridge = self.residual_on_reference or self.ridge_combination > 0
+        self.reference = RidgeReference(int(n_series), AR_LAGS, self.horizon) if uses_ridge else None
         if calibrate not in CALIBRATIONS:
             raise ConfigError(f"model.calibrate={calibrate!r}: expected one of {CALIBRATIONS}")
         self.calibrate = calibrate
@@ -154,13 +163,13 @@ class WeatherForecaster(SectorModule):
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
         # every ensemble member trains on its own loss: an ensemble, not one wider model
         members = isinstance(self.net, MemberMean)
-        pred = self.network_output(batch["past"], batch["future"], batch["series"], members=members)
+        pred = self.network_output(batch["past"], batch["future"], batch["series"], members=members, combine=False)
         return pinball_loss(pred, z.expand(pred.shape[:-1]), self.quantiles).mean()
 
     def shift(self, past: torch.Tensor, series: torch.Tensor) -> torch.Tensor | float:
         """What is added to every quantile of the network: the ridge reference and the per-series adapter."""
         out: torch.Tensor | float = 0.0
-        if self.reference is not None:
+        if self.residual_on_reference:
             out = out + self.reference(past, series)
         if self.local is not None:
             out = out + self.local(past, series)
@@ -175,13 +184,24 @@ class WeatherForecaster(SectorModule):
         return torch.cat([future, self.embedding(series)[:, None, :].expand(-1, future.shape[1], -1)], dim=-1)
 
     def network_output(
-        self, past: torch.Tensor, future: torch.Tensor, series: torch.Tensor, members: bool = False
+        self,
+        past: torch.Tensor,
+        future: torch.Tensor,
+        series: torch.Tensor,
+        members: bool = False,
+        combine: bool = True,
     ) -> torch.Tensor:
-        """Scaled quantiles: the global network plus the ridge reference and the per-series adapter (when on);
-        ``members=True`` gives each ensemble member's ``(n, B, H, Q)`` instead of their mean."""
+        """Scaled quantiles before calibration: the global network plus the ridge reference and the per-series
+        adapter (when on), combined with the ridge forecast when ``ridge_combination > 0`` and ``combine``
+        (training leaves it out); ``members=True`` gives each ensemble member's ``(n, B, H, Q)`` instead of
+        their mean."""
         known = self.known_ahead(future, series)
         out = self.net.members_output(past, known) if members else self.net(past, known)
-        return out + self.shift(past, series)
+        out = out + self.shift(past, series)
+        if combine and self.ridge_combination > 0:
+            median = out[..., self.quantiles.index(0.5)].unsqueeze(-1)
+            out = out + self.ridge_combination * (self.reference(past, series) - median)
+        return out
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         metrics.update(self(*self.batch_inputs(batch)), batch["target"], mase_scale=batch["mase_scale"])

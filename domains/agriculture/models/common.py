@@ -52,7 +52,8 @@ class RidgeReference(nn.Module):
     """A fixed per-series linear forecast from the last ``lags`` scaled target values and the origin's day-of-year
     harmonics (sin a, cos a, sin 2a, cos 2a, read from the last two calendar columns of the window): the
     in-sample ridge autoregression fitted on the training span (``baselines.ridge_ar_scaled_weights``), held
-    as a buffer so checkpoints and ONNX exports carry it. The network then forecasts the correction to it."""
+    as a buffer so checkpoints and ONNX exports carry it. The network forecasts the correction to it
+    (``reference=ridge_ar``) and/or its median is combined with it (``ridge_combination``)."""
 
     def __init__(self, n_series: int, lags: int, horizon: int) -> None:
         super().__init__()

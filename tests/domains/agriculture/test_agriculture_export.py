@@ -16,7 +16,7 @@ NAMES = ["past", "future", "loc", "scale", "series"]
 @pytest.mark.parametrize(
     ("network", "options"),
     [("gru", {}), ("dlinear", {}), ("nhits", {}), ("gru", {"reference": "ridge_ar", "ensemble": 2}),
-     ("gru", {"series_embedding": 3})],
+     ("gru", {"series_embedding": 3}), ("gru", {"ridge_combination": 0.25})],
 )
 def test_onnx_export_matches_torch(tmp_path, network, options):
     dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 400}, lookback=28, batch_size=16)

@@ -170,6 +170,38 @@ def test_residual_on_ridge_ensemble_trains_and_keeps_reference(tmp_path):
         WeatherForecaster(network="gru", ensemble=0)
 
 
+def test_ridge_combination_moves_the_forecast_not_the_training(tmp_path):
+    """Weight 1 forecasts exactly the ridge baseline (whatever the network), while the network still trains on
+    its own loss; the ridge is fitted when training starts even without the residual hybrid."""
+    pl.seed_everything(0, verbose=False)
+    dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 500}, lookback=28, batch_size=64)
+    dm.setup("fit")
+    module = WeatherForecaster(network="gru", ridge_combination=1.0, calibrate="none", **dm.model_kwargs())
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", limit_train_batches=3)
+    trainer.fit(module, dm)
+    assert module.reference.weight.abs().sum() > 0
+    batch = next(iter(torch.utils.data.DataLoader(dm.dataset("val"), batch_size=10_000)))
+    with torch.no_grad():
+        median = module.eval()(*module.batch_inputs(batch))[..., 1]
+    expected = point_forecasts(dm.panel, dm.origins, 7, stages=("val",))["ridge_ar"]["val"]
+    assert np.allclose(median.numpy(), expected, atol=1e-3)
+    module.train().training_loss(batch).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.net.parameters())
+    half = WeatherForecaster(network="gru", ridge_combination=0.5, calibrate="none", **dm.model_kwargs()).eval()
+    half.reference.weight.copy_(module.reference.weight)
+    half.net.load_state_dict(module.net.state_dict())
+    half.local.load_state_dict(module.local.state_dict())
+    with torch.no_grad():
+        raw = half.network_output(batch["past"], batch["future"], batch["series"], combine=False)
+        combined = half.network_output(batch["past"], batch["future"], batch["series"])
+    ridge = half.reference(batch["past"], batch["series"])
+    assert torch.allclose(combined[..., 1:2], (raw[..., 1:2] + ridge) / 2, atol=1e-5)
+    assert torch.allclose(combined[..., 2] - combined[..., 0], raw[..., 2] - raw[..., 0], atol=1e-5)  # same spread
+    with pytest.raises(ConfigError, match="ridge_combination"):
+        WeatherForecaster(network="gru", ridge_combination=1.5)
+
+
 def test_weather_datamodule_state_round_trip_and_predict(tmp_path):
     dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 400}, lookback=28)
     dm.setup("fit")
