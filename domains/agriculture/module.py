@@ -152,12 +152,21 @@ class WeatherForecaster(SectorModule):
 
     def setup(self, stage: str) -> None:
         """Fit the ridge reference on the datamodule's training span (a checkpoint being resumed overwrites it
-        with the saved buffer afterwards)."""
+        with the saved buffer afterwards). Without a weather data module there is nothing to fit it on: training
+        goes on only if it was fitted before (a copy of a trained model) or a checkpoint is being resumed."""
         super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.reference is not None and stage == "fit" and getattr(datamodule, "panel", None) is not None:
+        if self.reference is None or stage != "fit" or self._trainer is None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "panel", None) is not None:
             weights = ridge_ar_scaled_weights(datamodule.panel, datamodule.origins["train"], self.horizon)
             self.reference.weight.copy_(torch.as_tensor(weights, dtype=self.reference.weight.dtype))
+        elif not self.reference.weight.any() and self.trainer.ckpt_path is None:
+            raise ConfigError(
+                "model.reference=ridge_ar / model.ridge_combination > 0 fit the ridge autoregression on the training "
+                "span of a WeatherDataModule; train with one (trainer.fit(model, datamodule=...)), or set "
+                "model.reference=none and model.ridge_combination=0"
+            )
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]

@@ -200,6 +200,12 @@ def test_ridge_combination_moves_the_forecast_not_the_training(tmp_path):
     assert torch.allclose(combined[..., 2] - combined[..., 0], raw[..., 2] - raw[..., 0], atol=1e-5)  # same spread
     with pytest.raises(ConfigError, match="ridge_combination"):
         WeatherForecaster(network="gru", ridge_combination=1.5)
+    # with bare dataloaders there is no training span to fit the ridge on: an unfitted ridge is refused
+    bare = WeatherForecaster(network="gru", ridge_combination=0.25, **dm.model_kwargs())
+    fresh = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                       enable_model_summary=False, accelerator="cpu", limit_train_batches=1)
+    with pytest.raises(ConfigError, match="WeatherDataModule"):
+        fresh.fit(bare, dm.train_dataloader())
 
 
 def test_weather_datamodule_state_round_trip_and_predict(tmp_path):
