@@ -62,8 +62,9 @@ class WeatherForecaster(SectorModule):
     and stored as a buffer (a hybrid "residual on ridge AR" model). ``ridge_combination=w`` (0..1): every
     quantile is moved by ``w`` times the gap between that ridge autoregression and the network's median, a
     combination of the two point forecasts that keeps the network's interval shape; the network trains on its
-    own loss, the combination is the forecast (validation metrics and calibration included). ``ensemble=n``: ``n`` independently
-    initialised networks trained side by side on their own losses, forecasts averaged quantile by quantile.
+    own loss, the combination is the forecast (validation metrics and calibration included). ``ensemble=n``:
+    ``n`` independently initialised networks trained side by side on their own losses, forecasts averaged
+    quantile by quantile.
     ``local_lags=k``: a per-series linear adapter on the last k days of the target and of the
     ``local_covariates`` (names among the data's ``covariates``, which the data module passes), added to every
     quantile: each station gets its own linear response to its own recent weather and sensors.
