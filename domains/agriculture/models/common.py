@@ -32,9 +32,9 @@ class MonotoneQuantiles(nn.Module):
 
 class SeriesAdapter(nn.Module):
     """A per-series linear correction on the last ``lags`` values of the input ``channels`` (the target alone by
-    default, optionally covariates too) plus a bias, added to every quantile of a global
-    network's forecast: the "global + local" pattern, giving each station its own short-range autoregressive
-    adjustment. Zero-initialised, so training starts from the global model."""
+    default, optionally covariates too) plus a bias, added to every quantile of a global network's forecast: the
+    "global + local" pattern, giving each station its own short-range autoregressive adjustment.
+    Zero-initialised, so training starts from the global model."""
 
     def __init__(self, n_series: int, lags: int, horizon: int, channels: Sequence[int] = (0,)) -> None:
         super().__init__()
