@@ -35,27 +35,27 @@ import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
 from benchmarks.common import paired_block_bootstrap, save_results  # noqa: E402
-from domains.agriculture.baselines import YIELD_BASELINES, weather_baseline_forecasts  # noqa: E402
-from domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
-from domains.agriculture.metrics import QUANTILES, nrmse, pinball_loss, score_forecasts  # noqa: E402
-from domains.agriculture.module import WeatherForecaster  # noqa: E402
-from domains.agriculture.yield_protocol import expanding_window, leave_one_year_out  # noqa: E402
+from sectorkit.domains.agriculture.baselines import YIELD_BASELINES, weather_baseline_forecasts  # noqa: E402
+from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
+from sectorkit.domains.agriculture.metrics import QUANTILES, nrmse, pinball_loss, score_forecasts  # noqa: E402
+from sectorkit.domains.agriculture.module import WeatherForecaster  # noqa: E402
+from sectorkit.domains.agriculture.yield_protocol import expanding_window, leave_one_year_out  # noqa: E402
 
 STRONG = ("damped_anomaly", "ridge_ar")
-MODEL_CONFIGS = ROOT / "conf" / "domains" / "agriculture" / "model"
-DATA_CONFIG = ROOT / "conf" / "domains" / "agriculture" / "data" / "weather.yaml"
+MODEL_CONFIGS = ROOT / "domains" / "agriculture" / "conf" / "model"
+DATA_CONFIG = ROOT / "domains" / "agriculture" / "conf" / "data" / "weather.yaml"
 METRICS = ("mae", "rmse", "mase", "smape", "pinball", "coverage")
 
 
 def model_defaults(network: str) -> dict:
-    """The options of ``conf/domains/agriculture/model/<network>.yaml``: what a user's run gets by default."""
+    """The options of ``domains/agriculture/conf/model/<network>.yaml``: what a user's run gets by default."""
     options = OmegaConf.to_container(OmegaConf.load(MODEL_CONFIGS / f"{network}.yaml"), resolve=True)
     options.pop("_target_", None)
     return options
 
 
 def data_defaults() -> dict:
-    """The options of ``conf/domains/agriculture/data/weather.yaml`` that shape the inputs (covariates, split,
+    """The options of ``domains/agriculture/conf/data/weather.yaml`` that shape the inputs (covariates, split,
     batch size, ...): what a user's run on the bundled stations gets by default."""
     options = OmegaConf.to_container(OmegaConf.load(DATA_CONFIG))  # unresolved: ``seed`` points at the root
     return {k: v for k, v in options.items() if k not in ("_target_", "path", "seed", "synthetic")}

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.agriculture import fit_weather  # noqa: E402
 from benchmarks.common import RESULTS, quiet_lightning, save_results  # noqa: E402
-from domains.agriculture.data import WeatherDataModule  # noqa: E402
-from domains.agriculture.metrics import pinball_loss  # noqa: E402
-from domains.agriculture.module import VARIANTS, WeatherForecaster, interval_offsets, with_intervals  # noqa: E402
+from sectorkit.domains.agriculture.data import WeatherDataModule  # noqa: E402
+from sectorkit.domains.agriculture.metrics import pinball_loss  # noqa: E402
+from sectorkit.domains.agriculture.module import VARIANTS, WeatherForecaster, interval_offsets, with_intervals  # noqa: E402
 
 MODES = ("auto", *VARIANTS)
 

@@ -64,8 +64,8 @@ QUIET_RUN = ["~logger", "callbacks.progress_bar=null", "callbacks.model_summary=
 
 def compose_domain(name: str, workdir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """A registered domain's config composed like a user's run, with outputs and data cache under ``workdir``."""
-    from core.config import compose_config
-    from core.registry import get_domain
+    from sectorkit.core.config import compose_config
+    from sectorkit.core.registry import get_domain
 
     return compose_config(get_domain(name), [f"paths.output_dir={workdir}", f"paths.data_dir={workdir / 'cache'}", *QUIET_RUN, *overrides])
 
@@ -110,7 +110,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def save_results(path: str | Path, results: dict[str, Any]) -> Path:
     """Write a benchmark's results as JSON, atomically, with the machine they were measured on."""
-    from core.io import atomic_write_json
+    from sectorkit.core.io import atomic_write_json
 
     return atomic_write_json(path, {**results, "machine": machine_info()})
 

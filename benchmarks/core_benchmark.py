@@ -6,7 +6,7 @@
 Model and data: the finance domain's quick experiment (``experiment=quick``: small embedding MLP on the
 tiny transaction simulator), composed from the Hydra configs like a user's run.
 
-1. Overhead: training samples/s through ``core.trainer.build_trainer`` (progress bar, model summary,
+1. Overhead: training samples/s through ``sectorkit.core.trainer.build_trainer`` (progress bar, model summary,
    loggers, checkpointing, early stopping and validation off) vs a plain PyTorch loop on the same model
    class, the same DataLoader, batch size, optimizer (``configure_optimizers``) and number of steps; a
    third variant is Lightning with ``training_step`` reduced to the loss (no logging at all). The
@@ -45,8 +45,8 @@ from pytorch_lightning.profilers import SimpleProfiler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, compose_domain, latency_stats, machine_info, markdown_table, median, quiet_lightning
-from core.io import atomic_write_json
-from core.trainer import build_trainer
+from sectorkit.core.io import atomic_write_json
+from sectorkit.core.trainer import build_trainer
 
 PARTS = ("overhead", "threads", "profile", "inference")
 BATCH_SIZES = (1, 32, 512, 4096)

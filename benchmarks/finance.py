@@ -8,7 +8,7 @@ model against the in-run baselines under the handbook's prequential protocol.
    (train from 2018-07-25, 7 days; 7-day delay; 7-day test; known-fraud cards dropped from test) and
    prequential test (4 folds, training starts 2018-08-15 minus 0/7/14/21 days). Published: AP 0.606 /
    AUC 0.871 (single), AP 0.623 / AUC 0.868 (prequential); target within +-0.03 AP.
-3. Default model (conf/domains/finance/model/mlp.yaml, data/simulator.yaml features) on the same
+3. Default model (domains/finance/conf/model/mlp.yaml, data/simulator.yaml features) on the same
    prequential folds, checkpoint chosen on the 7-day validation window before each training window;
    in-run HistGradientBoosting and logistic regression on the same features and rows.
    Targets: AP >= 0.70 and CP@100 >= 0.31 (mean over folds) and above the gradient-boosting baseline.
@@ -43,13 +43,13 @@ import pytorch_lightning as pl  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from benchmarks.common import compose_domain, save_results  # noqa: E402
-from domains.finance.baselines import fit_predict_baselines  # noqa: E402
-from domains.finance.data import FraudDataModule  # noqa: E402
-from domains.finance.features import build_features  # noqa: E402
-from domains.finance.metrics import evaluate_scores  # noqa: E402
-from domains.finance.module import FraudModule  # noqa: E402
-from domains.finance.readers import sample_spec, to_canonical  # noqa: E402
-from domains.finance.sample import SimulatorConfig, simulate, summary  # noqa: E402
+from sectorkit.domains.finance.baselines import fit_predict_baselines  # noqa: E402
+from sectorkit.domains.finance.data import FraudDataModule  # noqa: E402
+from sectorkit.domains.finance.features import build_features  # noqa: E402
+from sectorkit.domains.finance.metrics import evaluate_scores  # noqa: E402
+from sectorkit.domains.finance.module import FraudModule  # noqa: E402
+from sectorkit.domains.finance.readers import sample_spec, to_canonical  # noqa: E402
+from sectorkit.domains.finance.sample import SimulatorConfig, simulate, summary  # noqa: E402
 
 PUBLISHED = {
     "simulator": {"n_transactions": 1_754_155, "fraud_rate": 0.00837, "scenario_shares": [0.07, 0.62, 0.31]},

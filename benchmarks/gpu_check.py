@@ -32,11 +32,11 @@ from pytorch_lightning.utilities.data import extract_batch_size
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, compose_domain, machine_info, markdown_table, quiet_lightning
-from core.io import atomic_write_json
-from core.pipeline import build_datamodule, build_model
-from core.registry import discover
-from core.runtime import configure_runtime
-from core.trainer import build_trainer
+from sectorkit.core.io import atomic_write_json
+from sectorkit.core.pipeline import build_datamodule, build_model
+from sectorkit.core.registry import discover
+from sectorkit.core.runtime import configure_runtime
+from sectorkit.core.trainer import build_trainer
 
 PRECISIONS = ("32-true", "bf16-mixed")
 TOLERANCES = {"32-true": {"atol": 0.03, "rtol": 0.05}, "bf16-mixed": {"atol": 0.05, "rtol": 0.10}}

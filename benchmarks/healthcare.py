@@ -30,11 +30,11 @@ from PIL import Image  # noqa: E402
 from torchmetrics.functional.classification import binary_auroc  # noqa: E402
 
 from benchmarks.common import save_results  # noqa: E402
-from domains.healthcare.baselines import run_baselines  # noqa: E402
-from domains.healthcare.data import HealthcareDataModule  # noqa: E402
-from domains.healthcare.metrics import anomaly_metrics  # noqa: E402
-from domains.healthcare.module import AnomalyDetector, predict_outputs  # noqa: E402
-from domains.healthcare.sample import SIZE_BUCKETS, make_phantoms  # noqa: E402
+from sectorkit.domains.healthcare.baselines import run_baselines  # noqa: E402
+from sectorkit.domains.healthcare.data import HealthcareDataModule  # noqa: E402
+from sectorkit.domains.healthcare.metrics import anomaly_metrics  # noqa: E402
+from sectorkit.domains.healthcare.module import AnomalyDetector, predict_outputs  # noqa: E402
+from sectorkit.domains.healthcare.sample import SIZE_BUCKETS, make_phantoms  # noqa: E402
 
 warnings.filterwarnings("ignore")
 BMAD = {"BraTS2021 (MRI slices)": 91.65, "RSNA (chest X-ray)": 76.14}  # PatchCore image AUROC, BMAD paper (train on normal only)

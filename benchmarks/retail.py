@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import save_results  # noqa: E402
-from domains.retail.baselines import run_baselines  # noqa: E402
-from domains.retail.data import RetailDataModule  # noqa: E402
-from domains.retail.metrics import RankingMetrics, dense_targets  # noqa: E402
-from domains.retail.module import RecommenderModule  # noqa: E402
+from sectorkit.domains.retail.baselines import run_baselines  # noqa: E402
+from sectorkit.domains.retail.data import RetailDataModule  # noqa: E402
+from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets  # noqa: E402
+from sectorkit.domains.retail.module import RecommenderModule  # noqa: E402
 
 TARGETS = {"bpr": "within ±0.01 of RecBole 0.281 (published 0.2768)", "ease": ">= 0.325", "best neural": ">= 0.31"}
 # Settings of each trained model (embedding 64 everywhere, as the protocol fixes). LightGCN and Mult-VAE

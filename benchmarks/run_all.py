@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, ROOT, machine_info
-from core.io import atomic_write_json, atomic_write_text
+from sectorkit.core.io import atomic_write_json, atomic_write_text
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 

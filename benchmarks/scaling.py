@@ -61,8 +61,8 @@ def measure(domain: str, k: int) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from core.pipeline import build_datamodule, build_model
-    from core.trainer import build_trainer
+    from sectorkit.core.pipeline import build_datamodule, build_model
+    from sectorkit.core.trainer import build_trainer
 
     quiet_lightning()
     torch.set_num_threads(1)
@@ -125,7 +125,7 @@ def main() -> None:
         if domain in args.domains:
             print(f"- {domain}: {note}")
     out = args.out or RESULTS / ("scaling_quick.json" if args.quick else "scaling.json")
-    from core.io import atomic_write_json
+    from sectorkit.core.io import atomic_write_json
 
     atomic_write_json(out, {"machine": machine_info(), "scales": scales, "results": results, "notes": NOTES})
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
-from core.datamodule import SectorDataModule
-from core.errors import ConfigError, DataError
-from core.module import SectorModule
+from sectorkit.core.datamodule import SectorDataModule
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.module import SectorModule
+from sectorkit.core.registry import discover
 
 
 def load_checkpoint(path: str | Path | None, allow_unsafe: bool = False) -> dict[str, Any]:
@@ -40,13 +41,28 @@ def load_checkpoint(path: str | Path | None, allow_unsafe: bool = False) -> dict
         raise DataError(f"{file}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
 
 
+def model_class(class_path: Any) -> type[SectorModule]:
+    """The model class a checkpoint names, allowed only when it is a :class:`SectorModule` of a registered domain.
+
+    The name is checked against the registered domains' packages before anything is imported, and the class
+    before anything is called, so a crafted checkpoint cannot make sectorkit build an arbitrary object.
+    """
+    if not isinstance(class_path, str) or not class_path:
+        raise DataError("the checkpoint was not written by a sectorkit model (no 'sectorkit_model_class' entry)")
+    packages = [domain.package for domain in discover().values()]
+    if not any(class_path.startswith(f"{package}.") for package in packages):
+        raise DataError(f"the checkpoint names the class {class_path!r}, which is not a model of a registered domain "
+                        f"({', '.join(packages)}); refused")
+    module_name, _, class_name = class_path.rpartition(".")
+    model_cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(model_cls, type) and issubclass(model_cls, SectorModule)):
+        raise DataError(f"the checkpoint names {class_path!r}, which is not a sectorkit model class (SectorModule); refused")
+    return model_cls
+
+
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> SectorModule:
     """Rebuild the model class recorded in the checkpoint with its saved hyper-parameters and weights."""
-    class_path = checkpoint.get("sectorkit_model_class")
-    if not class_path:
-        raise DataError("the checkpoint was not written by a sectorkit model (no 'sectorkit_model_class' entry)")
-    module_name, _, class_name = class_path.rpartition(".")
-    model_cls = getattr(importlib.import_module(module_name), class_name)
+    model_cls = model_class(checkpoint.get("sectorkit_model_class"))
     model = model_cls(**checkpoint.get("hyper_parameters", {}))
     model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)

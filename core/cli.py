@@ -1,4 +1,4 @@
-"""The ``sectorkit`` command (also ``python -m core``).
+"""The ``sectorkit`` command (also ``python -m sectorkit``).
 
     sectorkit train domain=finance [model=ft_transformer] [experiment=quick] [trainer.max_epochs=5 ...]
     sectorkit train -m domain=finance hparams_search=optuna
@@ -20,7 +20,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.errors import ConfigError, SectorkitError
+from typing import TYPE_CHECKING
+
+from sectorkit.core.errors import ConfigError, SectorkitError
+
+if TYPE_CHECKING:
+    from sectorkit.core.registry import Domain
 
 RUN_TASKS = ("train", "evaluate", "predict", "export")
 
@@ -68,15 +73,15 @@ def _dispatch(argv: list[str]) -> int:
     if rest:
         parser.error(f"unexpected arguments: {' '.join(rest)}")
     if args.command == "domains":
-        from core.summary import print_domains
+        from sectorkit.core.summary import print_domains
 
         print_domains()
         return 0
     if args.command == "demo":
-        from core.summary import run_demo
+        from sectorkit.core.summary import run_demo
 
         return run_demo(args.domains)
-    from core.scaffold import scaffold_domain
+    from sectorkit.core.scaffold import scaffold_domain
 
     path = scaffold_domain(args.name, Path(args.dest))
     print(f"created {path}\nnext: pip install -e {path} && sectorkit train domain={args.name}")
@@ -85,7 +90,7 @@ def _dispatch(argv: list[str]) -> int:
 
 def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Sequence[str] = ()) -> int:
     """Validate the overrides, then hand the run to Hydra with the domain's config tree (``flags``: Hydra's own)."""
-    from core.config import domain_from_overrides, validate_overrides
+    from sectorkit.core.config import domain_from_overrides, validate_overrides
 
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:
@@ -95,25 +100,27 @@ def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Seq
     root = Path(os.environ.setdefault("SECTORKIT_ROOT", os.getcwd()))  # paths.root_dir and sweep storage follow it
     if multirun:
         (root / "outputs").mkdir(parents=True, exist_ok=True)
-    _run_hydra(domain.config_dir, [*(["--multirun"] if multirun else []), *flags, f"task={task}", *overrides])
+    _run_hydra(domain, [*(["--multirun"] if multirun else []), *flags, f"task={task}", *overrides])
     return 0
 
 
-def _run_hydra(config_dir: Path, hydra_args: list[str]) -> None:
-    """Run :func:`core.pipeline.run` under ``hydra.main`` with ``hydra_args`` as its command line."""
+def _run_hydra(domain: Domain, hydra_args: list[str]) -> None:
+    """Run :func:`sectorkit.core.pipeline.run` under ``hydra.main`` with ``hydra_args`` as its command line."""
     import hydra
 
-    from core.config import searchpath_override
-    from core.schema import register_resolvers, register_schemas
+    from sectorkit.core.config import searchpath_override
+    from sectorkit.core.schema import register_resolvers, register_schemas
 
     register_schemas()
     register_resolvers()
+    domain.register_schemas()
+    config_dir = domain.config_dir
 
     errors: list[SectorkitError] = []
 
     @hydra.main(version_base="1.3", config_path=str(config_dir), config_name="main")
     def task(cfg):  # noqa: ANN001, ANN202 - signature fixed by Hydra
-        from core.pipeline import run
+        from sectorkit.core.pipeline import run
 
         try:
             return run(cfg)
@@ -137,17 +144,18 @@ def _run_hydra(config_dir: Path, hydra_args: list[str]) -> None:
 def _is_ddp_worker() -> bool:
     if os.environ.get("LOCAL_RANK", "0") in ("", "0"):
         return False
-    from core.runtime import DDP_JOB_ENV  # imports torch: only for processes that may be workers
+    from sectorkit.core.runtime import DDP_JOB_ENV  # imports torch: only for processes that may be workers
 
     return DDP_JOB_ENV in os.environ
 
 
 def _run_ddp_worker() -> int:
     """A DDP worker started by Lightning: join the parent's job, in the parent's run folder."""
-    from core.runtime import DDP_JOB_ENV
+    from sectorkit.core.registry import get_domain
+    from sectorkit.core.runtime import DDP_JOB_ENV
 
     job = json.loads(os.environ[DDP_JOB_ENV])
     rank = os.environ["LOCAL_RANK"]
     pinned = [f'hydra.run.dir="{job["run_dir"]}"', "hydra.output_subdir=null", f"hydra.job.name=rank{rank}", "hydra.mode=RUN"]
-    _run_hydra(Path(job["config_dir"]), [*job["overrides"], *pinned])
+    _run_hydra(get_domain(job["domain"]), [*job["overrides"], *pinned])
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator, Sequence
+from importlib.resources import files
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -17,11 +18,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from core.errors import ConfigError
-from core.registry import Domain, discover, get_domain
-from core.schema import register_resolvers, register_schemas
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.registry import Domain, discover, get_domain
+from sectorkit.core.schema import register_resolvers, register_schemas
 
-CORE_CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CORE_CONF_DIR = Path(str(files("sectorkit.conf")))
 DOMAIN_GROUPS = ("data", "model", "experiment")
 
 
@@ -59,6 +60,7 @@ def compose_config(domain: Domain, overrides: Sequence[str] = (), return_hydra_c
     """Compose ``domain``'s ``main.yaml`` with the core tree on its search path, as a run would."""
     register_schemas()
     register_resolvers()
+    domain.register_schemas()
     with initialize_config_dir(config_dir=str(domain.config_dir), version_base="1.3"):
         return compose("main", overrides=[searchpath_override(), *overrides], return_hydra_config=return_hydra_config)
 

@@ -11,13 +11,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from core.errors import DataError
+from sectorkit.core.errors import DataError
+from sectorkit.core.network import Network
 
 
 class SectorDataModule(pl.LightningDataModule):
     """Built-in sample vs user file, deterministic splits and deliberate DataLoader settings.
 
     ``path=None`` selects the domain's built-in sample; otherwise ``path`` is the user's file or folder.
+    ``network`` is the class of the network the data feeds (the pipeline passes it): its declared needs
+    (:class:`~sectorkit.core.network.Network`) choose how batches are built.
     ``pin_memory=None`` pins host memory only when CUDA is available. Fitted preprocessing (scalers,
     vocabularies, id maps) is returned by :meth:`state_dict` and saved in every checkpoint, so
     ``evaluate``/``predict`` restore it before ``setup``.
@@ -33,8 +36,10 @@ class SectorDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         seed: int = 0,
         cache_dir: str | None = None,
+        network: type[Network] | None = None,
     ) -> None:
         super().__init__()
+        self.network = network
         self.path = Path(path).expanduser() if path else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -43,11 +48,15 @@ class SectorDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.seed = seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.output_dir: Path | None = None  # set by the pipeline: where files beside predictions go (e.g. plots)
 
     # --- hooks for domains ---------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
         """Data-dependent constructor arguments for the model (called after ``setup('fit')``)."""
+        return {}
+
+    def training_state(self) -> dict[str, Any]:
+        """Data the model needs before fitting that is not a hyper-parameter (called after ``setup('fit')``;
+        handed over once by the pipeline through ``model.prepare_fit``)."""
         return {}
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:

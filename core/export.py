@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import SectorkitError
-from core.io import atomic_path
-from core.module import Batch, SectorModule
+from sectorkit.core.errors import SectorkitError
+from sectorkit.core.io import atomic_path
+from sectorkit.core.module import Batch, SectorModule
 
 ATOL, RTOL = 1e-4, 1e-3
 MAX_FLIPPED_DECISIONS = 0.001  # share of boolean outputs allowed to differ (scores exactly at a threshold)

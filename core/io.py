@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.errors import DataError
+from sectorkit.core.errors import DataError
 
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".txt")
 

@@ -38,9 +38,12 @@ class SectorModule(pl.LightningModule):
     """Optimizer and scheduler from config, one MetricCollection per stage, predict and export paths.
 
     Subclasses call ``super().__init__(optimizer=..., scheduler=..., compile=..., channels_last=...)`` then
-    ``self.save_hyperparameters()``, and implement :meth:`build_metrics`, :meth:`training_loss`,
+    ``self.save_hyperparameters()``, build their network from the ``net`` config with
+    :func:`sectorkit.core.network.build_network`, and implement :meth:`build_metrics`, :meth:`training_loss`,
     :meth:`forward` (the full inference path, also what ONNX export traces) and, when batches hold more
-    than ``inputs``, :meth:`batch_inputs`.
+    than ``inputs``, :meth:`batch_inputs`. What is chosen on the validation split (thresholds, score
+    normalisation, intervals) is fitted in :meth:`calibrate` from what :meth:`validation_outputs` collects.
+    A module with no trainable parameters (a memory bank) trains without an optimizer.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class SectorModule(pl.LightningModule):
         self.compile_model = compile
         self.use_channels_last = channels_last
         self._loss_sum, self._loss_count = torch.zeros(()), 0
+        self._validation_outputs: list[dict[str, torch.Tensor]] = []
         metrics = self.build_metrics()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -87,6 +91,22 @@ class SectorModule(pl.LightningModule):
         """Feed one evaluation batch to ``metrics`` (override when targets are not ``batch['target']``)."""
         metrics.update(self(*self.batch_inputs(batch)), batch["target"])
 
+    def prepare_fit(self, state: dict[str, Any]) -> None:
+        """Take the data state the model needs before fitting (the pipeline passes ``datamodule.training_state()``).
+
+        Default: nothing needed. Override for e.g. the training interactions of a recommender or the training
+        span a reference forecast is fitted on.
+        """
+
+    def validation_outputs(self, batch: Batch) -> dict[str, torch.Tensor] | None:
+        """What :meth:`calibrate` needs from one validation batch (default: None, nothing is calibrated)."""
+        return None
+
+    def calibrate(self, outputs: dict[str, torch.Tensor]) -> None:
+        """Fit what is chosen on the validation split from the outputs of every validation batch, concatenated
+        (on the CPU). Called at the end of each validation epoch, before its metrics are logged; not during
+        Lightning's sanity check."""
+
     # --- Lightning hooks -----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self.use_channels_last:
@@ -112,11 +132,17 @@ class SectorModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.update_metrics(self.val_metrics, batch)
+        outputs = self.validation_outputs(batch)
+        if outputs is not None:
+            self._validation_outputs.append({k: v.detach().cpu() for k, v in outputs.items()})
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.update_metrics(self.test_metrics, batch)
 
     def on_validation_epoch_end(self) -> None:
+        collected, self._validation_outputs = self._validation_outputs, []
+        if collected and not (self._trainer is not None and self.trainer.sanity_checking):
+            self.calibrate({key: torch.cat([part[key] for part in collected]) for key in collected[0]})
         self._log_and_reset(self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
@@ -140,6 +166,8 @@ class SectorModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
+        if not params:  # a memory bank: fitted in its training steps without gradients
+            return None
         optimizer = instantiate(self.optimizer_cfg)(params)
         if not self.scheduler_cfg:
             return optimizer

@@ -7,28 +7,32 @@ test split → predictions, metrics.json and report.md in the run folder. Only g
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from core.datamodule import SectorDataModule
-from core.errors import ConfigError
-from core.export import export_model
-from core.io import atomic_write_json, atomic_write_table
-from core.module import SectorModule
-from core.registry import Domain, get_domain
-from core.reporting import RunContext, primary_metric_plot, write_report
-from core.runtime import DDP_JOB_ENV, configure_runtime
-from core.trainer import build_trainer, checkpoint_callback
+from sectorkit.core.baselines import BaselineResult
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.core.datamodule import SectorDataModule
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.export import export_model
+from sectorkit.core.io import atomic_write_json, atomic_write_table
+from sectorkit.core.module import SectorModule
+from sectorkit.core.network import Network, network_class
+from sectorkit.core.registry import Domain, get_domain
+from sectorkit.core.reporting import RunContext, primary_metric_plot, write_report
+from sectorkit.core.runtime import DDP_JOB_ENV, configure_runtime
+from sectorkit.core.trainer import build_trainer, checkpoint_callback
 
-
+log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> float | None:
     """Run ``cfg.task``; ``train`` returns the best validation score (what a sweep optimises)."""
@@ -54,17 +58,20 @@ def start(cfg: DictConfig) -> Domain:
     return domain
 
 
-def build_datamodule(cfg: DictConfig) -> SectorDataModule:
-    """The datamodule of ``cfg.data``."""
-    return instantiate(cfg.data)
+def build_datamodule(cfg: DictConfig, network: type[Network]) -> SectorDataModule:
+    """The datamodule of ``cfg.data``, told which network it feeds (its declared input type and needs)."""
+    return instantiate(cfg.data, network=network)
 
 
 def build_model(cfg: DictConfig, datamodule: SectorDataModule) -> SectorModule:
-    """The model of ``cfg.model`` with the data-dependent sizes from ``datamodule`` (after ``setup('fit')``)."""
+    """The model of ``cfg.model`` with the data-dependent sizes from ``datamodule`` (after ``setup('fit')``),
+    handed the data state it needs before fitting."""
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True) if cfg.get("optimizer") else None
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    return instantiate(model_cfg, **datamodule.model_kwargs(), optimizer=optimizer, scheduler=scheduler, _recursive_=False)
+    model = instantiate(model_cfg, **datamodule.model_kwargs(), optimizer=optimizer, scheduler=scheduler, _recursive_=False)
+    model.prepare_fit(datamodule.training_state())
+    return model
 
 
 def model_name(cfg: DictConfig) -> str:
@@ -102,14 +109,26 @@ def announce_ddp_job(cfg: DictConfig) -> None:
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
-    job = {"overrides": list(hydra_cfg.overrides.task), "run_dir": str(hydra_cfg.runtime.output_dir), "config_dir": str(get_domain(cfg.domain).config_dir)}
+    job = {"overrides": list(hydra_cfg.overrides.task), "run_dir": str(hydra_cfg.runtime.output_dir), "domain": str(cfg.domain)}
     os.environ[DDP_JOB_ENV] = json.dumps(job)
 
 
-def collect_predictions(model: SectorModule, datamodule: SectorDataModule, stage: str) -> Any:
-    """Run ``predict_step`` over the stage's loader on one process and return the domain's table."""
+def collect_predictions(model: SectorModule, datamodule: SectorDataModule, stage: str) -> tuple[list[Any], pd.DataFrame]:
+    """Run ``predict_step`` over the stage's loader on one process: the raw outputs and the domain's table."""
     loader = datamodule.predict_dataloader() if stage == "predict" else datamodule.test_dataloader()
-    return datamodule.predict_frame(model.predict_loader(loader), stage)
+    outputs = model.predict_loader(loader)
+    return outputs, datamodule.predict_frame(outputs, stage)
+
+
+def fit_baselines(domain: Domain, datamodule: SectorDataModule, cfg: DictConfig) -> tuple[dict[str, BaselineResult], dict[str, str]]:
+    """The domain's baselines on the run's splits, and the error of a failure (the run's results are kept)."""
+    if not domain.baselines or not cfg.get("with_baselines", True):
+        return {}, {}
+    try:
+        return domain.baselines(datamodule, cfg), {}
+    except Exception as err:  # noqa: BLE001 - a failing baseline must never cost the model's results
+        log.warning("the baselines failed (%s: %s); the model's results are kept", type(err).__name__, err)
+        return {}, {"baselines": f"{type(err).__name__}: {err}"}
 
 
 def strip_prefix(values: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -121,23 +140,27 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
                test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
     """Baselines, predictions, metrics.json and report.md for a tested model (global rank 0 only)."""
     folder = run_dir(cfg)
-    baselines = domain.baselines(datamodule, cfg) if domain.baselines and cfg.get("with_baselines", True) else {}
     metrics: dict[str, Any] = {
         "domain": domain.name,
         "model_name": model_name(cfg),
         "primary_metric": str(cfg.monitor.metric),
         "mode": str(cfg.monitor.mode),
         "test": test,
-        "baselines": baselines,
+        "baselines": {},
         **extra,
         "run_dir": str(folder),
     }
+    atomic_write_json(folder / "metrics.json", metrics)  # the model's results first: nothing later can cost them
+    outputs, table = collect_predictions(model, datamodule, "test")
     if cfg.get("write_predictions", True):
-        datamodule.output_dir = folder
-        atomic_write_table(collect_predictions(model, datamodule, "test"), folder / "predictions.csv")
+        atomic_write_table(table, folder / "predictions.csv")
         metrics["predictions"] = str(folder / "predictions.csv")
+    baselines, failures = fit_baselines(domain, datamodule, cfg)
+    metrics["baselines"] = {name: result.metrics for name, result in baselines.items()}
+    if failures:
+        metrics["failures"] = failures
     atomic_write_json(folder / "metrics.json", metrics)
-    ctx = RunContext(folder, cfg, datamodule, model, metrics, trainer)
+    ctx = RunContext(folder, cfg, datamodule, model, metrics, trainer, predictions=table, outputs=outputs, baselines=baselines)
     sections = [s for s in [primary_metric_plot(ctx)] if s is not None]
     sections += domain.report(ctx) if domain.report else []
     metrics["report"] = str(write_report(ctx, sections))
@@ -155,7 +178,7 @@ def run_train(cfg: DictConfig) -> float | None:
     resume = resolve_resume_path(cfg)
     if resume:
         load_checkpoint(resume, bool(cfg.allow_unsafe_checkpoint))  # refuse unsafe files before Lightning reads them
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, network_class(cfg.model.get("net"), "model.net"))
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
@@ -192,7 +215,7 @@ def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModul
     domain = start(cfg)
     checkpoint = load_checkpoint(cfg.get("ckpt_path"), bool(cfg.allow_unsafe_checkpoint))
     model = model_from_checkpoint(checkpoint)
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, network_class(model.hparams.get("net"), "the checkpoint's net"))
     restore_datamodule_state(datamodule, checkpoint)
     datamodule.prepare_data()
     datamodule.setup(stage)
@@ -209,13 +232,17 @@ def run_evaluate(cfg: DictConfig) -> None:
 
 
 def run_predict(cfg: DictConfig) -> None:
-    """Predictions of ``ckpt_path`` for ``data.path`` (or the built-in sample's test split), written to a table."""
-    _, model, datamodule = load_for_inference(cfg, "predict")
+    """Predictions of ``ckpt_path`` for ``data.path`` (or the built-in sample's test split), written to a table;
+    the domain's figures of them (forecast plots, heatmaps) go to ``<output stem>_plots/`` beside it."""
+    domain, model, datamodule = load_for_inference(cfg, "predict")
     output = Path(cfg.output) if cfg.get("output") else run_dir(cfg) / "predictions.csv"
-    datamodule.output_dir = output.parent
-    table = collect_predictions(model, datamodule, "predict")
+    outputs, table = collect_predictions(model, datamodule, "predict")
     atomic_write_table(table, output)
     print(f"{len(table)} rows → {output}")
+    if domain.report:
+        plots = output.parent / f"{output.stem}_plots"
+        ctx = RunContext(output.parent, cfg, datamodule, model, {}, stage="predict", predictions=table, outputs=outputs, plots_dir=plots)
+        domain.report(ctx)
 
 
 def run_export(cfg: DictConfig) -> None:

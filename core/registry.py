@@ -7,20 +7,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import import_module
 from importlib.metadata import entry_points
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import ConfigError
+from sectorkit.core.baselines import BaselinesFn
+from sectorkit.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
-    from core.datamodule import SectorDataModule
-    from core.reporting import ReportSection, RunContext
+    from sectorkit.core.reporting import ReportSection, RunContext
 
 ENTRY_POINT_GROUP = "sectorkit.domains"
 
-BaselinesFn = Callable[["SectorDataModule", "DictConfig"], dict[str, dict[str, float]]]
 ReportFn = Callable[["RunContext"], list["ReportSection"]]
 
 
@@ -44,16 +42,31 @@ def lazy(target: str) -> Callable[..., Any]:
 class Domain:
     """A domain plugin.
 
-    ``config_dir`` holds the domain's primary config ``main.yaml`` and its ``data/``, ``model/`` and
-    ``experiment/`` groups. ``baselines`` returns each baseline's test metrics on the run's test split;
-    ``report`` returns the domain's sections of ``report.md``.
+    ``package`` is the domain's Python package; its ``conf/`` folder holds the primary config ``main.yaml`` and
+    the ``data/``, ``model/`` and ``experiment/`` groups (found through the package, so it works the same from a
+    source checkout, an editable install and a wheel). ``schemas`` stores the typed configs of the domain's
+    ``data`` and ``model`` groups in Hydra's ConfigStore (so a typo fails when the config is composed).
+    ``baselines`` returns a :class:`~sectorkit.core.baselines.BaselineResult` per baseline, fitted on the run's
+    training split and scored on its test split; ``report`` draws every figure of the domain and returns its
+    sections of ``report.md`` (after a test, and for the files a ``predict`` writes).
     """
 
     name: str
     description: str
-    config_dir: Path
+    package: str
+    schemas: Callable[[], None] | None = None
     baselines: BaselinesFn | None = None
     report: ReportFn | None = None
+
+    def register_schemas(self) -> None:
+        """Store the domain's typed configs in Hydra's ConfigStore (before composing its config)."""
+        if self.schemas is not None:
+            self.schemas()
+
+    @property
+    def config_dir(self) -> Path:
+        """The domain's config folder: ``conf/`` inside its package."""
+        return Path(str(files(self.package) / "conf"))
 
     def options(self, group: str) -> list[str]:
         """Names of the configs in one of the domain's groups (``data``, ``model``, ``experiment``)."""
@@ -68,7 +81,7 @@ def discover() -> dict[str, Domain]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         domain = ep.load()
         if not isinstance(domain, Domain):
-            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) must point to a core.registry.Domain, got {type(domain).__name__}")
+            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) must point to a sectorkit.core.registry.Domain, got {type(domain).__name__}")
         if not (domain.config_dir / "main.yaml").is_file():
             raise ConfigError(f"domain {domain.name!r}: no main.yaml in its config_dir {domain.config_dir}")
         found[domain.name] = domain

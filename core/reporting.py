@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from core.io import atomic_write_text, save_figure  # noqa: E402
+from sectorkit.core.io import atomic_write_text, save_figure  # noqa: E402
 
 
 @dataclass
@@ -26,7 +26,12 @@ class ReportSection:
 
 @dataclass
 class RunContext:
-    """What a domain's report hook can use: the run folder, config, data, model and the run's metrics."""
+    """What a domain's report hook is handed: where to write, the config, data and model, and the results.
+
+    ``stage`` is ``test`` after training or evaluation (``metrics`` and ``baselines`` filled in) or ``predict``
+    (``metrics`` empty). ``predictions`` is the table :meth:`predict_frame` built and ``outputs`` the raw
+    model outputs it was built from; ``baselines`` holds each baseline's result, fitted once in the run.
+    """
 
     run_dir: Path
     cfg: DictConfig
@@ -34,10 +39,15 @@ class RunContext:
     module: Any
     metrics: dict[str, Any]
     trainer: Any = None
+    stage: str = "test"
+    predictions: Any = None
+    outputs: list[Any] = field(default_factory=list)
+    baselines: dict[str, Any] = field(default_factory=dict)
+    plots_dir: Path | None = None
 
     def plot_path(self, name: str) -> Path:
-        """Where to save a plot called ``name`` (inside the run's ``plots/`` folder)."""
-        path = self.run_dir / "plots" / name
+        """Where to save a plot called ``name`` (the run's ``plots/`` folder unless ``plots_dir`` says otherwise)."""
+        path = (self.plots_dir or self.run_dir / "plots") / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

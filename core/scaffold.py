@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from string import Template
 
-from core.errors import ConfigError
-from core.registry import discover
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.registry import discover
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "domain"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")

@@ -13,8 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from core.config import compose_config
-from core.registry import discover
+from sectorkit.core.config import compose_config
+from sectorkit.core.registry import discover
 
 
 def print_domains() -> None:
@@ -52,7 +52,7 @@ def run_demo(names: list[str] | None = None) -> int:
     for name in names:
         quick = ["experiment=quick"] if "quick" in domains[name].options("experiment") else []
         run_dir = demo_dir / name
-        cmd = [sys.executable, "-m", "core", "train", f"domain={name}", *quick, f'hydra.run.dir="{run_dir}"',
+        cmd = [sys.executable, "-m", "sectorkit", "train", f"domain={name}", *quick, f'hydra.run.dir="{run_dir}"',
                "trainer.enable_progress_bar=false", "callbacks.model_summary=null"]
         console.rule(f"{name}: {' '.join(cmd[3:])}")
         started = time.perf_counter()

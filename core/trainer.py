@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from core.registry import Domain, lazy
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "agriculture"
+from sectorkit.core.registry import Domain, lazy
 
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     """Test metrics of every baseline on the run's test split (same metric names as the model's)."""
     import pandas as pd
 
-    from domains.agriculture.baselines import evaluate_weather_baselines, evaluate_yield_baselines
-    from domains.agriculture.data import YieldDataModule
+    from sectorkit.domains.agriculture.baselines import evaluate_weather_baselines, evaluate_yield_baselines
+    from sectorkit.domains.agriculture.data import YieldDataModule
 
     if isinstance(datamodule, YieldDataModule):
         history = pd.concat([datamodule.frames["train"], datamodule.frames["val"]])
@@ -27,7 +24,7 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
 DOMAIN = Domain(
     name="agriculture",
     description="Daily weather forecasting (quantiles, horizons 1..H) and crop-yield forecasting (NRMSE).",
-    config_dir=CONFIG_DIR,
+    package=__name__,
     baselines=run_baselines,
-    report=lazy("domains.agriculture.report:build_report"),
+    report=lazy("sectorkit.domains.agriculture.report:build_report"),
 )

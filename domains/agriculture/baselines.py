@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import RidgeCV
 
-from domains.agriculture.metrics import QUANTILES, nrmse, score_forecasts
-from domains.agriculture.windows import Panel
+from sectorkit.domains.agriculture.metrics import QUANTILES, nrmse, score_forecasts
+from sectorkit.domains.agriculture.windows import Panel
 
 WEATHER_BASELINES = ("persistence", "climatology", "seasonal_naive", "damped_anomaly", "ridge_ar")
 AR_LAGS = 14

@@ -1,7 +1,7 @@
 """LightningDataModules: daily weather windows and region x year yield tables.
 
-Readers and schema checks live in :mod:`domains.agriculture.readers`; windows and scaling in
-:mod:`domains.agriculture.windows`.
+Readers and schema checks live in :mod:`sectorkit.domains.agriculture.readers`; windows and scaling in
+:mod:`sectorkit.domains.agriculture.windows`.
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from core.datamodule import SectorDataModule
-from core.errors import ConfigError, DataError
-from core.io import read_table, save_figure
-from domains.agriculture import sample
-from domains.agriculture.baselines import trend_predictions
-from domains.agriculture.features import season_aggregates
-from domains.agriculture.metrics import QUANTILES
-from domains.agriculture.readers import (
+from sectorkit.core.datamodule import SectorDataModule
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.io import read_table, save_figure
+from sectorkit.domains.agriculture import sample
+from sectorkit.domains.agriculture.baselines import trend_predictions
+from sectorkit.domains.agriculture.features import season_aggregates
+from sectorkit.domains.agriculture.metrics import QUANTILES
+from sectorkit.domains.agriculture.readers import (
     read_series_table,
     validate_season_weather,
     validate_series,
     validate_yield,
 )
-from domains.agriculture.windows import (
+from sectorkit.domains.agriculture.windows import (
     Panel,
     SeriesStats,
     WindowDataset,
@@ -212,7 +212,7 @@ class WeatherDataModule(SectorDataModule):
         if key == "test":
             frame["actual"] = self.panel.target[origins[:, None] + np.arange(1, h + 1)].ravel()
         elif self.output_dir is not None:
-            from domains.agriculture.report import forecast_figure
+            from sectorkit.domains.agriculture.report import forecast_figure
 
             save_figure(forecast_figure(self, frame), self.output_dir / "forecast.png")
         return frame
@@ -391,7 +391,7 @@ class YieldDataModule(SectorDataModule):
         if key == "test":
             out["actual"] = frame["yield"].to_numpy()
         elif self.output_dir is not None and "history" in self.frames:
-            from domains.agriculture.report import yield_forecast_figure
+            from sectorkit.domains.agriculture.report import yield_forecast_figure
 
             save_figure(yield_forecast_figure(self.frames["history"], out), self.output_dir / "forecast.png")
         return out

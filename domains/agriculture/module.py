@@ -9,13 +9,13 @@ import torch
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
 
-from core.errors import ConfigError
-from core.module import SectorModule, plain_container
-from domains.agriculture.baselines import AR_LAGS, ridge_ar_scaled_weights
-from domains.agriculture.metrics import NRMSE, QUANTILES, ForecastMetrics, pinball_loss
-from domains.agriculture.models import NETWORKS
-from domains.agriculture.models.common import MemberMean, RidgeReference, SeriesAdapter
-from domains.agriculture.models.yield_mlp import YieldMLP
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.module import SectorModule, plain_container
+from sectorkit.domains.agriculture.baselines import AR_LAGS, ridge_ar_scaled_weights
+from sectorkit.domains.agriculture.metrics import NRMSE, QUANTILES, ForecastMetrics, pinball_loss
+from sectorkit.domains.agriculture.models import NETWORKS
+from sectorkit.domains.agriculture.models.common import MemberMean, RidgeReference, SeriesAdapter
+from sectorkit.domains.agriculture.models.yield_mlp import YieldMLP
 
 Batch = dict[str, torch.Tensor]
 # the per-series interval variants: (network quantiles shifted by the learned offsets?, weight of the band,

@@ -4,7 +4,7 @@ A daily table is one CSV / Parquet file, or a folder of station files (one serie
 carry a series id column); climate files of the FAO AquaCrop crop model (``Day Month Year Tmin Tmax Prcp Et0``,
 whitespace-separated ``.txt``) are read as ``date, tmin, tmax, precip, et0``.
 
-Bad-input handling (each case raises :class:`core.errors.DataError` naming the file and column, or is
+Bad-input handling (each case raises :class:`sectorkit.core.errors.DataError` naming the file and column, or is
 handled as documented):
 
 * unsorted rows: sorted by series then date (harmless, so handled silently);
@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.offsets import MonthEnd
 
-from core.errors import ConfigError, DataError
-from core.io import TABLE_SUFFIXES, read_table
-from domains.agriculture.features import SEASON_MONTHS
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.io import TABLE_SUFFIXES, read_table
+from sectorkit.domains.agriculture.features import SEASON_MONTHS
 
 AQUACROP_DATE = ["Day", "Month", "Year"]
 AQUACROP_VALUES = ("tmin", "tmax", "precip", "et0")

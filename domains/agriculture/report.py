@@ -12,11 +12,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from core.io import save_figure  # noqa: E402
-from core.reporting import ReportSection, RunContext  # noqa: E402
-from domains.agriculture.baselines import evaluate_weather_baselines, yield_baseline_predictions  # noqa: E402
-from domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
-from domains.agriculture.metrics import score_forecasts  # noqa: E402
+from sectorkit.core.io import save_figure  # noqa: E402
+from sectorkit.core.reporting import ReportSection, RunContext  # noqa: E402
+from sectorkit.domains.agriculture.baselines import evaluate_weather_baselines, yield_baseline_predictions  # noqa: E402
+from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
+from sectorkit.domains.agriculture.metrics import score_forecasts  # noqa: E402
 
 
 def predict_test(module: Any, datamodule: Any) -> np.ndarray:

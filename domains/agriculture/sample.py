@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 SAMPLE_DIR = Path(__file__).parent / "sample_data"
 STATIONS = {"seattle": "seattle_weather.csv.gz", "champion": "champion_weather.csv.gz"}
@@ -118,7 +118,7 @@ def synthetic_yield(
               + Normal(0, noise)``
     Returns ``(yields, weather)`` with yields ``region, year, yield`` and the daily weather used.
     """
-    from domains.agriculture.features import season_aggregates
+    from sectorkit.domains.agriculture.features import season_aggregates
 
     weather = synthetic_season_weather(seed=seed) if weather is None else weather
     agg = season_aggregates(weather)

@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from core.errors import ConfigError, DataError
-from domains.agriculture.features import doy_features, fit_climatology
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.agriculture.features import doy_features, fit_climatology
 
 STAGES = ("train", "val", "test")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from domains.agriculture.baselines import trend_predictions, yield_baseline_predictions
-from domains.agriculture.models.yield_mlp import YieldMLP
+from sectorkit.domains.agriculture.baselines import trend_predictions, yield_baseline_predictions
+from sectorkit.domains.agriculture.models.yield_mlp import YieldMLP
 
 
 def fit_predict_yield(

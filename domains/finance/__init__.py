@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from core.registry import Domain, lazy
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "finance"
+from sectorkit.core.registry import Domain, lazy
 
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     """Logistic regression and HistGradientBoosting fitted on the run's training window, scored on its test
     window with the model's metric names; their scores are kept on the datamodule for the report."""
-    from domains.finance.baselines import BASELINES, fit_predict_baselines
-    from domains.finance.metrics import evaluate_scores
+    from sectorkit.domains.finance.baselines import BASELINES, fit_predict_baselines
+    from sectorkit.domains.finance.metrics import evaluate_scores
 
     settings = dict((cfg.get("baselines") if cfg is not None else None) or {})
     names = list(settings.get("names") or BASELINES)
@@ -34,7 +31,7 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
 DOMAIN = Domain(
     name="finance",
     description="Transaction fraud detection: simulator after Le Borgne et al., leakage-free window features, time-based splits.",
-    config_dir=CONFIG_DIR,
+    package=__name__,
     baselines=run_baselines,
-    report=lazy("domains.finance.report:build_report"),
+    report=lazy("sectorkit.domains.finance.report:build_report"),
 )

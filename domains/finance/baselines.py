@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 BASELINES = ("logistic_regression", "hist_gradient_boosting")
 

@@ -13,13 +13,13 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, WeightedRandomSampler
 
-from core.datamodule import SectorDataModule
-from core.errors import ConfigError, DataError
-from domains.finance.features import build_features
-from domains.finance.models.numeric_encoding import tree_bin_edges
-from domains.finance.readers import ColumnSpec, kaggle_creditcard_spec, read_transactions, sample_spec, to_canonical
-from domains.finance.sample import SimulatorConfig, load_sample
-from domains.finance.splits import Windows, resolve_start, split_frame
+from sectorkit.core.datamodule import SectorDataModule
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.finance.features import build_features
+from sectorkit.domains.finance.models.numeric_encoding import tree_bin_edges
+from sectorkit.domains.finance.readers import ColumnSpec, kaggle_creditcard_spec, read_transactions, sample_spec, to_canonical
+from sectorkit.domains.finance.sample import SimulatorConfig, load_sample
+from sectorkit.domains.finance.splits import Windows, resolve_start, split_frame
 
 PRESETS = {"sample": sample_spec, "kaggle_creditcard": kaggle_creditcard_spec, "custom": ColumnSpec}
 

@@ -157,7 +157,7 @@ def build_features(
     terminal_recency_days: float = 30,
 ) -> pd.DataFrame:
     """Engineered features for a canonical frame (columns ``seconds``, ``datetime``, ``amount``, ``card``,
-    ``terminal``, ``label``; see :mod:`domains.finance.data`), aligned with its rows."""
+    ``terminal``, ``label``; see :mod:`sectorkit.domains.finance.data`), aligned with its rows."""
     seconds = frame["seconds"].to_numpy(np.float64)
     cols: dict[str, np.ndarray] = {}
     if calendar and "datetime" in frame:

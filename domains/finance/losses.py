@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = 0.25) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinarySensitivityAtSpecificity
 from torchmetrics.utilities import dim_zero_cat
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 
 def metric_names(k: int = 100, fpr: float = 0.01) -> dict[str, str]:

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torchmetrics import MetricCollection
 
-from core.errors import ConfigError
-from core.module import SectorModule, plain_container
-from domains.finance.losses import classification_loss
-from domains.finance.metrics import build_metrics, choose_threshold
-from domains.finance.models import ARCHITECTURES
-from domains.finance.models.ensemble import MemberEnsemble
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.module import SectorModule, plain_container
+from sectorkit.domains.finance.losses import classification_loss
+from sectorkit.domains.finance.metrics import build_metrics, choose_threshold
+from sectorkit.domains.finance.models import ARCHITECTURES
+from sectorkit.domains.finance.models.ensemble import MemberEnsemble
 
 Batch = dict[str, torch.Tensor]
 

@@ -3,7 +3,7 @@
 The canonical frame has ``seconds`` (float seconds since the first day's midnight), ``datetime``,
 ``day`` (integer day index), ``amount``, and when configured ``card``, ``terminal``, ``label``,
 ``id`` plus the extra numeric / categorical columns under their own names. Rows are sorted by time
-(stable: ties keep file order). Every problem raises :class:`core.errors.DataError` naming the file
+(stable: ties keep file order). Every problem raises :class:`sectorkit.core.errors.DataError` naming the file
 and the column.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError, DataError
-from core.io import read_table
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.io import read_table
 
 SECONDS_PER_DAY = 86_400.0
 

@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
 
-from core.io import save_figure  # noqa: E402
-from core.reporting import ReportSection, RunContext  # noqa: E402
+from sectorkit.core.io import save_figure  # noqa: E402
+from sectorkit.core.reporting import ReportSection, RunContext  # noqa: E402
 
 
 @torch.no_grad()
@@ -79,7 +79,7 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     y = tensors["target"].numpy().astype(int)
     scores = {"model": model_scores(module, tensors)}
     if not getattr(dm, "baseline_scores", None):  # the baselines hook keeps its scores; refit if it has not run
-        from domains.finance import run_baselines
+        from sectorkit.domains.finance import run_baselines
 
         run_baselines(dm, ctx.cfg)
     scores.update(dm.baseline_scores)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError, DataError
+from sectorkit.core.errors import ConfigError, DataError
 
 SECONDS_PER_DAY = 86_400.0
 

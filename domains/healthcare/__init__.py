@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from core.registry import Domain, lazy
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "healthcare"
+from sectorkit.core.registry import Domain, lazy
 
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     """Test metrics of the kNN and PCA baselines on the run's test split (same metric names as the model)."""
-    from domains.healthcare.baselines import run_baselines as run
+    from sectorkit.domains.healthcare.baselines import run_baselines as run
 
     model_cfg = cfg.get("model", {}) if cfg is not None else {}
     results = run(datamodule, threshold=model_cfg.get("threshold", "f1"), fpr=model_cfg.get("fpr", 0.05))
@@ -23,7 +20,7 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
 DOMAIN = Domain(
     name="healthcare",
     description="Medical image anomaly detection: image AUROC (pixel AUROC, AUPRO, Dice where masks exist).",
-    config_dir=CONFIG_DIR,
+    package=__name__,
     baselines=run_baselines,
-    report=lazy("domains.healthcare.report:build_report"),
+    report=lazy("sectorkit.domains.healthcare.report:build_report"),
 )

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
-from domains.healthcare.metrics import anomaly_metrics, choose_threshold
-from domains.healthcare.models.common import GaussianBlur
+from sectorkit.domains.healthcare.metrics import anomaly_metrics, choose_threshold
+from sectorkit.domains.healthcare.models.common import GaussianBlur
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 

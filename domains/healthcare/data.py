@@ -11,11 +11,11 @@ import pandas as pd
 import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
-from core.datamodule import SectorDataModule
-from core.errors import ConfigError
-from domains.healthcare.readers import Record, list_images, read_splits
-from domains.healthcare.sample import make_phantoms
-from domains.healthcare.transforms import build_transforms, unwrap_data_error
+from sectorkit.core.datamodule import SectorDataModule
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.healthcare.readers import Record, list_images, read_splits
+from sectorkit.domains.healthcare.sample import make_phantoms
+from sectorkit.domains.healthcare.transforms import build_transforms, unwrap_data_error
 
 STAGES = ("train", "val", "test")
 
@@ -167,7 +167,7 @@ class HealthcareDataModule(SectorDataModule):
             frame["label"] = [r["label"] for r in records][: len(scores)]
         folder = self.heatmap_dir or (self.output_dir / "heatmaps" if stage == "predict" and self.output_dir else None)
         if folder is not None:
-            from domains.healthcare.report import save_heatmaps
+            from sectorkit.domains.healthcare.report import save_heatmaps
 
             images = self.arrays_for(stage)
             frame["heatmap"] = save_heatmaps(images, maps, frame["name"].tolist(), folder)

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torchmetrics import MetricCollection
 
-from core.errors import ConfigError
-from core.module import SectorModule, plain_container
-from domains.healthcare.metrics import anomaly_metrics, choose_threshold, normalise
-from domains.healthcare.models.common import image_score
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.module import SectorModule, plain_container
+from sectorkit.domains.healthcare.metrics import anomaly_metrics, choose_threshold, normalise
+from sectorkit.domains.healthcare.models.common import image_score
 
 Batch = dict[str, torch.Tensor]
 NETWORKS = ("autoencoder", "vae", "patchcore", "padim", "classifier")
@@ -26,21 +26,21 @@ NETWORKS = ("autoencoder", "vae", "patchcore", "padim", "classifier")
 def build_network(network: str, spatial_dims: int, in_channels: int, image_size: int, network_kwargs: dict[str, Any]) -> torch.nn.Module:
     """The ``nn.Module`` named by ``model.network``."""
     if network == "autoencoder":
-        from domains.healthcare.models.autoencoder import AutoEncoderDetector
+        from sectorkit.domains.healthcare.models.autoencoder import AutoEncoderDetector
 
         return AutoEncoderDetector(spatial_dims, in_channels, **network_kwargs)
     if network == "vae":
-        from domains.healthcare.models.vae import VAEDetector
+        from sectorkit.domains.healthcare.models.vae import VAEDetector
 
         return VAEDetector(spatial_dims, in_channels, image_size, **network_kwargs)
     if network in ("patchcore", "padim"):
-        from domains.healthcare.models.padim import PaDiMDetector
-        from domains.healthcare.models.patchcore import PatchCoreDetector
+        from sectorkit.domains.healthcare.models.padim import PaDiMDetector
+        from sectorkit.domains.healthcare.models.patchcore import PatchCoreDetector
 
         cls = PatchCoreDetector if network == "patchcore" else PaDiMDetector
         return cls(spatial_dims, in_channels, image_size, **network_kwargs)
     if network == "classifier":
-        from domains.healthcare.models.classifier import ClassifierDetector
+        from sectorkit.domains.healthcare.models.classifier import ClassifierDetector
 
         return ClassifierDetector(spatial_dims, in_channels, **network_kwargs)
     raise ConfigError(f"model.network={network!r}; expected one of {', '.join(NETWORKS)}")

@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from core.io import save_figure  # noqa: E402
-from core.reporting import ReportSection  # noqa: E402
+from sectorkit.core.io import save_figure  # noqa: E402
+from sectorkit.core.reporting import ReportSection  # noqa: E402
 
 
 def _middle(x: np.ndarray) -> np.ndarray:
@@ -54,8 +54,8 @@ def overlay_grid(images: np.ndarray, maps: np.ndarray, masks: np.ndarray, scores
 
 def build_report(ctx: Any) -> list[ReportSection]:
     """Heatmap grid, ROC curves (model vs baselines) and per-class score histograms on the test split."""
-    from domains.healthcare.baselines import run_baselines
-    from domains.healthcare.module import predict_outputs
+    from sectorkit.domains.healthcare.baselines import run_baselines
+    from sectorkit.domains.healthcare.module import predict_outputs
 
     dm, module = ctx.datamodule, ctx.module
     images, masks, labels = dm.arrays("test")

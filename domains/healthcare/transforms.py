@@ -26,7 +26,7 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
-from core.errors import DataError
+from sectorkit.core.errors import DataError
 
 # MONAI's optional GPU DICOM decoder announces on every load that it is absent; pydicom decodes instead.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from core.registry import Domain, lazy
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "domains" / "retail"
+from sectorkit.core.registry import Domain, lazy
 
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
     """MostPop, ItemKNN and EASE on the run's test split (train + validation items masked), same metric names."""
     from omegaconf import OmegaConf
 
-    from domains.retail.baselines import run_baselines as evaluate
+    from sectorkit.domains.retail.baselines import run_baselines as evaluate
 
     settings = OmegaConf.to_container(cfg.baselines, resolve=True) if cfg.get("baselines") else {}
     names = settings.pop("names", None)
@@ -25,7 +22,7 @@ def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
 DOMAIN = Domain(
     name="retail",
     description="Product recommendations: BPR-MF, LightGCN, NeuMF, SASRec vs MostPop/ItemKNN/EASE under full ranking.",
-    config_dir=CONFIG_DIR,
+    package=__name__,
     baselines=run_baselines,
-    report=lazy("domains.retail.report:build_report"),
+    report=lazy("sectorkit.domains.retail.report:build_report"),
 )

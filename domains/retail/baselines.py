@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
+from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
 
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sparse.csr_matrix:

@@ -12,13 +12,13 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from core.datamodule import SectorDataModule
-from core.errors import ConfigError, DataError
-from domains.retail.interactions import UserLists, sequence_windows
-from domains.retail.preprocess import build_id_map, encode, handle_duplicates, handle_missing_timestamps, k_core, to_implicit
-from domains.retail.readers import read_interactions
-from domains.retail.sample import generate_interactions
-from domains.retail.splits import make_split
+from sectorkit.core.datamodule import SectorDataModule
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.retail.interactions import UserLists, sequence_windows
+from sectorkit.domains.retail.preprocess import build_id_map, encode, handle_duplicates, handle_missing_timestamps, k_core, to_implicit
+from sectorkit.domains.retail.readers import read_interactions
+from sectorkit.domains.retail.sample import generate_interactions
+from sectorkit.domains.retail.splits import make_split
 
 
 @dataclass

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torchmetrics import MetricCollection
 
-from core.errors import ConfigError
-from core.module import SectorModule, plain_container
-from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
-from domains.retail.models import NETWORKS
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.module import SectorModule, plain_container
+from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
+from sectorkit.domains.retail.models import NETWORKS
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError, DataError
+from sectorkit.core.errors import ConfigError, DataError
 
 DUPLICATE_POLICIES = ("last", "first", "keep", "error")
 TIMESTAMP_POLICIES = ("error", "row_order", "drop")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.errors import DataError
+from sectorkit.core.errors import DataError
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 MOVIELENS_UDATA = ["user", "item", "rating", "timestamp"]

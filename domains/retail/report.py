@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.io import save_figure  # noqa: E402
-from core.reporting import ReportSection, RunContext  # noqa: E402
-from domains.retail.metrics import dense_targets, per_user_metrics  # noqa: E402
+from sectorkit.core.io import save_figure  # noqa: E402
+from sectorkit.core.reporting import ReportSection, RunContext  # noqa: E402
+from sectorkit.domains.retail.metrics import dense_targets, per_user_metrics  # noqa: E402
 
 CURVE_METRICS = ("ndcg", "recall", "hit", "mrr", "precision")
 

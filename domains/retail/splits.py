@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 SPLIT_METHODS = ("ratio", "leave_one_out", "temporal")
 

@@ -1,9 +1,9 @@
 """Shared fixtures of the core tests.
 
-``toy_domain`` scaffolds the test-only domain ``toy`` with ``python -m core new-domain`` and pip-installs it
-into a temporary folder once per session; ``toy_env`` is the environment for running ``python -m core ...``
-in a subprocess that sees it; ``toy_registered`` makes it visible to ``core.registry`` in this process;
-``toy_run`` is one ``python -m core train domain=toy experiment=quick`` run folder shared by the session.
+``toy_domain`` scaffolds the test-only domain ``toy`` with ``python -m sectorkit new-domain`` and pip-installs it
+into a temporary folder once per session; ``toy_env`` is the environment for running ``python -m sectorkit ...``
+in a subprocess that sees it; ``toy_registered`` makes it visible to ``sectorkit.core.registry`` in this process;
+``toy_run`` is one ``python -m sectorkit train domain=toy experiment=quick`` run folder shared by the session.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core.registry import Domain, discover, get_domain
+from sectorkit.core.registry import Domain, discover, get_domain
 
 TOY = "toy"
 
@@ -67,7 +67,7 @@ def toy_domain(tmp_path_factory: pytest.TempPathFactory) -> InstalledDomain:
     """``sectorkit new-domain toy`` then ``pip install --no-deps --target`` of the rendered package."""
     base = tmp_path_factory.mktemp("toy_domain")
     env = one_thread_env(base / "root", [])
-    created = run_python(["-m", "core", "new-domain", TOY, "--dest", str(base)], env, base)
+    created = run_python(["-m", "sectorkit", "new-domain", TOY, "--dest", str(base)], env, base)
     assert created.returncode == 0, created.stderr
     package_dir = base / f"sectorkit-{TOY}"
     site_dir = base / "site"
@@ -79,7 +79,7 @@ def toy_domain(tmp_path_factory: pytest.TempPathFactory) -> InstalledDomain:
 
 @pytest.fixture(scope="session")
 def toy_env(toy_domain: InstalledDomain) -> dict[str, str]:
-    """Environment for ``python -m core ...`` subprocesses that see the installed toy domain."""
+    """Environment for ``python -m sectorkit ...`` subprocesses that see the installed toy domain."""
     return dict(toy_domain.env)
 
 
@@ -97,10 +97,10 @@ def toy_registered(toy_domain: InstalledDomain) -> Iterator[Domain]:
 
 @pytest.fixture(scope="session")
 def toy_run(toy_domain: InstalledDomain, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
-    """``python -m core train domain=toy experiment=quick`` on one thread, in a root folder of its own."""
+    """``python -m sectorkit train domain=toy experiment=quick`` on one thread, in a root folder of its own."""
     root = tmp_path_factory.mktemp("toy_run")
     env = {**toy_domain.env, "SECTORKIT_ROOT": str(root)}
-    args = ["-m", "core", "train", "domain=toy", "experiment=quick", "runtime.torch_threads=1", "callbacks.progress_bar=null"]
+    args = ["-m", "sectorkit", "train", "domain=toy", "experiment=quick", "runtime.torch_threads=1", "callbacks.progress_bar=null"]
     result = run_python(args, env, root)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((root / "outputs" / "toy" / "runs").glob("*/metrics.json"))

@@ -11,14 +11,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from core.checkpoint import load_checkpoint
-from core.errors import ConfigError, DataError
-from core.export import parity
-from core.io import atomic_write_json, atomic_write_table, atomic_write_text
-from core.module import plain_container
-from core.registry import lazy
-from core.runtime import default_torch_threads
-from core.trainer import resolve_precision
+from sectorkit.core.checkpoint import load_checkpoint
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.export import parity
+from sectorkit.core.io import atomic_write_json, atomic_write_table, atomic_write_text
+from sectorkit.core.module import plain_container
+from sectorkit.core.registry import lazy
+from sectorkit.core.runtime import default_torch_threads
+from sectorkit.core.trainer import resolve_precision
 
 
 def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path) -> None:

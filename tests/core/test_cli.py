@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.cli import main
+from sectorkit.core.cli import main
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_bad_command_lines_give_one_line_errors(args, expected, capsys, tmp_path
 
 def test_debug_flag_shows_the_exception(monkeypatch) -> None:
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    from core.errors import ConfigError
+    from sectorkit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown domain"):
         main(["train", "domain=nope", "--debug"])

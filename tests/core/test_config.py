@@ -7,9 +7,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from core.config import compose_config, core_options
-from core.registry import discover, get_domain
-from core.trainer import build_trainer, resolve_precision
+from sectorkit.core.config import compose_config, core_options
+from sectorkit.core.registry import discover, get_domain
+from sectorkit.core.trainer import build_trainer, resolve_precision
 
 DOMAINS = list(discover())
 PRESETS = [(group, option) for group in ("trainer", "callbacks", "logger", "optimizer", "scheduler", "debug") for option in core_options(group)]

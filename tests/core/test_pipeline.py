@@ -18,13 +18,13 @@ QUIET = ["runtime.torch_threads=1", "callbacks.progress_bar=null", "callbacks.mo
 
 
 def run_cli(toy_domain, root: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m core ARGS`` in a subprocess that sees the toy domain, with runs under ``root``."""
+    """``python -m sectorkit ARGS`` in a subprocess that sees the toy domain, with runs under ``root``."""
     env = {**toy_domain.env, "SECTORKIT_ROOT": str(root)}
-    return subprocess.run([sys.executable, "-m", "core", *args], env=env, cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run([sys.executable, "-m", "sectorkit", *args], env=env, cwd=root, capture_output=True, text=True, timeout=300, check=False)
 
 
 def train(toy_domain, root: Path, *overrides: str) -> dict:
-    """``python -m core train domain=toy experiment=quick`` under ``root``; the new run's metrics.json."""
+    """``python -m sectorkit train domain=toy experiment=quick`` under ``root``; the new run's metrics.json."""
     before = set((root / "outputs" / "toy" / "runs").glob("*"))
     result = run_cli(toy_domain, root, "train", "domain=toy", "experiment=quick", *QUIET, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]

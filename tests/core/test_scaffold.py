@@ -9,11 +9,11 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 
-from core.config import compose_config
-from core.errors import ConfigError
-from core.pipeline import build_datamodule, build_model
-from core.scaffold import TEMPLATE_DIR, camel_case, scaffold_domain
-from core.trainer import build_trainer
+from sectorkit.core.config import compose_config
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.pipeline import build_datamodule, build_model
+from sectorkit.core.scaffold import TEMPLATE_DIR, camel_case, scaffold_domain
+from sectorkit.core.trainer import build_trainer
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_quick_experiment_beats_chance_and_the_baseline(toy_registered, tmp_path
 
 
 def test_cli_lists_the_scaffolded_domain(toy_domain, tmp_path) -> None:
-    listed = toy_domain.run(["-m", "core", "domains"], tmp_path)
+    listed = toy_domain.run(["-m", "sectorkit", "domains"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("│") for line in listed.stdout.splitlines()]
     assert any(len(cells) > 2 and cells[1].strip() == "toy" for cells in rows), listed.stdout
@@ -106,7 +106,7 @@ def test_cli_trains_the_scaffolded_domain(toy_run) -> None:
 
 
 def test_cli_new_domain_bad_name_is_one_line(toy_domain, tmp_path) -> None:
-    result = toy_domain.run(["-m", "core", "new-domain", "Bad-Name", "--dest", str(tmp_path)], tmp_path)
+    result = toy_domain.run(["-m", "sectorkit", "new-domain", "Bad-Name", "--dest", str(tmp_path)], tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     expected = ("sectorkit: error: new-domain NAME 'Bad-Name': expected a lowercase Python identifier "
                 "(a letter, then letters, digits or '_'), e.g. 'insurance'")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.registry import discover
+from sectorkit.core.registry import discover
 
 QUICK = ["experiment=quick", "trainer.max_epochs=1", "runtime.torch_threads=1", "callbacks.progress_bar=null",
          "callbacks.model_summary=null"]
@@ -20,7 +20,7 @@ QUICK = ["experiment=quick", "trainer.max_epochs=1", "runtime.torch_threads=1", 
 
 def sectorkit(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SECTORKIT_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "core", *args], env=env, cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run([sys.executable, "-m", "sectorkit", *args], env=env, cwd=root, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.parametrize("domain", list(discover()))

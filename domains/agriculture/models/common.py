@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 
 class MonotoneQuantiles(nn.Module):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from domains.agriculture.models.common import MonotoneQuantiles
+from sectorkit.domains.agriculture.models.common import MonotoneQuantiles
 
 
 class DLinear(nn.Module):

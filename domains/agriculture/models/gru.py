@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from core.errors import ConfigError
-from domains.agriculture.models.common import MonotoneQuantiles
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.agriculture.models.common import MonotoneQuantiles
 
 
 class GRUForecaster(nn.Module):

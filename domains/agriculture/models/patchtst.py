@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import PatchTSTConfig, PatchTSTModel
 
-from domains.agriculture.models.common import MonotoneQuantiles
+from sectorkit.domains.agriculture.models.common import MonotoneQuantiles
 
 
 class PatchTST(nn.Module):

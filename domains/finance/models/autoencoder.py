@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from domains.finance.models.embeddings import CategoricalEmbeddings
+from sectorkit.domains.finance.models.embeddings import CategoricalEmbeddings
 
 
 class TabularAutoencoder(nn.Module):

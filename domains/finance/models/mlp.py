@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from domains.finance.models.embeddings import CategoricalEmbeddings
-from domains.finance.models.numeric_encoding import PiecewiseLinearEncoding
+from sectorkit.domains.finance.models.embeddings import CategoricalEmbeddings
+from sectorkit.domains.finance.models.numeric_encoding import PiecewiseLinearEncoding
 
 
 class EmbeddingMLP(nn.Module):

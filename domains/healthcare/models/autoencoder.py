@@ -8,7 +8,7 @@ import torch
 from monai.networks.nets import AutoEncoder
 from torch import nn
 
-from domains.healthcare.models.common import GaussianBlur, L1SSIMLoss
+from sectorkit.domains.healthcare.models.common import GaussianBlur, L1SSIMLoss
 
 
 class AutoEncoderDetector(nn.Module):

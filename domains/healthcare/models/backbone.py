@@ -15,7 +15,7 @@ import torch
 from monai.networks.nets import ResNet
 from torch import nn
 
-from core.errors import ConfigError
+from sectorkit.core.errors import ConfigError
 
 
 def load_local_weights(net: nn.Module, path: str | Path, in_channels: int) -> int:

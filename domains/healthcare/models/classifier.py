@@ -26,7 +26,7 @@ class ClassifierDetector(nn.Module):
             self.net = ResNet(block="basic", layers=[2, 2, 2, 2], block_inplanes=[64, 128, 256, 512], spatial_dims=spatial_dims,
                               n_input_channels=in_channels, conv1_t_stride=2, num_classes=1)
         else:
-            from core.errors import ConfigError
+            from sectorkit.core.errors import ConfigError
 
             raise ConfigError(f"model.network_kwargs.backbone={backbone!r}; expected densenet121 or resnet18")
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from domains.healthcare.models.backbone import ResNetFeatures
-from domains.healthcare.models.common import GaussianBlur
-from domains.healthcare.models.patchcore import embed
+from sectorkit.domains.healthcare.models.backbone import ResNetFeatures
+from sectorkit.domains.healthcare.models.common import GaussianBlur
+from sectorkit.domains.healthcare.models.patchcore import embed
 
 
 class PaDiMDetector(nn.Module):

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from domains.healthcare.models.backbone import ResNetFeatures
-from domains.healthcare.models.common import GaussianBlur
+from sectorkit.domains.healthcare.models.backbone import ResNetFeatures
+from sectorkit.domains.healthcare.models.common import GaussianBlur
 
 
 def embed(features: list[torch.Tensor], size: tuple[int, ...]) -> torch.Tensor:

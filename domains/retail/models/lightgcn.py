@@ -11,7 +11,7 @@ import warnings
 import torch
 from torch import nn
 
-from domains.retail.models.bpr import bpr_loss
+from sectorkit.domains.retail.models.bpr import bpr_loss
 
 
 def normalised_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:

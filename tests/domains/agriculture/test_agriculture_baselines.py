@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from domains.agriculture.baselines import (
+from sectorkit.domains.agriculture.baselines import (
     evaluate_weather_baselines,
     evaluate_yield_baselines,
     fit_ridge_ar,
@@ -15,10 +15,10 @@ from domains.agriculture.baselines import (
     predict_ridge_ar,
     yield_baseline_predictions,
 )
-from domains.agriculture.metrics import ForecastMetrics, nrmse, score_forecasts
-from domains.agriculture.readers import validate_series
-from domains.agriculture.sample import synthetic_weather, synthetic_yield
-from domains.agriculture.windows import build_panel, fit_stats, stage_origins, train_end_rows
+from sectorkit.domains.agriculture.metrics import ForecastMetrics, nrmse, score_forecasts
+from sectorkit.domains.agriculture.readers import validate_series
+from sectorkit.domains.agriculture.sample import synthetic_weather, synthetic_yield
+from sectorkit.domains.agriculture.windows import build_panel, fit_stats, stage_origins, train_end_rows
 
 
 @pytest.fixture(scope="module")

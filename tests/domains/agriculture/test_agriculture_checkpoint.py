@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from domains.agriculture.data import WeatherDataModule, YieldDataModule
-from domains.agriculture.module import WeatherForecaster, YieldRegressor
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule
+from sectorkit.domains.agriculture.module import WeatherForecaster, YieldRegressor
 
 
 def _fit(module, dm, tmp_path, epochs=2):

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.errors import ConfigError, DataError
-from core.io import read_table
-from domains.agriculture.readers import read_series_table, validate_series, validate_yield
-from domains.agriculture.sample import load_station, synthetic_weather, synthetic_yield
-from domains.agriculture.windows import (
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.io import read_table
+from sectorkit.domains.agriculture.readers import read_series_table, validate_series, validate_yield
+from sectorkit.domains.agriculture.sample import load_station, synthetic_weather, synthetic_yield
+from sectorkit.domains.agriculture.windows import (
     SeriesStats,
     WindowDataset,
     build_panel,
@@ -74,7 +74,7 @@ def test_folder_of_station_files_and_aquacrop_climate_files(tmp_path):
     assert both.groupby("series_id").size().tolist() == [len(first), len(second)]
 
     # the data module reads the folder as it reads one long file
-    from domains.agriculture.data import WeatherDataModule
+    from sectorkit.domains.agriculture.data import WeatherDataModule
 
     dm = WeatherDataModule(path=str(folder), lookback=14, covariates=["tmin"], batch_size=8)
     dm.setup("fit")
@@ -208,7 +208,7 @@ def test_optional_covariate_a_station_lacks_is_a_zero_input():
 
 
 def test_bundled_stations_feed_seattle_wind_as_an_optional_input():
-    from domains.agriculture.data import WeatherDataModule
+    from sectorkit.domains.agriculture.data import WeatherDataModule
 
     dm = WeatherDataModule(optional_covariates=["wind"])
     dm.setup("fit")
@@ -251,7 +251,7 @@ def test_yield_sample_and_validation():
 
 def test_yield_weather_of_growing_seasons_only_from_a_file_or_a_station_folder(tmp_path):
     """Users' weather may hold the growing seasons only (as the sample does): it gives the sample's features."""
-    from domains.agriculture.data import YieldDataModule
+    from sectorkit.domains.agriculture.data import YieldDataModule
 
     yields, weather = synthetic_yield()
     yields.to_csv(tmp_path / "yields.csv", index=False)

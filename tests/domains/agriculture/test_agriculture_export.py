@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from domains.agriculture.data import WeatherDataModule
-from domains.agriculture.module import WeatherForecaster
+from sectorkit.domains.agriculture.data import WeatherDataModule
+from sectorkit.domains.agriculture.module import WeatherForecaster
 
 ort = pytest.importorskip("onnxruntime")
 NAMES = ["past", "future", "loc", "scale", "series"]

@@ -8,15 +8,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from core.errors import ConfigError, DataError
-from domains.agriculture.baselines import evaluate_weather_baselines, point_forecasts, ridge_ar_scaled_weights
-from domains.agriculture.data import WeatherDataModule, YieldDataModule
-from domains.agriculture.metrics import nrmse, score_forecasts
-from domains.agriculture.models import NETWORKS, PatchTST
-from domains.agriculture.models.common import RidgeReference
-from domains.agriculture.module import WeatherForecaster, YieldRegressor, conformal_offsets, interval_offsets
-from domains.agriculture.sample import synthetic_yield
-from domains.agriculture.yield_protocol import expanding_window, fit_predict_yield
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.agriculture.baselines import evaluate_weather_baselines, point_forecasts, ridge_ar_scaled_weights
+from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule
+from sectorkit.domains.agriculture.metrics import nrmse, score_forecasts
+from sectorkit.domains.agriculture.models import NETWORKS, PatchTST
+from sectorkit.domains.agriculture.models.common import RidgeReference
+from sectorkit.domains.agriculture.module import WeatherForecaster, YieldRegressor, conformal_offsets, interval_offsets
+from sectorkit.domains.agriculture.sample import synthetic_yield
+from sectorkit.domains.agriculture.yield_protocol import expanding_window, fit_predict_yield
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))

@@ -11,12 +11,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from core.config import compose_config
-from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from core.errors import DataError
-from core.reporting import RunContext
-from core.trainer import build_trainer
-from domains.agriculture import DOMAIN
+from sectorkit.core.config import compose_config
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.core.errors import DataError
+from sectorkit.core.reporting import RunContext
+from sectorkit.core.trainer import build_trainer
+from sectorkit.domains.agriculture import DOMAIN
 
 
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))

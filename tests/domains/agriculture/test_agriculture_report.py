@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from core.io import save_figure
-from core.reporting import RunContext
-from domains.agriculture import DOMAIN, run_baselines
-from domains.agriculture.data import WeatherDataModule, YieldDataModule
-from domains.agriculture.module import WeatherForecaster, YieldRegressor
-from domains.agriculture.report import forecast_figure, yield_forecast_figure
+from sectorkit.core.io import save_figure
+from sectorkit.core.reporting import RunContext
+from sectorkit.domains.agriculture import DOMAIN, run_baselines
+from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule
+from sectorkit.domains.agriculture.module import WeatherForecaster, YieldRegressor
+from sectorkit.domains.agriculture.report import forecast_figure, yield_forecast_figure
 
 
 def test_weather_report_and_forecast_plot(tmp_path):

@@ -20,7 +20,7 @@ from benchmarks.agriculture_selection import (  # noqa: E402
     summarise,
     validation_outputs,
 )
-from domains.agriculture.metrics import QUANTILES, pinball_loss  # noqa: E402
+from sectorkit.domains.agriculture.metrics import QUANTILES, pinball_loss  # noqa: E402
 
 
 def test_cross_fitted_validation_scores_the_network_in_data_units(tmp_path):
@@ -72,8 +72,8 @@ def test_finetuning_on_one_station_leaves_the_pooled_network_alone(tmp_path):
 
 def test_ridge_input_check_scores_the_baseline_ridge_and_its_variants():
     from benchmarks.agriculture_ridge_inputs import validation_mae
-    from domains.agriculture.baselines import point_forecasts
-    from domains.agriculture.data import WeatherDataModule
+    from sectorkit.domains.agriculture.baselines import point_forecasts
+    from sectorkit.domains.agriculture.data import WeatherDataModule
 
     dm = WeatherDataModule(stations=["synthetic"], lookback=28, optional_covariates=["wind"])
     dm.setup("fit")

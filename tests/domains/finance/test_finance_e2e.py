@@ -12,13 +12,13 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from core.config import compose_config
-from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from core.errors import DataError
-from core.reporting import RunContext
-from core.trainer import build_trainer
-from domains.finance import DOMAIN
-from domains.finance.sample import SimulatorConfig, load_sample
+from sectorkit.core.config import compose_config
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.core.errors import DataError
+from sectorkit.core.reporting import RunContext
+from sectorkit.core.trainer import build_trainer
+from sectorkit.domains.finance import DOMAIN
+from sectorkit.domains.finance.sample import SimulatorConfig, load_sample
 
 
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from domains.finance.features import build_features
-from domains.finance.readers import sample_spec, to_canonical
-from domains.finance.sample import SimulatorConfig, simulate
+from sectorkit.domains.finance.features import build_features
+from sectorkit.domains.finance.readers import sample_spec, to_canonical
+from sectorkit.domains.finance.sample import SimulatorConfig, simulate
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import ConfigError
-from domains.finance.metrics import build_metrics, card_precision_at_k, choose_threshold, evaluate_scores, recall_at_fpr
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.finance.metrics import build_metrics, card_precision_at_k, choose_threshold, evaluate_scores, recall_at_fpr
 
 
 def test_card_precision_at_k_by_hand() -> None:

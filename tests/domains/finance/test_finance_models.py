@@ -7,10 +7,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from core.errors import ConfigError
-from domains.finance.losses import classification_loss, focal_loss
-from domains.finance.models import ARCHITECTURES
-from domains.finance.module import FraudModule
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.finance.losses import classification_loss, focal_loss
+from sectorkit.domains.finance.models import ARCHITECTURES
+from sectorkit.domains.finance.module import FraudModule
 
 
 

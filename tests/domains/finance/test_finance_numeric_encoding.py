@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 from sklearn.metrics import average_precision_score
 
-from core.errors import ConfigError
-from domains.finance.models.numeric_encoding import PiecewiseLinearEncoding, tree_bin_edges
-from domains.finance.module import FraudModule
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.finance.models.numeric_encoding import PiecewiseLinearEncoding, tree_bin_edges
+from sectorkit.domains.finance.module import FraudModule
 
 
 def test_tree_bins_find_a_planted_threshold() -> None:

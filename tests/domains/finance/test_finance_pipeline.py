@@ -8,11 +8,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from core.reporting import RunContext
-from domains.finance import DOMAIN, run_baselines
-from domains.finance.data import FraudDataModule
-from domains.finance.module import FraudModule
-from domains.finance.sample import SimulatorConfig, load_sample
+from sectorkit.core.reporting import RunContext
+from sectorkit.domains.finance import DOMAIN, run_baselines
+from sectorkit.domains.finance.data import FraudDataModule
+from sectorkit.domains.finance.module import FraudModule
+from sectorkit.domains.finance.sample import SimulatorConfig, load_sample
 
 TINY = dict(n_customers=400, n_terminals=800, n_days=50, n_compromised_terminals=1, n_compromised_customers=1)
 

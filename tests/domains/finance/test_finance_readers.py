@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.errors import ConfigError, DataError
-from domains.finance.data import FraudDataModule
-from domains.finance.readers import ColumnSpec, read_transactions
-from domains.finance.sample import SimulatorConfig, simulate
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.finance.data import FraudDataModule
+from sectorkit.domains.finance.readers import ColumnSpec, read_transactions
+from sectorkit.domains.finance.sample import SimulatorConfig, simulate
 
 SPEC = ColumnSpec(time="when", amount="amt", label="fraud", card="card", terminal="shop", numeric=["score"], categorical=["mcc"])
 

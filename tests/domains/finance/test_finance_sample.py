@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from domains.finance.sample import SimulatorConfig, load_sample, simulate, summary
+from sectorkit.domains.finance.sample import SimulatorConfig, load_sample, simulate, summary
 
 SMALL = SimulatorConfig(n_customers=300, n_terminals=600, n_days=40, seed=3)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core.errors import ConfigError
-from domains.finance.readers import sample_spec, to_canonical
-from domains.finance.sample import SimulatorConfig, simulate
-from domains.finance.splits import Windows, known_fraud_card_mask, prequential_windows, resolve_start, split_frame
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.finance.readers import sample_spec, to_canonical
+from sectorkit.domains.finance.sample import SimulatorConfig, simulate
+from sectorkit.domains.finance.splits import Windows, known_fraud_card_mask, prequential_windows, resolve_start, split_frame
 
 
 @pytest.fixture(scope="module")

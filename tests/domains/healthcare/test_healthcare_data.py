@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.errors import ConfigError, DataError
-from domains.healthcare.data import HealthcareDataModule
-from domains.healthcare.sample import SIZE_BUCKETS, make_phantoms
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.healthcare.data import HealthcareDataModule
+from sectorkit.domains.healthcare.sample import SIZE_BUCKETS, make_phantoms
 
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 

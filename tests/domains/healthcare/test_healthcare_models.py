@@ -9,11 +9,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from core.errors import ConfigError
-from domains.healthcare.baselines import KNNBaseline, PCABaseline, evaluate_detector
-from domains.healthcare.data import HealthcareDataModule
-from domains.healthcare.metrics import aupro, anomaly_metrics, choose_threshold, normalise
-from domains.healthcare.module import AnomalyDetector, predict_outputs
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.healthcare.baselines import KNNBaseline, PCABaseline, evaluate_detector
+from sectorkit.domains.healthcare.data import HealthcareDataModule
+from sectorkit.domains.healthcare.metrics import aupro, anomaly_metrics, choose_threshold, normalise
+from sectorkit.domains.healthcare.module import AnomalyDetector, predict_outputs
 
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 FAST_AE = {"channels": [8, 16], "strides": [2, 2]}
@@ -144,7 +144,7 @@ def test_unknown_network_and_threshold_are_config_errors():
 
 def test_default_patchcore_beats_baselines_on_planted_lesions():
     """The default model (PatchCore, chosen in benchmarks/healthcare.py) on a fresh phantom sample."""
-    from domains.healthcare.baselines import run_baselines
+    from sectorkit.domains.healthcare.baselines import run_baselines
 
     torch.manual_seed(0)
     dm = HealthcareDataModule(image_size=32, sample={"n_train": 48, "n_val": 24, "n_test": 48}, batch_size=16, seed=0)
@@ -162,7 +162,7 @@ def test_local_resnet_weights_are_loaded_and_adapted(tmp_path):
     """A torchvision-style ResNet-18 state dict (3-channel conv1, 'module.' prefix) loads into the 1-channel MONAI trunk."""
     from monai.networks.nets import ResNet
 
-    from domains.healthcare.models.backbone import ResNetFeatures
+    from sectorkit.domains.healthcare.models.backbone import ResNetFeatures
 
     donor = ResNet(block="basic", layers=[2, 2, 2, 2], block_inplanes=[64, 128, 256, 512], spatial_dims=2, n_input_channels=3, num_classes=1000)
     state = {f"module.{k}": v for k, v in donor.state_dict().items()}

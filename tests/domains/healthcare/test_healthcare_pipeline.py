@@ -11,13 +11,13 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from PIL import Image
 
-from core.config import compose_config
-from core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from core.errors import DataError
-from core.reporting import RunContext
-from core.trainer import build_trainer
-from domains.healthcare import DOMAIN
-from domains.healthcare.sample import make_phantoms
+from sectorkit.core.config import compose_config
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.core.errors import DataError
+from sectorkit.core.reporting import RunContext
+from sectorkit.core.trainer import build_trainer
+from sectorkit.domains.healthcare import DOMAIN
+from sectorkit.domains.healthcare.sample import make_phantoms
 
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.errors import ConfigError, DataError
-from domains.retail.data import RetailDataModule, prepare_interactions
-from domains.retail.preprocess import handle_duplicates, k_core, to_implicit
-from domains.retail.readers import read_interactions
-from domains.retail.sample import generate_interactions
-from domains.retail.splits import leave_one_out_split, ratio_counts, ratio_split, temporal_split
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.retail.data import RetailDataModule, prepare_interactions
+from sectorkit.domains.retail.preprocess import handle_duplicates, k_core, to_implicit
+from sectorkit.domains.retail.readers import read_interactions
+from sectorkit.domains.retail.sample import generate_interactions
+from sectorkit.domains.retail.splits import leave_one_out_split, ratio_counts, ratio_split, temporal_split
 
 
 def _recbole_counts(tot: int, ratios: list[float]) -> list[int]:

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from core.errors import ConfigError
-from domains.retail.baselines import EASE, ItemKNN, MostPop, interaction_matrix, run_baselines
-from domains.retail.data import RetailDataModule
-from domains.retail.metrics import RankingMetrics, dense_targets, mask_scores, per_user_metrics
-from domains.retail.module import NegativeSampler, RecommenderModule
+from sectorkit.core.errors import ConfigError
+from sectorkit.domains.retail.baselines import EASE, ItemKNN, MostPop, interaction_matrix, run_baselines
+from sectorkit.domains.retail.data import RetailDataModule
+from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores, per_user_metrics
+from sectorkit.domains.retail.module import NegativeSampler, RecommenderModule
 
 
 
