@@ -58,9 +58,10 @@ def start(cfg: DictConfig) -> Domain:
     return domain
 
 
-def build_datamodule(cfg: DictConfig, network: type[Network]) -> SectorDataModule:
-    """The datamodule of ``cfg.data``, told which network it feeds (its declared input type and needs)."""
-    return instantiate(cfg.data, network=network)
+def build_datamodule(cfg: DictConfig, network: type[Network] | None = None) -> SectorDataModule:
+    """The datamodule of ``cfg.data``, told which network it feeds (its declared input type and needs): by
+    default the class ``cfg.model.net`` names; for a checkpoint, the class its model was built with."""
+    return instantiate(cfg.data, network=network or network_class(cfg.model.get("net"), "model.net"))
 
 
 def build_model(cfg: DictConfig, datamodule: SectorDataModule) -> SectorModule:
@@ -178,7 +179,7 @@ def run_train(cfg: DictConfig) -> float | None:
     resume = resolve_resume_path(cfg)
     if resume:
         load_checkpoint(resume, bool(cfg.allow_unsafe_checkpoint))  # refuse unsafe files before Lightning reads them
-    datamodule = build_datamodule(cfg, network_class(cfg.model.get("net"), "model.net"))
+    datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)

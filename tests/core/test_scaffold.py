@@ -47,7 +47,7 @@ def test_rendered_package_is_complete_and_valid(tmp_path) -> None:
     expected = {
         "pyproject.toml", "README.md", "tests/test_crop_health.py", "crop_health/__init__.py", "crop_health/data.py", "crop_health/sample.py",
         "crop_health/metrics.py", "crop_health/baselines.py", "crop_health/report.py", "crop_health/models/__init__.py",
-        "crop_health/models/mlp.py", "crop_health/conf/main.yaml", "crop_health/conf/data/sample.yaml", "crop_health/conf/data/csv.yaml",
+        "crop_health/models/mlp.py", "crop_health/module.py", "crop_health/schemas.py", "crop_health/conf/main.yaml", "crop_health/conf/data/sample.yaml", "crop_health/conf/data/csv.yaml",
         "crop_health/conf/model/mlp.yaml", "crop_health/conf/experiment/quick.yaml",
     }
     assert files == expected and len(files) == len(list(TEMPLATE_DIR.rglob("*.tmpl")))
@@ -83,7 +83,7 @@ def test_quick_experiment_beats_chance_and_the_baseline(toy_registered, tmp_path
     trainer = build_trainer(cfg, enable_progress_bar=False, accelerator="cpu", devices=1)
     trainer.fit(model, dm)
     test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
-    baseline = toy_registered.baselines(dm, cfg)["logistic_regression"]
+    baseline = toy_registered.baselines(dm, cfg)["logistic_regression"].metrics
     assert set(test) == set(baseline) == {"auroc", "ap", "accuracy"}
     assert test["auroc"] > 0.75  # chance is 0.5
     assert test["auroc"] > baseline["auroc"] - 0.02  # the planted interaction is out of the linear baseline's reach
