@@ -117,6 +117,27 @@ def test_unsafe_checkpoint_is_refused_unless_allowed(toy_domain, toy_run, tmp_pa
     assert allowed.returncode == 0, allowed.stderr[-3000:]
 
 
+@pytest.mark.parametrize("task", ["evaluate", "predict", "export"])
+@pytest.mark.parametrize("crafted", ["model_class", "network"])
+def test_a_crafted_checkpoint_cannot_run_code(toy_domain, toy_run, tmp_path, task, crafted) -> None:
+    """A file torch.load(weights_only=True) accepts, naming subprocess.Popen as the model or as its network."""
+    marker = tmp_path / "ran"
+    checkpoint = torch.load(toy_run.metrics["checkpoint"], weights_only=True)
+    payload = {"_target_": "subprocess.Popen", "args": f"touch {marker}", "shell": True}
+    if crafted == "model_class":
+        checkpoint["sectorkit_model_class"] = "subprocess.Popen"
+        checkpoint["hyper_parameters"] = {k: v for k, v in payload.items() if k != "_target_"}
+    else:
+        checkpoint["hyper_parameters"]["net"] = payload
+    crafted_file = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted_file)
+    result = run_cli(toy_domain, tmp_path, task, "domain=toy", "experiment=quick", f"ckpt_path={crafted_file}", f"output={tmp_path / 'out.onnx'}",
+                     *QUIET)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "subprocess.Popen" in result.stderr and ("not a model of a registered domain" in result.stderr or "not a network" in result.stderr)
+    assert not marker.exists()
+
+
 def test_two_process_ddp_on_cpu_writes_one_run_folder(toy_domain, tmp_path) -> None:
     metrics = train(toy_domain, tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=3")
     (run_dir,) = (tmp_path / "outputs" / "toy" / "runs").iterdir()  # one folder for both ranks
