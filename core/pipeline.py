@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
+from rich.console import Console
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,7 @@ from sectorkit.core.registry import Domain, get_domain
 from sectorkit.core.reporting import RunContext, primary_metric_plot, write_report
 from sectorkit.core.runtime import DDP_JOB_ENV, configure_runtime
 from sectorkit.core.trainer import build_trainer, checkpoint_callback
+from sectorkit.core.verdict import judge, verdict_table
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +163,24 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
     if failures:
         metrics["failures"] = failures
     atomic_write_json(folder / "metrics.json", metrics)
+    verdict = judge(metrics)
+    metrics["verdict"] = {"text": verdict.text, "best_baseline": verdict.best_baseline, "margin": verdict.margin}
+    atomic_write_json(folder / "metrics.json", metrics)
     ctx = RunContext(folder, cfg, datamodule, model, metrics, trainer, predictions=table, outputs=outputs, baselines=baselines)
     sections = [s for s in [primary_metric_plot(ctx)] if s is not None]
-    sections += domain.report(ctx) if domain.report else []
+    try:
+        sections += domain.report(ctx) if domain.report else []
+    except Exception as err:  # noqa: BLE001 - a failing figure must never cost the run's results
+        log.warning("the report's domain sections failed (%s: %s); metrics and predictions are kept", type(err).__name__, err)
+        metrics.setdefault("failures", {})["report"] = f"{type(err).__name__}: {err}"
     metrics["report"] = str(write_report(ctx, sections))
     atomic_write_json(folder / "metrics.json", metrics)
-    primary = metrics["primary_metric"]
-    print(f"test {primary}: {test.get(primary, float('nan')):.4f} | metrics: {folder / 'metrics.json'} | report: {metrics['report']}")
+    console = Console()
+    console.print(verdict_table(metrics))
+    console.print(f"[bold]{verdict.text}[/bold]")
+    for step, error in metrics.get("failures", {}).items():
+        console.print(f"[red]{step} failed[/red]: {error} (recorded in metrics.json and report.md)", soft_wrap=True)
+    console.print(f"metrics: {folder / 'metrics.json'} | report: {metrics['report']}", soft_wrap=True)
     return metrics
 
 

@@ -96,6 +96,9 @@ def write_report(ctx: RunContext, sections: list[ReportSection]) -> Path:
         f"Primary metric: **{m['primary_metric']}** ({'higher' if m['mode'] == 'max' else 'lower'} is better); "
         f"best checkpoint: `{m.get('checkpoint') or 'none (last weights)'}`",
         "",
+        *([f"**Verdict: {m['verdict']['text']}.**", ""] if m.get("verdict") else []),
+        *[f"**{step} failed:** `{error}` (the model's results above are complete)." for step, error in m.get("failures", {}).items()],
+        "",
         "## Test metrics (same split for model and baselines)",
         "",
         metrics_table(m),

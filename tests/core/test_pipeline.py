@@ -42,6 +42,10 @@ def test_train_writes_metrics_report_predictions_and_checkpoints(toy_run) -> Non
     report = (run_dir / "report.md").read_text()
     assert "| **mlp** (model) |" in report and "logistic_regression (baseline)" in report and "plots/primary_metric.png" in report
     assert (run_dir / "plots" / "primary_metric.png").is_file()
+    verdict = m["verdict"]  # the model wins here, so the verdict names the margin over the logistic regression
+    assert verdict["best_baseline"] == "logistic_regression" and verdict["margin"] > 0
+    assert verdict["text"] in toy_run.stdout and f"**Verdict: {verdict['text']}.**" in report
+    assert "logistic_regression (baseline)" in toy_run.stdout and "failures" not in m
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert len(predictions) > 100 and predictions["score"].between(0, 1).all()
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
