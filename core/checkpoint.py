@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 
 from sectorkit.core.datamodule import SectorDataModule
-from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.errors import ConfigError, DataError, SectorkitError
 from sectorkit.core.module import SectorModule
 from sectorkit.core.registry import discover
 
@@ -39,6 +42,43 @@ def load_checkpoint(path: str | Path | None, allow_unsafe: bool = False) -> dict
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise DataError(f"{file}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside its target, syncs it to disk and renames it into place,
+    so a full disk or a killed process never leaves a truncated checkpoint where a resume would look for one.
+
+    A full or read-only disk is one line naming the folder; the temporary file is removed.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        target = Path(path)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except OSError as err:
+            temporary.unlink(missing_ok=True)
+            raise SectorkitError(f"{target.parent}: cannot write the checkpoint {target.name} ({err.strerror or err})") from None
+
+
+def newest_readable(candidates: list[Path]) -> Path | None:
+    """The newest of ``candidates`` that loads as a checkpoint; each unreadable one is skipped with a warning."""
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, and said so
+            log.warning("skipping %s: not a readable checkpoint (%s)", path, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            continue
+        return path
+    return None
 
 
 def model_class(class_path: Any) -> type[SectorModule]:

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sectorkit.core.baselines import BaselineResult
-from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, newest_readable, restore_datamodule_state
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.export import export_model
@@ -89,16 +89,18 @@ def model_name(cfg: DictConfig) -> str:
 
 
 def resolve_resume_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path`` for training: ``last`` means the newest ``last.ckpt`` of this domain's earlier runs."""
+    """``ckpt_path`` for training: ``last`` means the newest readable ``last.ckpt`` of this domain's earlier runs
+    (an unreadable one, e.g. cut short by a full disk, is skipped with a warning)."""
     path = cfg.get("ckpt_path")
     if path != "last":
         return path
     runs = Path(cfg.paths.log_dir) / str(cfg.domain) / "runs"
     current = Path(cfg.paths.output_dir).resolve()
     candidates = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parents[1].resolve() != current]
-    if not candidates:
-        raise ConfigError(f"ckpt_path=last: no earlier run of {cfg.domain!r} with checkpoints/last.ckpt under {runs}")
-    return str(max(candidates, key=lambda p: p.stat().st_mtime))
+    newest = newest_readable(candidates)
+    if newest is None:
+        raise ConfigError(f"ckpt_path=last: no earlier run of {cfg.domain!r} with a readable checkpoints/last.ckpt under {runs}")
+    return str(newest)
 
 
 def announce_ddp_job(cfg: DictConfig) -> None:

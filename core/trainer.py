@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger
 
+from sectorkit.core.checkpoint import AtomicCheckpointIO
 from sectorkit.core.errors import ConfigError
 
 
@@ -68,6 +69,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
     enable_progress_bar = options.get("enable_progress_bar", True)
     callbacks = build_callbacks(cfg, enable_progress_bar, bool(loggers))
     return pl.Trainer(
+        plugins=[AtomicCheckpointIO()],
         callbacks=callbacks,
         logger=loggers or False,
         default_root_dir=cfg.paths.output_dir,

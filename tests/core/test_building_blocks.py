@@ -96,3 +96,33 @@ def test_thread_default_leaves_room_and_respects_omp(monkeypatch) -> None:
     assert (default_torch_threads(1), default_torch_threads(2), default_torch_threads(32)) == (8, 4, 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert default_torch_threads(1) == 3
+
+
+def test_checkpoints_are_written_atomically_and_a_full_disk_is_one_line(tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    from sectorkit.core.checkpoint import AtomicCheckpointIO, newest_readable
+    from sectorkit.core.errors import SectorkitError
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
+    assert torch.load(target, weights_only=True)["step"] == 1
+
+    def full_disk(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SectorkitError, match=rf"{target.parent}: cannot write the checkpoint last.ckpt \(No space left on device\)"):
+        io.save_checkpoint({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["step"] == 1  # the previous checkpoint is intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+    older = tmp_path / "older" / "last.ckpt"
+    io.save_checkpoint({"step": 0}, older)
+    os.utime(older, (1, 1))
+    target.write_bytes(b"truncated")  # as a copy cut short would leave it
+    assert newest_readable([target, older]) == older
