@@ -30,6 +30,7 @@ from sectorkit.core.module import SectorModule
 from sectorkit.core.network import Network, network_class
 from sectorkit.core.registry import Domain, get_domain
 from sectorkit.core.reporting import RunContext, primary_metric_plot, write_report
+from sectorkit.core.run_lock import claim_run_folder
 from sectorkit.core.runtime import DDP_JOB_ENV, configure_runtime
 from sectorkit.core.trainer import build_trainer, checkpoint_callback
 from sectorkit.core.verdict import judge, verdict_table
@@ -188,7 +189,14 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
 
 # --- the runs -------------------------------------------------------------------------------------------
 def run_train(cfg: DictConfig) -> float | None:
-    """Fit, test with the best checkpoint, evaluate baselines and write the run's outputs."""
+    """Fit, test with the best checkpoint, evaluate baselines and write the run's outputs (the run folder is
+    claimed for the whole run: a second run into it stops at once)."""
+    with claim_run_folder(Path(cfg.paths.output_dir)):
+        return train(cfg)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """The body of :func:`run_train`."""
     started = time.perf_counter()
     domain = start(cfg)
     resume = resolve_resume_path(cfg)

@@ -126,3 +126,24 @@ def test_checkpoints_are_written_atomically_and_a_full_disk_is_one_line(tmp_path
     os.utime(older, (1, 1))
     target.write_bytes(b"truncated")  # as a copy cut short would leave it
     assert newest_readable([target, older]) == older
+
+
+def test_a_claimed_run_folder_refuses_a_second_run(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from sectorkit.core.run_lock import claim_run_folder
+
+    holder = "import sys, time; from pathlib import Path; from sectorkit.core.run_lock import claim_run_folder\n" \
+             "with claim_run_folder(Path(sys.argv[1])):\n    print('claimed', flush=True); time.sleep(30)"
+    other = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "claimed"
+        with pytest.raises(ConfigError, match=rf"{tmp_path}: another run \(process {other.pid}\) is writing into this run folder"):
+            with claim_run_folder(tmp_path):
+                pass
+    finally:
+        other.kill()
+        other.wait()
+    with claim_run_folder(tmp_path):  # released when the owner dies, even by kill -9
+        assert (tmp_path / ".lock").read_text() == str(__import__("os").getpid())
