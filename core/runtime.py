@@ -8,6 +8,7 @@ import warnings
 import torch
 from omegaconf import DictConfig
 
+from sectorkit.core.errors import ConfigError
 
 DDP_JOB_ENV = "SECTORKIT_DDP_JOB"  # set by a DDP run's first process; its workers read it to join the same job
 
@@ -39,8 +40,28 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
+def check_devices(trainer_cfg: DictConfig) -> None:
+    """Refuse, before any data is prepared, a GPU run on a machine without CUDA and more devices than it has
+    (each device is one process: ``trainer.devices=99`` on a 2-core machine would start 99 of them)."""
+    accelerator, devices = str(trainer_cfg.get("accelerator", "auto")), trainer_cfg.get("devices", "auto")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(f"trainer.accelerator={accelerator}: this machine has no CUDA device (torch {torch.__version__}); "
+                          "use trainer=cpu, or install a CUDA build of torch on a GPU machine")
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+        return
+    uses_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    available = gpus if uses_gpu else (os.cpu_count() or 1)
+    if devices > available:
+        kind = "GPU(s)" if uses_gpu else "CPU core(s)"
+        raise ConfigError(f"trainer.devices={devices}: this machine has {available} {kind}, and each device runs one training process; "
+                          f"use at most {available}")
+
+
 def configure_runtime(runtime_cfg: DictConfig, trainer_cfg: DictConfig) -> int:
-    """Apply thread count, matmul precision and offline mode; return the torch thread count used."""
+    """Check the device settings, then apply thread count, matmul precision and offline mode; return the torch
+    thread count used."""
+    check_devices(trainer_cfg)
     if runtime_cfg.offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

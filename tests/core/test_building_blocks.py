@@ -147,3 +147,16 @@ def test_a_claimed_run_folder_refuses_a_second_run(tmp_path) -> None:
         other.wait()
     with claim_run_folder(tmp_path):  # released when the owner dies, even by kill -9
         assert (tmp_path / ".lock").read_text() == str(__import__("os").getpid())
+
+
+def test_device_settings_beyond_the_machine_are_refused_before_anything_runs(monkeypatch) -> None:
+    from sectorkit.core.runtime import check_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu: this machine has no CUDA device"):
+        check_devices(OmegaConf.create({"accelerator": "gpu", "devices": 1}))
+    with pytest.raises(ConfigError, match=r"trainer\.devices=99: this machine has 2 CPU core\(s\).*use at most 2"):
+        check_devices(OmegaConf.create({"accelerator": "cpu", "devices": 99}))
+    check_devices(OmegaConf.create({"accelerator": "cpu", "devices": 2}))
+    check_devices(OmegaConf.create({"accelerator": "auto", "devices": "auto"}))
