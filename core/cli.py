@@ -8,7 +8,8 @@
     sectorkit domains | demo | new-domain NAME [--dest DIR]
 
 Everything after the subcommand is a Hydra override. Errors in the configuration or the data print one
-line and exit with status 2; ``--debug`` shows the full traceback instead.
+line and exit with status 2; ``--debug`` shows the full traceback instead. ``--verbose`` shows the library
+warnings and INFO lines a run hides by default (``runtime.verbose=true``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a not in ("--debug", "--verbose")]
+    if verbose and argv[:1] and argv[0] in RUN_TASKS:
+        argv.append("runtime.verbose=true")
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -50,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sectorkit", description="Industry deep-learning pipelines on one Lightning + Hydra core.",
-                                     epilog="Add --debug to any command for full tracebacks.")
+                                     epilog="Add --debug to any command for full tracebacks, --verbose for every library warning.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {"train": "fit, test with the best checkpoint, baselines and report", "evaluate": "test metrics and report for ckpt_path",
              "predict": "predictions of ckpt_path for data.path, written to a table", "export": "ONNX/TorchScript export of ckpt_path with a parity check"}

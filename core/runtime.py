@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -32,12 +33,31 @@ def default_torch_threads(processes: int) -> int:
     return max(1, (os.cpu_count() or 1) // (2 * max(1, processes)))
 
 
-def quiet_known_warnings() -> None:
-    """Silence library warnings that do not apply to sectorkit runs."""
-    # torchmetrics synchronises metric states across processes itself, so per-value sync_dist is not needed
-    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+# Library messages a user cannot act on in a sectorkit run (shown with runtime.verbose=true / --verbose).
+QUIET_WARNINGS = (
+    r".*sync_dist=True.*",  # torchmetrics synchronises metric states across processes itself
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*does not have many workers.*",  # in-memory tables: workers are a deliberate setting (data.num_workers)
+    r".*The number of training batches .* is smaller than the logging interval.*",
+    r".*modules? in eval mode.*",
+    r".*DistributedSampler.*",
+    r".*dirpath has changed.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*Found .* module\(s\) in eval mode.*",
+)
+# Lightning's rank-zero INFO lines: device availability, model-summary set-up, logging-service adverts.
+LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                          "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def quiet_library_output(verbose: bool = False) -> None:
+    """Silence library warnings and INFO lines a user cannot act on, unless ``verbose``."""
+    if verbose:
+        return
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def check_devices(trainer_cfg: DictConfig) -> None:
@@ -65,7 +85,7 @@ def configure_runtime(runtime_cfg: DictConfig, trainer_cfg: DictConfig) -> int:
     if runtime_cfg.offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    quiet_known_warnings()
+    quiet_library_output(bool(runtime_cfg.get("verbose", False)))
     threads = runtime_cfg.torch_threads
     if threads is None:
         threads = default_torch_threads(processes_per_node(trainer_cfg))

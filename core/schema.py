@@ -56,6 +56,7 @@ class RuntimeConfig:
     torch_threads: Optional[int] = None  # None: half the CPU cores per process on this node, at least 1
     matmul_precision: str = "high"  # torch.set_float32_matmul_precision: highest | high | medium
     offline: bool = True  # sets HF_HUB_OFFLINE=1 so nothing is downloaded at run time
+    verbose: bool = False  # show library warnings and INFO lines a user cannot act on (also: sectorkit --verbose)
 
 
 def register_schemas() -> None:

@@ -46,6 +46,8 @@ def test_train_writes_metrics_report_predictions_and_checkpoints(toy_run) -> Non
     assert verdict["best_baseline"] == "logistic_regression" and verdict["margin"] > 0
     assert verdict["text"] in toy_run.stdout and f"**Verdict: {verdict['text']}.**" in report
     assert "logistic_regression (baseline)" in toy_run.stdout and "failures" not in m
+    printed = toy_run.stdout + toy_run.stderr  # nothing a user must learn to ignore (sectorkit --verbose shows it)
+    assert not any(noise in printed for noise in ("GPU available", "TPU available", "Tip:", "already configured with model summary"))
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert len(predictions) > 100 and predictions["score"].between(0, 1).all()
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
