@@ -58,6 +58,6 @@ def test_cfg_flag_prints_the_composed_config_without_running(capsys, tmp_path, m
     monkeypatch.setenv("SECTORKIT_ROOT", str(tmp_path))
     assert main(["train", "domain=retail", "model=lightgcn", "--cfg", "job"]) == 0
     out = capsys.readouterr().out
-    assert "domain: retail" in out and "network: lightgcn" in out
+    assert "domain: retail" in out and "_target_: sectorkit.domains.retail.models.lightgcn.LightGCN" in out
     assert not list(tmp_path.rglob("metrics.json"))  # nothing ran
     assert main(["train", "domain=retail", "--bogus"]) == 2
