@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.registry import Domain, discover, get_domain
-from sectorkit.core.schema import register_resolvers, register_schemas
+from sectorkit.core.schema import check_ranges, register_resolvers, register_schemas
 
 CORE_CONF_DIR = Path(str(files("sectorkit.conf")))
 DOMAIN_GROUPS = ("data", "model", "experiment")
@@ -84,7 +84,7 @@ def validate_overrides(domain: Domain, overrides: Sequence[str]) -> None:
                                   f"'{override.key_or_group}': {', '.join(options)}")
     plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     try:
-        compose_config(domain, plain)
+        check_ranges(compose_config(domain, plain))
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(err, domain, plain)) from None
 

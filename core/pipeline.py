@@ -32,6 +32,7 @@ from sectorkit.core.registry import Domain, get_domain
 from sectorkit.core.reporting import RunContext, primary_metric_plot, write_report
 from sectorkit.core.run_lock import claim_run_folder
 from sectorkit.core.runtime import DDP_JOB_ENV, configure_runtime
+from sectorkit.core.schema import check_ranges
 from sectorkit.core.trainer import build_trainer, checkpoint_callback
 from sectorkit.core.verdict import judge, verdict_table
 
@@ -56,6 +57,7 @@ def run_dir(cfg: DictConfig) -> Path:
 def start(cfg: DictConfig) -> Domain:
     """Apply runtime settings, seed every generator and return the run's domain."""
     domain = get_domain(cfg.get("domain"))
+    check_ranges(cfg)
     configure_runtime(cfg.runtime, cfg.trainer)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     return domain

@@ -1,15 +1,48 @@
-"""Typed schemas for the core config groups, registered in Hydra's ConfigStore.
+"""Typed schemas for the core config groups, registered in Hydra's ConfigStore, and value ranges.
 
-A typo or a wrongly typed value under ``trainer`` or ``runtime`` fails when the config is composed,
-naming the key, instead of minutes into a run.
+A typo or a wrongly typed value under ``trainer``, ``runtime`` or ``optimizer`` fails when the config is
+composed, naming the key, instead of minutes into a run. A field may declare its valid range with
+:func:`bounded`; :func:`check_ranges` checks every such field of a composed config (domains use it in their
+own schemas too).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from sectorkit.core.errors import ConfigError
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None, low_open: bool = False) -> Any:
+    """A dataclass field whose value must lie in ``[low, high]`` (``(low, high]`` with ``low_open``); None passes."""
+    return field(default=default, metadata={"range": (low, high, low_open)})
+
+
+def check_ranges(cfg: DictConfig, prefix: str = "") -> None:
+    """Raise a one-line ConfigError for the first value outside the range its schema field declares."""
+    schema = OmegaConf.get_type(cfg)
+    bounds = {f.name: f.metadata["range"] for f in dataclasses.fields(schema) if "range" in f.metadata} if dataclasses.is_dataclass(schema) else {}
+    for key, node in cfg.items_ex(resolve=False):
+        path = f"{prefix}{key}"
+        if isinstance(node, DictConfig):
+            check_ranges(node, f"{path}.")
+            continue
+        if key not in bounds:
+            continue
+        value = cfg[key]  # resolved here: only bounded keys are, so run-time interpolations elsewhere stay untouched
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high, low_open = bounds[key]
+            below = low is not None and (value <= low if low_open else value < low)
+            if below or (high is not None and value > high) or (isinstance(value, float) and math.isnan(value)):
+                lower = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+                upper = "" if high is None else f"<= {high:g}"
+                raise ConfigError(f"{path}={value!r}: expected a value {' and '.join(p for p in (lower, upper) if p)}")
 
 
 @dataclass
@@ -18,11 +51,11 @@ class TrainerConfig:
 
     accelerator: str = "auto"
     devices: Any = "auto"
-    num_nodes: int = 1
+    num_nodes: int = bounded(1, 1)
     strategy: Any = "auto"
     precision: Any = "auto"  # auto: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU
-    max_epochs: Optional[int] = 10
-    min_epochs: Optional[int] = 1
+    max_epochs: Optional[int] = bounded(10, -1)
+    min_epochs: Optional[int] = bounded(1, 0)
     max_steps: int = -1
     max_time: Optional[str] = None
     limit_train_batches: Any = None
@@ -35,7 +68,7 @@ class TrainerConfig:
     num_sanity_val_steps: Optional[int] = None
     log_every_n_steps: Optional[int] = None
     gradient_clip_val: Optional[float] = None
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: int = bounded(1, 1)
     deterministic: Any = None
     benchmark: Optional[bool] = None
     fast_dev_run: Any = False
@@ -53,17 +86,39 @@ class TrainerConfig:
 class RuntimeConfig:
     """Process-level settings applied before anything is built."""
 
-    torch_threads: Optional[int] = None  # None: half the CPU cores per process on this node, at least 1
+    torch_threads: Optional[int] = bounded(None, 1)  # None: half the CPU cores per process on this node, at least 1
     matmul_precision: str = "high"  # torch.set_float32_matmul_precision: highest | high | medium
     offline: bool = True  # sets HF_HUB_OFFLINE=1 so nothing is downloaded at run time
     verbose: bool = False  # show library warnings and INFO lines a user cannot act on (also: sectorkit --verbose)
 
 
+@dataclass
+class OptimizerConfig:
+    """A ``torch.optim`` optimizer, built by the module with its parameters (``_partial_``); the keys every preset
+    shares are typed and bounded, the others (``betas``, ``momentum``, ``nesterov``, ...) pass through."""
+
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    lr: float = bounded(1e-3, 0.0, low_open=True)
+    weight_decay: float = bounded(0.0, 0.0)
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    """``torch.optim.SGD`` with momentum."""
+
+    _target_: str = "torch.optim.SGD"
+    momentum: float = bounded(0.0, 0.0)
+    nesterov: bool = False
+
+
 def register_schemas() -> None:
-    """Store the schemas as ``_schema`` in their groups; each group's default.yaml extends it."""
+    """Store the schemas as ``_schema`` in their groups; each group's presets extend it."""
     cs = ConfigStore.instance()
     cs.store(group="trainer", name="_schema", node=TrainerConfig)
     cs.store(group="runtime", name="_schema", node=RuntimeConfig)
+    cs.store(group="optimizer", name="_schema", node=OptimizerConfig)
+    cs.store(group="optimizer", name="_schema_sgd", node=SGDConfig)
 
 
 def register_resolvers() -> None:

@@ -7,7 +7,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from sectorkit.core.config import compose_config, core_options
+from sectorkit.core.config import compose_config, core_options, validate_overrides
+from sectorkit.core.errors import ConfigError
 from sectorkit.core.registry import discover, get_domain
 from sectorkit.core.trainer import build_trainer, resolve_precision
 
@@ -79,3 +80,20 @@ def test_default_callbacks_follow_the_primary_metric() -> None:
     stopping = instantiate(cfg.callbacks.early_stopping)
     assert checkpoint.monitor == stopping.monitor == "val/mae" and checkpoint.mode == stopping.mode == "min"
     assert checkpoint.save_last and checkpoint.save_top_k == 1
+
+
+@pytest.mark.parametrize("domain", ["healthcare", "finance", "retail", "agriculture"])
+def test_typed_data_and_model_configs_reject_typos_wrong_types_and_bad_ranges(domain) -> None:
+    d = get_domain(domain)
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.batch_sise' \(did you mean 'data\.batch_size'"):
+        validate_overrides(d, [f"domain={domain}", "data.batch_sise=3"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size"):
+        validate_overrides(d, [f"domain={domain}", "data.batch_size=many"])
+    with pytest.raises(ConfigError, match=r"model\.compiel"):
+        validate_overrides(d, [f"domain={domain}", "model.compiel=true"])
+    with pytest.raises(ConfigError, match=r"optimizer\.lr=-1\.0: expected a value > 0"):
+        validate_overrides(d, [f"domain={domain}", "optimizer.lr=-1"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size=0: expected a value >= 1"):
+        validate_overrides(d, [f"domain={domain}", "data.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs=-5: expected a value >= -1"):
+        validate_overrides(d, [f"domain={domain}", "trainer.max_epochs=-5"])
