@@ -25,20 +25,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import save_results  # noqa: E402
-from sectorkit.domains.retail.baselines import run_baselines  # noqa: E402
+from sectorkit.core.network import network_class  # noqa: E402
+from sectorkit.domains.retail.baselines import evaluate_baselines  # noqa: E402
 from sectorkit.domains.retail.data import RetailDataModule  # noqa: E402
 from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets  # noqa: E402
 from sectorkit.domains.retail.module import RecommenderModule  # noqa: E402
+
+MODELS = "sectorkit.domains.retail.models"
 
 TARGETS = {"bpr": "within ±0.01 of RecBole 0.281 (published 0.2768)", "ease": ">= 0.325", "best neural": ">= 0.31"}
 # Settings of each trained model (embedding 64 everywhere, as the protocol fixes). LightGCN and Mult-VAE
 # settings were chosen on validation NDCG@10 (mean of seeds 0-2); see docs/domains/retail.md.
 CONFIGS: dict[str, dict] = {
-    "bpr": {"network": "bpr", "kwargs": {"embedding_size": 64}, "patience": 10, "lr": 1e-3},
-    "lightgcn": {"network": "lightgcn", "kwargs": {"embedding_size": 64, "n_layers": 2, "reg_weight": 1e-5}, "patience": 50, "lr": 2e-3},
-    "neumf": {"network": "neumf", "kwargs": {"embedding_size": 64}, "patience": 10, "lr": 1e-3},
-    "multvae": {"network": "multvae", "kwargs": {"embedding_size": 64, "hidden_sizes": [], "dropout": 0.5, "anneal_cap": 0.2, "total_anneal_steps": 4000},
-                "patience": 50, "lr": 1e-3, "batch_size": 64, "training": "users"},
+    "bpr": {"net": {"_target_": f"{MODELS}.bpr.BPRMF", "embedding_size": 64}, "patience": 10, "lr": 1e-3},
+    "lightgcn": {"net": {"_target_": f"{MODELS}.lightgcn.LightGCN", "embedding_size": 64, "n_layers": 2, "reg_weight": 1e-5},
+                 "patience": 50, "lr": 2e-3},
+    "neumf": {"net": {"_target_": f"{MODELS}.neumf.NeuMF", "embedding_size": 64}, "patience": 10, "lr": 1e-3},
+    "multvae": {"net": {"_target_": f"{MODELS}.multvae.MultVAE", "embedding_size": 64, "hidden_sizes": [], "dropout": 0.5, "anneal_cap": 0.2,
+                        "total_anneal_steps": 4000}, "patience": 50, "lr": 1e-3, "batch_size": 64},
 }
 REPORTED = ("ndcg@10", "recall@10", "hit@10", "mrr@10", "precision@10")
 
@@ -53,17 +57,16 @@ def evaluate(module: RecommenderModule, loader) -> dict[str, float]:
     return {k: float(v) for k, v in metric.compute().items()}
 
 
-def train_model(dm: RetailDataModule, network: str, kwargs: dict, seed: int, max_epochs: int, patience: int, lr: float, batch_size: int | None = None, training: str | None = None) -> dict:
-    """Plain loop over the same module the Lightning pipeline uses: fit, early-stop on valid MRR@10, test best.
-
-    ``batch_size``/``training`` override the datamodule's for this model only (restored afterwards).
-    """
+def train_model(path: Path, net: dict, seed: int, max_epochs: int, patience: int, lr: float, batch_size: int = 2048,
+                split: dict | None = None) -> dict:
+    """Plain loop over the same module and data module the Lightning pipeline uses: fit, early-stop on valid
+    MRR@10, test best. The data module builds the batches the network's input type asks for (``batch_size``
+    rows: interactions, users or sequence windows)."""
+    dm = datamodule(path, seed, network_class(net), batch_size, split)
     torch.manual_seed(seed)
-    module = RecommenderModule(**dm.model_kwargs(), network=network, network_kwargs=kwargs, ks=[10])
-    module.set_training_data(dm.train_users, dm.train_items)
+    module = RecommenderModule(net, **dm.model_kwargs(), ks=[10])
+    module.prepare_fit(dm.training_state())
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    saved = dm.batch_size, dm.training
-    dm.batch_size, dm.training = batch_size or dm.batch_size, training or dm.training
     best, best_valid, best_state, wait, epoch = -1.0, {}, None, 0, 0
     start = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
@@ -81,15 +84,16 @@ def train_model(dm: RetailDataModule, network: str, kwargs: dict, seed: int, max
             wait += 1
             if wait >= patience:
                 break
-    dm.batch_size, dm.training = saved
     module.load_state_dict(best_state)
     test = evaluate(module, dm.test_dataloader())
     return {**test, "valid_ndcg@10": best_valid["ndcg@10"], "epochs": epoch, "train_s": time.perf_counter() - start}
 
 
-def datamodule(path: Path, seed: int, training: str = "pairs", split: dict | None = None) -> RetailDataModule:
+def datamodule(path: Path, seed: int, network: type | None = None, batch_size: int = 2048, split: dict | None = None) -> RetailDataModule:
+    """ML-100K split by ``seed``, feeding ``network`` (None: evaluation and baselines only)."""
     inter = path / "ml-100k.inter" if path.is_dir() else path
-    dm = RetailDataModule(path=str(inter), format="inter", seed=seed, training=training, batch_size=2048, eval_batch_size=4096, split=split)
+    dm = RetailDataModule(path=str(inter), format="inter", seed=seed, batch_size=batch_size, eval_batch_size=4096, split=split,
+                          network=network)
     dm.setup("fit")
     return dm
 
@@ -112,8 +116,8 @@ def _throughput_worker(path: str, factor: int, seed: int, eval_batch: int, queue
     dm = datamodule(Path(path), seed)
     dm.eval_batch_size = eval_batch
     n_items = dm.n_items * factor
-    module = RecommenderModule(n_users=dm.n_users, n_items=n_items, n_train=len(dm.train_users), network="bpr", ks=[10])
-    module.set_training_data(dm.train_users, dm.train_items)
+    module = RecommenderModule(CONFIGS["bpr"]["net"], n_users=dm.n_users, n_items=n_items, n_train=len(dm.train_users), ks=[10])
+    module.prepare_fit(dm.training_state())
     loader = list(dm.test_dataloader())
     evaluate(module, loader[:1])
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
@@ -176,11 +180,11 @@ def main() -> None:
     per_model: dict[str, list[dict]] = {}
     for seed in args.seeds:
         dm = datamodule(args.path, seed)
-        for name, values in run_baselines(dm, [10], settings={"ease": {"reg_weight": 250.0}}).items():
-            per_model.setdefault(name, []).append(values)
+        for name, result in evaluate_baselines(dm, [10], settings={"ease": {"reg_weight": 250.0}}).items():
+            per_model.setdefault(name, []).append(result.metrics)
         for name in models:
             config = CONFIGS[name]
-            run = train_model(dm, config["network"], config["kwargs"], seed, max_epochs, config["patience"], config["lr"], config.get("batch_size"), config.get("training"))
+            run = train_model(args.path, config["net"], seed, max_epochs, config["patience"], config["lr"], config.get("batch_size", 2048))
             per_model.setdefault(name, []).append(run)
             print(f"seed {seed} {name}: ndcg@10 {run['ndcg@10']:.4f} ({run['epochs']} epochs, {run['train_s']:.0f}s)", flush=True)
     for name, runs in per_model.items():
@@ -189,12 +193,13 @@ def main() -> None:
     if not args.no_sequential:
         sequential: dict[str, list[dict]] = {}
         for seed in args.seeds[:1] if args.quick else args.seeds:
-            dm = datamodule(args.path, seed, training="sequences", split={"method": "leave_one_out"})
-            for name, values in run_baselines(dm, [10], ["mostpop", "ease"]).items():
-                sequential.setdefault(name, []).append(values)
-            for loss in ("ce", "bce"):
-                kwargs = {"embedding_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "dropout": 0.2, "max_seq_len": 50, "loss": loss}
-                run = train_model(dm, "sasrec", kwargs, seed, 30 if args.quick else max_epochs, 10, 1e-3, batch_size=128)
+            leave_one_out = {"method": "leave_one_out"}
+            dm = datamodule(args.path, seed, split=leave_one_out)
+            for name, result in evaluate_baselines(dm, [10], ["mostpop", "ease"]).items():
+                sequential.setdefault(name, []).append(result.metrics)
+            for loss, network in (("ce", "SASRec"), ("bce", "SASRecBCE")):  # history length: the data module's max_seq_len (50)
+                net = {"_target_": f"{MODELS}.sasrec.{network}", "embedding_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "dropout": 0.2}
+                run = train_model(args.path, net, seed, 30 if args.quick else max_epochs, 10, 1e-3, batch_size=128, split=leave_one_out)
                 sequential.setdefault(f"sasrec_{loss}", []).append(run)
                 print(f"seed {seed} sasrec {loss} (leave-one-out): ndcg@10 {run['ndcg@10']:.4f} ({run['epochs']} epochs, {run['train_s']:.0f}s)", flush=True)
         results["leave_one_out"] = {n: summarise([{k: r[k] for k in REPORTED} for r in runs]) for n, runs in sequential.items()}

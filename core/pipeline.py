@@ -17,13 +17,14 @@ import pandas as pd
 import pytorch_lightning as pl
 from rich.console import Console
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sectorkit.core.baselines import BaselineResult
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, newest_readable, restore_datamodule_state
 from sectorkit.core.datamodule import SectorDataModule
-from sectorkit.core.errors import ConfigError
+from sectorkit.core.errors import ConfigError, SectorkitError
 from sectorkit.core.export import export_model
 from sectorkit.core.io import atomic_write_json, atomic_write_table
 from sectorkit.core.module import SectorModule
@@ -66,7 +67,18 @@ def start(cfg: DictConfig) -> Domain:
 def build_datamodule(cfg: DictConfig, network: type[Network] | None = None) -> SectorDataModule:
     """The datamodule of ``cfg.data``, told which network it feeds (its declared input type and needs): by
     default the class ``cfg.model.net`` names; for a checkpoint, the class its model was built with."""
-    return instantiate(cfg.data, network=network or network_class(cfg.model.get("net"), "model.net"))
+    return instantiate_or_explain(cfg.data, network=network or network_class(cfg.model.get("net"), "model.net"))
+
+
+def instantiate_or_explain(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising a sectorkit error from the constructor as itself (one line) instead
+    of Hydra's wrapped, multi-line message."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, SectorkitError):
+            raise err.__cause__ from None
+        raise
 
 
 def build_model(cfg: DictConfig, datamodule: SectorDataModule) -> SectorModule:
@@ -75,7 +87,7 @@ def build_model(cfg: DictConfig, datamodule: SectorDataModule) -> SectorModule:
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True) if cfg.get("optimizer") else None
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model = instantiate(model_cfg, **datamodule.model_kwargs(), optimizer=optimizer, scheduler=scheduler, _recursive_=False)
+    model = instantiate_or_explain(model_cfg, **datamodule.model_kwargs(), optimizer=optimizer, scheduler=scheduler, _recursive_=False)
     model.prepare_fit(datamodule.training_state())
     return model
 

@@ -1,14 +1,20 @@
 """Non-deep baselines scored with the same full-ranking protocol: MostPop, ItemKNN (cosine) and EASE.
 
-ItemKNN and EASE need an item-item matrix, so they are meant for catalogues up to ~20k items.
+Each is fitted on the training interactions and scores users from the items they have shown (training
+items, plus validation items at test), with no refit. ItemKNN and EASE need an item-item matrix, so they
+are meant for catalogues up to ~20k items.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from scipy import sparse
 
+from sectorkit.core.baselines import BaselineResult
 from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
 
 
@@ -26,8 +32,9 @@ class MostPop:
         self.counts = torch.as_tensor(np.asarray(matrix.sum(0)).ravel(), dtype=torch.float32)
         return self
 
-    def scores(self, users: torch.Tensor) -> torch.Tensor:
-        return self.counts.expand(len(users), -1).clone()
+    def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:
+        """Scores for the users whose shown items are ``rows`` (one binary row per user)."""
+        return self.counts.expand(rows.shape[0], -1).clone()
 
 
 class ItemKNN:
@@ -37,7 +44,6 @@ class ItemKNN:
         self.k, self.shrink = k, shrink
 
     def fit(self, matrix: sparse.csr_matrix) -> "ItemKNN":
-        self.matrix = matrix
         x = torch.as_tensor(matrix.T.toarray())
         norms = x.norm(dim=1)
         sim = (x @ x.T) / (norms[:, None] * norms[None, :] + self.shrink + 1e-8)
@@ -47,9 +53,9 @@ class ItemKNN:
         self.similarity = torch.zeros_like(sim).scatter_(0, top.indices, top.values)
         return self
 
-    def scores(self, users: torch.Tensor) -> torch.Tensor:
-        rows = torch.as_tensor(self.matrix[users.numpy()].toarray())
-        return rows @ self.similarity
+    def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:
+        """Scores for the users whose shown items are ``rows`` (one binary row per user)."""
+        return torch.as_tensor(rows.toarray()) @ self.similarity
 
 
 class EASE:
@@ -59,7 +65,6 @@ class EASE:
         self.reg_weight = reg_weight
 
     def fit(self, matrix: sparse.csr_matrix) -> "EASE":
-        self.matrix = matrix
         gram = torch.as_tensor((matrix.T @ matrix).toarray(), dtype=torch.float64)
         gram += self.reg_weight * torch.eye(gram.shape[0], dtype=torch.float64)
         precision = torch.linalg.inv(gram)
@@ -68,27 +73,34 @@ class EASE:
         self.weights = weights.float()
         return self
 
-    def scores(self, users: torch.Tensor) -> torch.Tensor:
-        rows = torch.as_tensor(self.matrix[users.numpy()].toarray())
-        return rows @ self.weights
+    def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:
+        """Scores for the users whose shown items are ``rows`` (one binary row per user)."""
+        return torch.as_tensor(rows.toarray()) @ self.weights
 
 
 BASELINES = {"mostpop": MostPop, "itemknn": ItemKNN, "ease": EASE}
 
 
-def evaluate_scorer(model, dataset, ks: list[int], n_items: int, popularity: torch.Tensor, batch_size: int = 512) -> dict[str, float]:
-    """Full-ranking metrics of a fitted baseline over a :class:`UserBatchDataset` (same masking as the model)."""
+def evaluate_scorer(model: Any, dataset: Any, seen: sparse.csr_matrix, ks: list[int], n_items: int, popularity: torch.Tensor,
+                    batch_size: int = 512) -> BaselineResult:
+    """Full-ranking metrics of a fitted baseline over a :class:`UserBatchDataset` (same masking as the model) and its
+    top-``max(ks)`` items for each of the dataset's users (rows in dataset order)."""
     metric = RankingMetrics(ks, n_items)
+    top_items = []
     for start in range(0, len(dataset), batch_size):
         batch = dataset[list(range(start, min(start + batch_size, len(dataset))))]
-        scores = mask_scores(model.scores(batch["users"]), batch["exclude"])
+        scores = mask_scores(model.scores(seen[batch["users"].numpy()]), batch["exclude"])
         topk = torch.topk(scores, max(metric.ks), dim=1).indices
         metric.update(topk, dense_targets(batch["targets"], n_items), popularity)
-    return {k: float(v) for k, v in metric.compute().items()}
+        top_items.append(topk)
+    predictions = torch.cat(top_items).numpy() if top_items else np.zeros((0, max(metric.ks)), dtype=np.int64)
+    return BaselineResult({k: float(v) for k, v in metric.compute().items()}, predictions)
 
 
-def run_baselines(datamodule, ks: list[int], names: list[str] | None = None, settings: dict | None = None, stage: str = "test") -> dict[str, dict[str, float]]:
-    """Fit each baseline on the training split and evaluate it on ``stage`` (test masks train + validation items)."""
+def evaluate_baselines(datamodule: Any, ks: list[int], names: list[str] | None = None, settings: dict[str, Any] | None = None,
+                       stage: str = "test") -> dict[str, BaselineResult]:
+    """Fit each baseline on the training split and evaluate it on ``stage`` (test masks train + validation items):
+    its metrics and its top-``max(ks)`` items per evaluated user, in the order of the model's test predictions."""
     settings = settings or {}
     lists = datamodule.lists["train" if stage == "valid" else "train_valid"]
     users = np.repeat(np.arange(datamodule.n_users), lists.lengths())
@@ -97,10 +109,12 @@ def run_baselines(datamodule, ks: list[int], names: list[str] | None = None, set
     popularity = torch.bincount(datamodule.train_items, minlength=datamodule.n_items).float() / max(datamodule.n_users, 1)
     dataset = datamodule.eval_dataset(stage)
     ks = [k for k in ks if k <= datamodule.n_items]
-    results = {}
-    for name in names or list(BASELINES):
-        model = BASELINES[name](**settings.get(name, {})).fit(train)
-        if hasattr(model, "matrix"):
-            model.matrix = seen  # score from everything the user has shown (train, + validation at test), no refit
-        results[name] = evaluate_scorer(model, dataset, ks, datamodule.n_items, popularity)
-    return results
+    return {name: evaluate_scorer(BASELINES[name](**settings.get(name, {})).fit(train), dataset, seen, ks, datamodule.n_items, popularity)
+            for name in names or list(BASELINES)}
+
+
+def run_baselines(datamodule: Any, cfg: Any) -> dict[str, BaselineResult]:
+    """The domain's baselines hook: ``baselines.names`` with their ``baselines.<name>`` settings at ``metrics.ks``."""
+    settings = OmegaConf.to_container(cfg.baselines, resolve=True) if cfg.get("baselines") else {}
+    names = settings.pop("names", None)
+    return evaluate_baselines(datamodule, list(cfg.metrics.ks), names, settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.network import Network
 from sectorkit.domains.retail.interactions import UserLists, sequence_windows
+from sectorkit.domains.retail.models.base import recommender_network
 from sectorkit.domains.retail.preprocess import build_id_map, encode, handle_duplicates, handle_missing_timestamps, k_core, to_implicit
 from sectorkit.domains.retail.readers import read_interactions
 from sectorkit.domains.retail.sample import generate_interactions
@@ -137,8 +140,11 @@ def batch_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) ->
 class RetailDataModule(SectorDataModule):
     """Interaction logs (or the synthetic sample) for full-ranking recommendation.
 
-    Validation masks the user's training items; test masks training and validation items. The id maps,
-    training lists and item popularity are saved in checkpoints (as tensors/lists) for ``predict``.
+    The training batches follow the network's ``input_type``: (user, item) pairs for ``pairwise`` and
+    ``pointwise`` networks, one row per user for ``user_vector`` networks, next-item windows of the last
+    ``max_seq_len`` items for ``sequence`` networks. Validation masks the user's training items; test masks
+    training and validation items. The id maps and training interactions are saved in checkpoints (as
+    tensors/lists) for ``predict``.
     """
 
     def __init__(
@@ -158,7 +164,6 @@ class RetailDataModule(SectorDataModule):
         split: dict[str, Any] | None = None,
         sample: dict[str, Any] | None = None,
         max_seq_len: int = 50,
-        training: str = "pairs",
         top_k: int = 10,
         batch_size: int = 2048,
         eval_batch_size: int = 512,
@@ -167,15 +172,15 @@ class RetailDataModule(SectorDataModule):
         persistent_workers: bool = True,
         seed: int = 0,
         cache_dir: str | None = None,
+        network: type[Network] | None = None,
     ) -> None:
-        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir)
-        if training not in ("pairs", "sequences", "users"):
-            raise ConfigError(f"data.training={training!r}; expected pairs (BPR, LightGCN, NeuMF, Mult-VAE), users (Mult-VAE) or sequences (SASRec)")
+        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir,
+                         network=recommender_network(network) if network is not None else None)
         self.reader_kwargs = dict(format=format, user_column=user_column, item_column=item_column, rating_column=rating_column, timestamp_column=timestamp_column, separator=separator)
         self.clean_kwargs = dict(rating_threshold=rating_threshold, duplicates=duplicates, missing_timestamps=missing_timestamps, min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
         self.split_cfg = dict(split or {"method": "ratio", "ratios": [0.8, 0.1, 0.1], "order": "random"})
         self.sample_cfg = dict(sample or {})
-        self.max_seq_len, self.training, self.top_k = max_seq_len, training, top_k
+        self.max_seq_len, self.top_k = max_seq_len, top_k
         self.prepared: PreparedData | None = None
         self.user_ids: list[str] = []
         self.item_ids: list[str] = []
@@ -214,18 +219,22 @@ class RetailDataModule(SectorDataModule):
         return len(self.item_ids)
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {"n_users": self.n_users, "n_items": self.n_items, "n_train": int(len(self.train_users))}
+        """Catalogue sizes, the number of training interactions and the history length of sequence batches."""
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_train": int(len(self.train_users)), "max_seq_len": self.max_seq_len}
 
-    def training_tensors(self) -> dict[str, torch.Tensor]:
-        """Training interactions (time-ordered per user) the model keeps for negatives, graphs and popularity."""
+    def training_state(self) -> dict[str, Any]:
+        """The training interactions (time-ordered per user) the model keeps for negatives, graphs and popularity."""
         return {"users": self.train_users, "items": self.train_items}
 
     # --- loaders -------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        if self.training == "sequences":
+        """Training batches in the layout of the network's ``input_type``."""
+        if self.network is None:
+            raise ConfigError("no network given: training batches follow the network's input_type (pass network=<RecommenderNetwork class>)")
+        if self.network.input_type == "sequence":
             windows = sequence_windows(self.lists["train"], self.max_seq_len, self.n_items)
             return batch_loader(TensorDictDataset(windows), self.batch_size, True, self.seed)
-        if self.training == "users":  # one row per user with training items (autoencoders: an epoch is one pass over users)
+        if self.network.input_type == "user_vector":  # one row per user with training items: an epoch is one pass over users
             users = torch.from_numpy(np.flatnonzero(self.lists["train"].lengths() > 0))
             return batch_loader(TensorDictDataset({"users": users}), self.batch_size, True, self.seed)
         return batch_loader(PairDataset(self.train_users.numpy(), self.train_items.numpy()), self.batch_size, True, self.seed)
@@ -244,8 +253,10 @@ class RetailDataModule(SectorDataModule):
         return batch_loader(self.eval_dataset("test"), self.eval_batch_size, False, self.seed)
 
     # --- prediction ----------------------------------------------------------------------------
+    @cached_property
     def predict_dataset(self) -> tuple[UserBatchDataset, list[str]]:
-        """Users to recommend for: those in ``data.path`` (a user column, optional item column) or all known users."""
+        """Users to recommend for, with their names: those in ``data.path`` (a user column, optional item column)
+        or all known users (read once)."""
         if not self.item_ids:
             raise DataError("no id maps: predict needs a checkpoint written by training (ckpt_path=...)")
         known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
@@ -263,15 +274,14 @@ class RetailDataModule(SectorDataModule):
         return UserBatchDataset(codes, seen, seen, None, self.n_items, self.max_seq_len), names
 
     def predict_dataloader(self) -> DataLoader:
-        dataset, self.predict_user_names = self.predict_dataset()
-        return batch_loader(dataset, self.eval_batch_size, False, self.seed)
+        return batch_loader(self.predict_dataset[0], self.eval_batch_size, False, self.seed)
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
         """Long table: user, rank, item, score, source (model or popularity fallback)."""
         items = torch.cat([o["items"] for o in outputs]).numpy()
         scores = torch.cat([o["scores"] for o in outputs]).numpy()
         fallback = torch.cat([o["fallback"] for o in outputs]).numpy()
-        names = self.predict_user_names if stage == "predict" else [self.user_ids[u] for u in self.eval_dataset("test").users]
+        names = self.predict_dataset[1] if stage == "predict" else [self.user_ids[u] for u in self.eval_dataset("test").users]
         k = items.shape[1]
         item_names = np.asarray(self.item_ids, dtype=object)
         valid = np.isfinite(scores)

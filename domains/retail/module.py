@@ -7,12 +7,10 @@ from typing import Any
 import torch
 from torchmetrics import MetricCollection
 
-from sectorkit.core.errors import ConfigError
 from sectorkit.core.module import SectorModule, plain_container
+from sectorkit.core.network import build_network, network_class
 from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
-from sectorkit.domains.retail.models import NETWORKS
-
-
+from sectorkit.domains.retail.models.base import NEGATIVE_SAMPLING_LOSSES, recommender_network
 
 
 class NegativeSampler:
@@ -38,15 +36,20 @@ class NegativeSampler:
 
 
 class RecommenderModule(SectorModule):
-    """Full-ranking recommender; ``network`` is one of bpr, lightgcn, neumf, multvae, sasrec (``network_kwargs`` its settings)."""
+    """Full-ranking recommender around the network of the ``net`` config (a ``RecommenderNetwork``).
+
+    The training interactions arrive once through :meth:`prepare_fit` and are kept as buffers (so negatives,
+    graphs and the popularity fallback work the same after loading a checkpoint). The network's declared
+    ``input_type`` and ``loss_type`` decide how a batch becomes a loss and whether negatives are sampled.
+    """
 
     def __init__(
         self,
+        net: dict[str, Any],
         n_users: int,
         n_items: int,
         n_train: int,
-        network: str = "bpr",
-        network_kwargs: dict[str, Any] | None = None,
+        max_seq_len: int = 50,
         n_negatives: int = 1,
         ks: list[int] = (5, 10, 20),
         top_k: int = 10,
@@ -56,17 +59,16 @@ class RecommenderModule(SectorModule):
         channels_last: bool = False,
     ) -> None:
         # plain containers so checkpoints load with weights_only=True (hparams are read from these locals)
-        network_kwargs, optimizer, scheduler, ks = (plain_container(x) for x in (network_kwargs, optimizer, scheduler, ks))
-        if network not in NETWORKS:
-            raise ConfigError(f"model.network={network!r}; expected one of {', '.join(NETWORKS)}")
+        net, optimizer, scheduler, ks = (plain_container(x) for x in (net, optimizer, scheduler, ks))
+        network = recommender_network(network_class(net))
         self.n_users, self.n_items = n_users, n_items
         self.ks = [int(k) for k in ks if int(k) <= n_items]
         self.top_k = min(top_k, n_items)
         optimizer = optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
-        self.net = NETWORKS[network](n_users=n_users, n_items=n_items, **(network_kwargs or {}))
-        self.kind = self.net.kind
+        sizes = {"n_users": n_users, "n_items": n_items, **({"max_seq_len": max_seq_len} if network.input_type == "sequence" else {})}
+        self.net = build_network(net, **sizes)
         self.n_negatives = n_negatives
         self.register_buffer("train_users", torch.zeros(n_train, dtype=torch.long))
         self.register_buffer("train_items", torch.zeros(n_train, dtype=torch.long))
@@ -77,43 +79,42 @@ class RecommenderModule(SectorModule):
         return MetricCollection({"ranking": RankingMetrics(self.ks, self.n_items)})
 
     # --- training data kept with the model -----------------------------------------------------
-    def set_training_data(self, users: torch.Tensor, items: torch.Tensor) -> None:
-        """Store the training interactions (negatives exclude them; LightGCN propagates over them, Mult-VAE encodes them)."""
+    def prepare_fit(self, state: dict[str, Any]) -> None:
+        """Store the training interactions ``state['users']``, ``state['items']`` (from ``training_state()``):
+        negatives exclude them, graph networks propagate over them, the popularity fallback counts them."""
+        users, items = state["users"], state["items"]
         self.train_users.copy_(users)
         self.train_items.copy_(items)
         self.popularity.copy_(torch.bincount(items, minlength=self.n_items).float() / max(self.n_users, 1))
-        self._prepare()
-
-    def _prepare(self) -> None:
-        self._sampler = NegativeSampler(self.train_users, self.train_items, self.n_items)
-        if getattr(self.net, "needs_graph", False):
-            self.net.set_graph(self.train_users, self.train_items)
+        self._index_training_data(self.train_users, self.train_items)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the sampler and the graph from the checkpoint's training interactions (runs before, or right
+        after, the buffers are loaded, depending on the caller)."""
         state = checkpoint["state_dict"]
-        self.train_users = state["train_users"].clone()
-        self.train_items = state["train_items"].clone()
-        self._prepare()
+        self._index_training_data(state["train_users"].to(self.device), state["train_items"].to(self.device))
 
-    def sampler(self) -> NegativeSampler:
+    def _index_training_data(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        self._sampler = NegativeSampler(users, items, self.n_items)
+        if self.net.needs_graph:
+            self.net.set_graph(users, items)
+
+    def sample_negatives(self, users: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform items the users have not interacted with in training, of ``shape``."""
         if self._sampler is None:
-            self._prepare()
-        return self._sampler  # type: ignore[return-value]
+            raise RuntimeError("RecommenderModule.prepare_fit(datamodule.training_state()) must be called before training")
+        return self._sampler(users, shape)
 
     # --- training ------------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.kind == "sequence":
-            negatives = None
-            if getattr(self.net, "loss_type", "ce") == "bce":
-                negatives = self.sampler()(batch["users"], tuple(batch["targets"].shape))
+        users, input_type = batch["users"], self.net.input_type
+        negatives_needed = self.net.loss_type in NEGATIVE_SAMPLING_LOSSES
+        if input_type == "sequence":
+            negatives = self.sample_negatives(users, tuple(batch["targets"].shape)) if negatives_needed else None
             return self.net.loss(batch["history"], batch["targets"], negatives)
-        users = batch["users"]
-        if self.kind == "autoencoder":
-            return self.net.loss(users)  # user batches, or the users of pair batches with repeats (RecBole's MultiVAE)
-        if "items" not in batch:
-            raise ConfigError(f"model.network={self.hparams.network!r} trains on (user, item) pairs; set data.training=pairs (users is for multvae)")
-        negatives = self.sampler()(users, (len(users), self.n_negatives))
-        return self.net.loss(users, batch["items"], negatives)
+        if input_type == "user_vector":
+            return self.net.loss(users)
+        return self.net.loss(users, batch["items"], self.sample_negatives(users, (len(users), self.n_negatives)))
 
     # --- inference -----------------------------------------------------------------------------
     def forward(self, users: torch.Tensor, history: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,8 @@ class RecommenderModule(SectorModule):
         return mask_scores(scores, exclude)
 
     def fallback_mask(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        if self.kind == "sequence":
+        """Which users get the popularity fallback: unknown ones (sequence models: those without history)."""
+        if self.net.input_type == "sequence":
             return (history == self.n_items).all(1)
         return users < 0
 
@@ -146,12 +148,3 @@ class RecommenderModule(SectorModule):
         scores = self(*self.batch_inputs(batch))
         top = torch.topk(scores, self.top_k, dim=1)
         return {"items": top.indices.cpu(), "scores": top.values.cpu(), "fallback": self.fallback_mask(batch["users"], batch["history"]).cpu()}
-
-    def setup(self, stage: str) -> None:
-        """At fit time take the training interactions from the datamodule (they then travel in the checkpoint)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and datamodule is not None and hasattr(datamodule, "training_tensors"):
-            tensors = datamodule.training_tensors()
-            if len(tensors["users"]) == len(self.train_users):
-                self.set_training_data(tensors["users"].to(self.device), tensors["items"].to(self.device))
-        super().setup(stage)

@@ -6,18 +6,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sectorkit.domains.retail.models.base import RecommenderNetwork
+
 
 def bpr_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(pos - neg), averaged (RecBole's BPRLoss without its 1e-10 gamma, via logsigmoid)."""
     return -F.logsigmoid(positive - negative).mean()
 
 
-class BPRMF(nn.Module):
-    """Matrix factorisation trained with BPR; ``kind='pairwise'`` tells the module to sample one negative per positive."""
+class BPRMF(RecommenderNetwork):
+    """Matrix factorisation trained with BPR against sampled negatives."""
 
-    kind = "pairwise"
+    input_type = "pairwise"
+    loss_type = "bpr"
 
-    def __init__(self, n_users: int, n_items: int, embedding_size: int = 64, **_: object) -> None:
+    def __init__(self, n_users: int, n_items: int, embedding_size: int = 64) -> None:
         super().__init__()
         self.user_embedding = nn.Embedding(n_users, embedding_size)
         self.item_embedding = nn.Embedding(n_items, embedding_size)

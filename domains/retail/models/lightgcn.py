@@ -11,6 +11,7 @@ import warnings
 import torch
 from torch import nn
 
+from sectorkit.domains.retail.models.base import RecommenderNetwork
 from sectorkit.domains.retail.models.bpr import bpr_loss
 
 
@@ -28,13 +29,14 @@ def normalised_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int,
         return coo.to_sparse_csr()
 
 
-class LightGCN(nn.Module):
+class LightGCN(RecommenderNetwork):
     """LightGCN with ``n_layers`` propagation steps and L2 regularisation ``reg_weight`` on the ego embeddings."""
 
-    kind = "pairwise"
+    input_type = "pairwise"
+    loss_type = "bpr"
     needs_graph = True
 
-    def __init__(self, n_users: int, n_items: int, embedding_size: int = 64, n_layers: int = 2, reg_weight: float = 1e-5, **_: object) -> None:
+    def __init__(self, n_users: int, n_items: int, embedding_size: int = 64, n_layers: int = 2, reg_weight: float = 1e-5) -> None:
         super().__init__()
         self.n_users, self.n_items, self.n_layers, self.reg_weight = n_users, n_items, n_layers, reg_weight
         self.user_embedding = nn.Embedding(n_users, embedding_size)
@@ -49,7 +51,7 @@ class LightGCN(nn.Module):
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.adjacency is None:
-            raise RuntimeError("LightGCN.set_graph must be called with the training interactions first")
+            raise RuntimeError("LightGCN.set_graph must be called with the training interactions first (RecommenderModule.prepare_fit)")
         x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         adjacency = self.adjacency.to(x.device)
         self.adjacency = adjacency

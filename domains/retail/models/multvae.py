@@ -3,9 +3,10 @@
 The encoder reads the L2-normalised (and, in training, dropped-out) bag of the user's training items, the
 decoder gives logits over the catalogue, and the loss is the multinomial log-likelihood plus a KL term
 whose weight rises linearly from 0 to ``anneal_cap`` over ``total_anneal_steps`` steps. Training takes
-the users of each interaction batch (a user appears once per sampled interaction, as in RecBole). The
-training rows are kept as a padded [users, longest history] item matrix, so memory is O(users x longest
-history), not O(users x items), and scoring stays exportable to ONNX. ``variational=False`` gives Mult-DAE.
+batches of users (``input_type='user_vector'``: one pass over the users with training items per epoch).
+The training rows are kept as a padded [users, longest history] item matrix, so memory is O(users x
+longest history), not O(users x items), and scoring stays exportable to ONNX. ``variational=False`` gives
+Mult-DAE.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sectorkit.domains.retail.models.base import RecommenderNetwork
 
-class MultVAE(nn.Module):
+
+class MultVAE(RecommenderNetwork):
     """Mult-VAE with encoder ``[n_items] -> hidden... -> embedding_size`` and a mirrored decoder."""
 
-    kind = "autoencoder"
+    input_type = "user_vector"
+    loss_type = "multinomial"
     needs_graph = True
 
     def __init__(
@@ -31,7 +35,6 @@ class MultVAE(nn.Module):
         anneal_cap: float = 0.2,
         total_anneal_steps: int = 200_000,
         variational: bool = True,
-        **_: object,
     ) -> None:
         super().__init__()
         self.n_users, self.n_items, self.dropout = n_users, n_items, dropout

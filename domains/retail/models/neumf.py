@@ -10,11 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sectorkit.domains.retail.models.base import RecommenderNetwork
 
-class NeuMF(nn.Module):
-    """GMF + MLP towers; ``kind='pointwise'`` means BCE on positives and sampled negatives."""
 
-    kind = "pointwise"
+class NeuMF(RecommenderNetwork):
+    """GMF + MLP towers, trained pointwise: BCE on positives and sampled negatives."""
+
+    input_type = "pointwise"
+    loss_type = "bce"
 
     def __init__(
         self,
@@ -24,7 +27,6 @@ class NeuMF(nn.Module):
         mlp_hidden: list[int] = (128, 64),
         dropout: float = 0.1,
         chunk_items: int = 4096,
-        **_: object,
     ) -> None:
         super().__init__()
         self.chunk_items = chunk_items

@@ -1,8 +1,9 @@
 """SASRec (Kang & McAuley, 2018): a causal transformer over each user's item history.
 
-Item ``n_items`` is the padding id. Training predicts the next item at every position, with either the
-full-softmax cross-entropy over the catalogue (``loss='ce'``) or binary cross-entropy against one sampled
-negative per position (``loss='bce'``, the original paper). Scores use the last position's state.
+Item ``n_items`` is the padding id. Training predicts the next item at every position: :class:`SASRec` with
+the full-softmax cross-entropy over the catalogue, :class:`SASRecBCE` with binary cross-entropy against one
+sampled negative per position (the original paper). Scores use the last position's state. The history length
+``max_seq_len`` is the data module's (``data.max_seq_len``), passed by the module.
 """
 
 from __future__ import annotations
@@ -11,29 +12,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sectorkit.domains.retail.models.base import RecommenderNetwork
 
-class SASRec(nn.Module):
-    """Self-attentive sequential recommender built from ``torch.nn.TransformerEncoder`` layers."""
 
-    kind = "sequence"
+class SASRec(RecommenderNetwork):
+    """Self-attentive sequential recommender built from ``torch.nn.TransformerEncoder`` layers, full-softmax loss."""
+
+    input_type = "sequence"
+    loss_type = "ce"
 
     def __init__(
         self,
         n_users: int,
         n_items: int,
+        max_seq_len: int = 50,
         embedding_size: int = 64,
         n_layers: int = 2,
         n_heads: int = 2,
         inner_size: int = 256,
         dropout: float = 0.5,
-        max_seq_len: int = 50,
-        loss: str = "ce",
-        **_: object,
     ) -> None:
         super().__init__()
-        if loss not in ("ce", "bce"):
-            raise ValueError(f"model.loss={loss!r}; expected ce or bce")
-        self.n_items, self.loss_type, self.max_seq_len = n_items, loss, max_seq_len
+        self.n_items, self.max_seq_len = n_items, max_seq_len
         self.item_embedding = nn.Embedding(n_items + 1, embedding_size, padding_idx=n_items)
         self.position_embedding = nn.Embedding(max_seq_len, embedding_size)
         layer = nn.TransformerEncoderLayer(embedding_size, n_heads, inner_size, dropout, activation="gelu", batch_first=True)
@@ -60,16 +60,25 @@ class SASRec(nn.Module):
         return state @ self.item_embedding.weight[: self.n_items].T
 
     def loss(self, history: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
-        """``targets`` [B, L] next items (-1 where no target); ``negatives`` [B, L] for BCE."""
+        """``targets`` [B, L] next items (-1 where no target); full-softmax cross-entropy (``negatives`` unused)."""
         states = self.encode(history)
         valid = targets >= 0
-        states, positives = states[valid], targets[valid]
-        if self.loss_type == "ce":
-            logits = states @ self.item_embedding.weight[: self.n_items].T
-            return F.cross_entropy(logits, positives)
-        neg = negatives[valid]
+        logits = states[valid] @ self.item_embedding.weight[: self.n_items].T
+        return F.cross_entropy(logits, targets[valid])
+
+
+class SASRecBCE(SASRec):
+    """SASRec trained as in the paper: binary cross-entropy of the next item against one sampled negative."""
+
+    loss_type = "bce"
+
+    def loss(self, history: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
+        """``targets`` and ``negatives`` [B, L] (-1 targets mark positions without one)."""
+        states = self.encode(history)
+        valid = targets >= 0
+        states, positives, negatives = states[valid], targets[valid], negatives[valid]
         pos_logit = (states * self.item_embedding(positives)).sum(-1)
-        neg_logit = (states * self.item_embedding(neg)).sum(-1)
+        neg_logit = (states * self.item_embedding(negatives)).sum(-1)
         return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
             neg_logit, torch.zeros_like(neg_logit)
         )

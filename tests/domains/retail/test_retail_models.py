@@ -8,11 +8,27 @@ import pytest
 import torch
 
 from sectorkit.core.errors import ConfigError
-from sectorkit.domains.retail.baselines import EASE, ItemKNN, MostPop, interaction_matrix, run_baselines
+from sectorkit.domains.retail.baselines import EASE, ItemKNN, MostPop, evaluate_baselines, interaction_matrix
 from sectorkit.domains.retail.data import RetailDataModule
 from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores, per_user_metrics
+from sectorkit.domains.retail.models.bpr import BPRMF
+from sectorkit.domains.retail.models.lightgcn import LightGCN
+from sectorkit.domains.retail.models.multvae import MultVAE
+from sectorkit.domains.retail.models.neumf import NeuMF
+from sectorkit.domains.retail.models.sasrec import SASRec, SASRecBCE
 from sectorkit.domains.retail.module import NegativeSampler, RecommenderModule
 
+NETWORKS = {"bpr": BPRMF, "lightgcn": LightGCN, "neumf": NeuMF, "multvae": MultVAE, "sasrec": SASRec, "sasrec_bce": SASRecBCE}
+
+
+def net(name: str, **kwargs) -> dict:
+    """The ``net`` config of a network (its class path and constructor arguments)."""
+    cls = NETWORKS[name]
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **kwargs}
+
+
+def mostpop_ndcg(dm: RetailDataModule) -> float:
+    return evaluate_baselines(dm, [10], ["mostpop"])["mostpop"].metrics["ndcg@10"]
 
 
 def test_metrics_follow_recbole_definitions():
@@ -48,17 +64,25 @@ def test_negative_sampler_avoids_positives():
     assert 3 not in sampler(torch.ones(5000, dtype=torch.long), (5000,)).tolist()
 
 
-@pytest.fixture(scope="module")
-def sample_dm() -> RetailDataModule:
-    dm = RetailDataModule(sample={"n_users": 200, "n_items": 120, "mean_length": 20, "popularity_exponent": 0.5, "taste_strength": 6.0}, batch_size=256, eval_batch_size=128, seed=0)
+SAMPLE = {"n_users": 200, "n_items": 120, "mean_length": 20, "popularity_exponent": 0.5, "taste_strength": 6.0}
+
+
+def sample_datamodule(network: str | None = None, batch_size: int = 256) -> RetailDataModule:
+    dm = RetailDataModule(sample=SAMPLE, batch_size=batch_size, eval_batch_size=128, seed=0, network=NETWORKS[network] if network else None)
     dm.setup("fit")
     return dm
 
 
+@pytest.fixture(scope="module")
+def sample_dm() -> RetailDataModule:
+    return sample_datamodule()
+
+
 def _fit(dm: RetailDataModule, network: str, epochs: int, lr: float, **kwargs) -> RecommenderModule:
+    assert dm.network is NETWORKS[network]
     torch.manual_seed(0)
-    module = RecommenderModule(**dm.model_kwargs(), network=network, network_kwargs=kwargs, ks=[10])
-    module.set_training_data(dm.train_users, dm.train_items)
+    module = RecommenderModule(net(network, **kwargs), **dm.model_kwargs(), ks=[10])
+    module.prepare_fit(dm.training_state())
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     for _ in range(epochs):
         module.train()
@@ -80,52 +104,77 @@ def _ndcg(module: RecommenderModule, dm: RetailDataModule) -> float:
 
 
 def test_baselines_rank_as_expected_on_planted_tastes(sample_dm):
-    results = run_baselines(sample_dm, [10])
+    results = {name: result.metrics for name, result in evaluate_baselines(sample_dm, [10]).items()}
     assert results["ease"]["ndcg@10"] > results["mostpop"]["ndcg@10"]
     assert results["itemknn"]["ndcg@10"] > results["mostpop"]["ndcg@10"]
     assert results["mostpop"]["popularity_lift@10"] > results["ease"]["popularity_lift@10"]
 
 
-@pytest.mark.parametrize("network, epochs, lr", [("bpr", 25, 0.01), ("lightgcn", 25, 0.01), ("neumf", 8, 0.002), ("multvae", 10, 0.01)])
-def test_networks_beat_most_popular(sample_dm, network, epochs, lr):
-    mostpop = run_baselines(sample_dm, [10], ["mostpop"])["mostpop"]["ndcg@10"]
-    assert _ndcg(_fit(sample_dm, network, epochs, lr), sample_dm) > mostpop
+def test_baseline_predictions_are_the_top_items_of_each_test_user(sample_dm):
+    result = evaluate_baselines(sample_dm, [5, 10], ["mostpop"])["mostpop"]
+    test_users = sample_dm.eval_dataset("test").users
+    assert result.predictions.shape == (len(test_users), 10)
+    seen = sample_dm.lists["train_valid"]
+    user = int(test_users[0])
+    assert not set(result.predictions[0].tolist()) & set(seen.items[seen.indptr[user] : seen.indptr[user + 1]].tolist())
 
 
-def test_multvae_rows_shapes_and_training_on_user_batches(sample_dm):
-    module = RecommenderModule(**sample_dm.model_kwargs(), network="multvae", network_kwargs={"hidden_sizes": [64], "embedding_size": 16}, ks=[10])
-    module.set_training_data(sample_dm.train_users, sample_dm.train_items)
+@pytest.mark.parametrize("network, epochs, lr, batch_size",
+                         [("bpr", 25, 0.01, 256), ("lightgcn", 25, 0.01, 256), ("neumf", 8, 0.002, 256), ("multvae", 10, 0.002, 64)])
+def test_networks_beat_most_popular(network, epochs, lr, batch_size):
+    dm = sample_datamodule(network, batch_size)  # batches of pairs (multvae: of users)
+    assert _ndcg(_fit(dm, network, epochs, lr), dm) > mostpop_ndcg(dm)
+
+
+def test_training_batches_follow_the_network_input_type():
+    pairs, users = sample_datamodule("neumf"), sample_datamodule("multvae", batch_size=32)
+    sequences = RetailDataModule(sample=SAMPLE, split={"method": "leave_one_out"}, batch_size=32, max_seq_len=20, network=SASRec)
+    sequences.setup("fit")
+    assert set(next(iter(pairs.train_dataloader()))) == {"users", "items"}
+    assert sum(len(b["users"]) for b in pairs.train_dataloader()) == len(pairs.train_users)
+    assert sum(len(b["users"]) for b in users.train_dataloader()) == int((users.lists["train"].lengths() > 0).sum())
+    assert set(next(iter(users.train_dataloader()))) == {"users"}
+    batch = next(iter(sequences.train_dataloader()))
+    assert set(batch) == {"history", "targets", "users"} and batch["history"].shape[1] == 20
+    assert RecommenderModule(net("sasrec"), **sequences.model_kwargs()).net.max_seq_len == 20  # the data's history length
+    with pytest.raises(ConfigError, match="network"):
+        RetailDataModule(sample=SAMPLE).train_dataloader()
+    with pytest.raises(ConfigError, match="not a retail network"):
+        RetailDataModule(network=torch.nn.Linear)
+
+
+def test_wrong_network_arguments_name_the_key():
+    with pytest.raises(ConfigError, match=r"model.net: cannot build BPRMF .*hidden"):
+        RecommenderModule(net("bpr", hidden=3), n_users=5, n_items=6, n_train=1)
+
+
+def test_multvae_rows_shapes_and_training_on_user_batches():
+    sample_dm = sample_datamodule("multvae", batch_size=32)
+    module = RecommenderModule(net("multvae", hidden_sizes=[64], embedding_size=16), **sample_dm.model_kwargs(), ks=[10])
+    module.prepare_fit(sample_dm.training_state())
     users = torch.tensor([0, 5, 7])
     rows = module.net.user_rows(users)
     dense = torch.zeros(sample_dm.n_users, sample_dm.n_items)
     dense[sample_dm.train_users, sample_dm.train_items] = 1
     assert rows.shape == (3, sample_dm.n_items) and torch.equal(rows, dense[users])
     assert module.net.score_all(users, torch.zeros(3, 1, dtype=torch.long)).shape == (3, sample_dm.n_items)
-    sample_dm.training, sample_dm.batch_size = "users", 32
-    try:
-        assert {len(b["users"]) for b in sample_dm.train_dataloader()} <= {32, sample_dm.n_users % 32}
-        mostpop = run_baselines(sample_dm, [10], ["mostpop"])["mostpop"]["ndcg@10"]
-        trained = _fit(sample_dm, "multvae", 40, 0.01, hidden_sizes=[64], embedding_size=16, total_anneal_steps=100)
-    finally:
-        sample_dm.training, sample_dm.batch_size = "pairs", 256
-    assert trained.net.steps > 0 and _ndcg(trained, sample_dm) > mostpop
-    bpr = RecommenderModule(**sample_dm.model_kwargs(), network="bpr", ks=[10])
-    with pytest.raises(ConfigError, match="data.training=pairs"):
-        bpr.training_loss({"users": users})
+    assert {len(b["users"]) for b in sample_dm.train_dataloader()} <= {32, sample_dm.n_users % 32}
+    trained = _fit(sample_dm, "multvae", 40, 0.01, hidden_sizes=[64], embedding_size=16, total_anneal_steps=100)
+    assert trained.net.steps > 0 and _ndcg(trained, sample_dm) > mostpop_ndcg(sample_dm)
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
-def test_sasrec_learns_follow_up_items(loss):
-    dm = RetailDataModule(sample={"n_users": 200, "n_items": 120, "sequential_prob": 0.5}, split={"method": "leave_one_out"}, training="sequences", batch_size=32, max_seq_len=20)
+@pytest.mark.parametrize("network", ["sasrec", "sasrec_bce"])
+def test_sasrec_learns_follow_up_items(network):
+    dm = RetailDataModule(sample={"n_users": 200, "n_items": 120, "sequential_prob": 0.5}, split={"method": "leave_one_out"}, batch_size=32,
+                          max_seq_len=20, network=NETWORKS[network])
     dm.setup("fit")
-    mostpop = run_baselines(dm, [10], ["mostpop"])["mostpop"]["ndcg@10"]
-    module = _fit(dm, "sasrec", 6, 0.01, n_layers=1, dropout=0.1, max_seq_len=20, loss=loss)
-    assert _ndcg(module, dm) > mostpop
+    module = _fit(dm, network, 6, 0.01, n_layers=1, dropout=0.1)
+    assert _ndcg(module, dm) > mostpop_ndcg(dm)
 
 
 def test_unknown_users_get_popularity_fallback(sample_dm):
-    module = RecommenderModule(**sample_dm.model_kwargs(), network="bpr", ks=[10])
-    module.set_training_data(sample_dm.train_users, sample_dm.train_items)
+    module = RecommenderModule(net("bpr"), **sample_dm.model_kwargs(), ks=[10])
+    module.prepare_fit(sample_dm.training_state())
     scores = module(torch.tensor([-1, 0]), torch.full((2, 3), sample_dm.n_items), torch.tensor([[-1], [-1]]))
     assert torch.equal(torch.topk(scores[0], 5).indices, torch.topk(module.popularity, 5).indices)
     assert not torch.equal(scores[0], scores[1])
@@ -138,7 +187,7 @@ def test_ease_and_itemknn_closed_forms():
     assert ease.weights[0, 1] > 0 and ease.weights[0, 2] == pytest.approx(0.0, abs=1e-6)
     knn = ItemKNN(k=1).fit(matrix)
     assert knn.similarity[0, 1] == pytest.approx(1.0, abs=1e-4) and (knn.similarity > 0).sum(0).max() <= 1
-    assert MostPop().fit(matrix).scores(torch.tensor([0]))[0].tolist() == [2.0, 2.0, 1.0]
+    assert MostPop().fit(matrix).scores(matrix[[0]])[0].tolist() == [2.0, 2.0, 1.0]
 
 
 @pytest.mark.parametrize("network", ["bpr", "neumf", "multvae", "sasrec"])
@@ -148,8 +197,8 @@ def test_onnx_export_matches_pytorch(tmp_path, network):
     import numpy as np
     import onnxruntime as ort
 
-    module = RecommenderModule(n_users=10, n_items=20, n_train=3, network=network, ks=[5])
-    module.set_training_data(torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]))
+    module = RecommenderModule(net(network), n_users=10, n_items=20, n_train=3, ks=[5])
+    module.prepare_fit({"users": torch.tensor([0, 1, 2]), "items": torch.tensor([1, 2, 3])})
     module.eval()
     inputs = (torch.tensor([0, -1]), torch.tensor([[20, 20, 4, 5], [20, 20, 20, 20]]), torch.tensor([[1, -1], [2, 3]]))
     names = ["users", "history", "exclude"]

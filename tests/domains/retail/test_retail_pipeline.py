@@ -7,14 +7,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from sectorkit.core.config import compose_config
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from sectorkit.core.errors import DataError
+from sectorkit.core.config import compose_config, validate_overrides
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.pipeline import build_datamodule, build_model, collect_predictions
 from sectorkit.core.reporting import RunContext
 from sectorkit.core.trainer import build_trainer
 from sectorkit.domains.retail import DOMAIN
+from sectorkit.domains.retail.models.base import RecommenderNetwork
+from sectorkit.domains.retail.report import per_user_ndcg, recommended_items
 
 
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
@@ -23,12 +27,71 @@ def test_every_experiment_composes(experiment):
     assert cfg.monitor.metric == "ndcg@10" and cfg.model._target_.endswith("RecommenderModule")
 
 
+@pytest.mark.parametrize("model", DOMAIN.options("model"))
+def test_every_model_config_builds_a_retail_network(model):
+    cfg = compose_config(DOMAIN, [f"model={model}", "data.sample.n_users=40", "data.sample.n_items=30"])
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    assert issubclass(dm.network, RecommenderNetwork)
+    assert isinstance(build_model(cfg, dm).net, dm.network)
+
+
+def test_settings_chosen_for_a_model_live_in_its_config():
+    default = compose_config(DOMAIN, [])
+    assert (default.optimizer.lr, default.callbacks.early_stopping.patience, default.data.batch_size) == (0.001, 10, 2048)
+    lightgcn = compose_config(DOMAIN, ["model=lightgcn"])
+    assert (lightgcn.optimizer.lr, lightgcn.callbacks.early_stopping.patience) == (0.002, 50)
+    multvae = compose_config(DOMAIN, ["model=multvae"])
+    assert (multvae.data.batch_size, multvae.callbacks.early_stopping.patience) == (64, 50)
+    assert compose_config(DOMAIN, ["model=lightgcn", "optimizer.lr=0.01"]).optimizer.lr == 0.01
+    assert compose_config(DOMAIN, ["model=lightgcn", "experiment=quick"]).optimizer.lr == 0.01  # experiments come last
+    ml100k = compose_config(DOMAIN, ["experiment=ml100k", "data.path=/tmp/x.inter"])
+    assert (ml100k.data.batch_size, ml100k.callbacks.early_stopping.patience, ml100k.optimizer.lr) == (64, 50, 0.001)
+    assert ml100k.model.net.hidden_sizes == [] and ml100k.model.net._target_.endswith("MultVAE")
+    bpr = compose_config(DOMAIN, ["experiment=ml100k", "model=bpr", "data.path=/tmp/x.inter"])
+    assert (bpr.data.batch_size, bpr.callbacks.early_stopping.patience) == (2048, 10)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.batch_sise=3", "data.batch_sise"),
+        ("data.batch_size=abc", "data.batch_size"),
+        ("data.training=users", "data.training"),
+        ("data.sample.n_user=10", "data.sample.n_user"),
+        ("data.split.metod=ratio", "data.split.metod"),
+        ("model.n_negatives=two", "model.n_negatives"),
+        ("model.network=bpr", "model.network"),
+        ("model=lightgcn", None),
+        ("model=lightgcn model.net.n_layers=3", None),
+        ("model=lightgcn model.n_negativs=2", "model.n_negativs"),
+    ],
+)
+def test_config_typos_and_types_fail_at_compose_time(override, message):
+    overrides = ["domain=retail", *override.split()]
+    if message is None:
+        validate_overrides(DOMAIN, overrides)
+        return
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate_overrides(DOMAIN, overrides)
+
+
+def test_wrong_network_arguments_fail_naming_model_net():
+    cfg = compose_config(DOMAIN, ["+model.net.hiden=3", "data.sample.n_users=40", "data.sample.n_items=30"])
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    # Hydra's instantiate wraps errors raised in a constructor
+    with pytest.raises((ConfigError, InstantiationException), match=r"model\.net: cannot build BPRMF .*'hiden'"):
+        build_model(cfg, dm)
+
+
 def _fit(tmp_path: Path, overrides: list[str], experiment: str = "quick"):
+    """Train and test as ``sectorkit train`` does: datamodule told the network class, model handed the training data."""
     cfg = compose_config(DOMAIN, [f"experiment={experiment}", f"paths.output_dir={tmp_path}", "~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null", *overrides])
     torch.manual_seed(0)
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg)
     dm.setup("fit")
-    model = instantiate(cfg.model, **dm.model_kwargs(), optimizer=cfg.optimizer, _recursive_=False)
+    model = build_model(cfg, dm)
     trainer = build_trainer(cfg, enable_progress_bar=False)
     trainer.fit(model, dm)
     test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
@@ -38,12 +101,18 @@ def _fit(tmp_path: Path, overrides: list[str], experiment: str = "quick"):
 def test_quick_experiment_trains_beats_mostpop_reports_and_predicts(tmp_path):
     cfg, dm, model, trainer, test = _fit(tmp_path, [])
     baselines = DOMAIN.baselines(dm, cfg)
-    assert set(baselines) == {"mostpop", "itemknn", "ease"} and set(baselines["ease"]) == set(test)
-    assert test["ndcg@10"] > baselines["mostpop"]["ndcg@10"]
-    metrics = {"domain": "retail", "model_name": "bpr", "primary_metric": "ndcg@10", "mode": "max", "test": test, "baselines": baselines}
-    sections = DOMAIN.report(RunContext(tmp_path, cfg, dm, model, metrics, trainer))
+    assert set(baselines) == {"mostpop", "itemknn", "ease"} and set(baselines["ease"].metrics) == set(test)
+    assert test["ndcg@10"] > baselines["mostpop"].metrics["ndcg@10"]
+    outputs, table = collect_predictions(model, dm, "test")
+    assert baselines["ease"].predictions.shape == (table["user"].nunique(), max(cfg.metrics.ks))
+    metrics = {"domain": "retail", "model_name": "bpr", "primary_metric": "ndcg@10", "mode": "max", "test": test,
+               "baselines": {name: result.metrics for name, result in baselines.items()}}
+    ctx = RunContext(tmp_path, cfg, dm, model, metrics, trainer, predictions=table, outputs=outputs, baselines=baselines)
+    sections = DOMAIN.report(ctx)
     assert [s.title for s in sections][:3] == ["Metrics vs K (model vs baselines)", "Per-user NDCG distribution", "Popularity of recommended items"]
     assert all(Path(img).is_file() for s in sections for img in s.images)
+    items, _ = recommended_items(outputs)  # the report reuses the test outputs: their per-user NDCG averages to the metric
+    assert per_user_ndcg(items, dm, 10).mean() == pytest.approx(test["ndcg@10"], abs=1e-5)
 
     # checkpoint holds only tensors and plain containers; predict on a file restores the id maps
     checkpoint = load_checkpoint(trainer.checkpoint_callback.best_model_path)
@@ -60,6 +129,23 @@ def test_quick_experiment_trains_beats_mostpop_reports_and_predicts(tmp_path):
     assert (table[table.user == "newcomer"]["source"] == "popularity").all() and (table[table.user == known]["source"] == "model").all()
     assert not {dm.item_ids.index(i) for i in table[table.user == known]["item"]} & seen
 
+    # after predict the report draws the popularity of the recommendations beside the predictions file
+    plots = tmp_path / "who_plots"
+    ctx = RunContext(tmp_path, cfg, predict_dm, restored, {}, stage="predict", predictions=table, outputs=outputs, plots_dir=plots)
+    assert [s.title for s in DOMAIN.report(ctx)] == ["Popularity of recommended items"] and (plots / "popularity.png").is_file()
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "multvae"])
+def test_graph_models_score_the_same_after_loading_the_checkpoint(tmp_path, model):
+    small = ["trainer.max_epochs=2", "data.sample.n_users=120", "data.sample.n_items=100"]
+    _, dm, trained, trainer, _ = _fit(tmp_path, [f"model={model}", *small])
+    restored = model_from_checkpoint(load_checkpoint(trainer.checkpoint_callback.best_model_path))
+    batch = next(iter(dm.test_dataloader()))
+    trained.load_state_dict(restored.state_dict())
+    trained.eval()
+    with torch.no_grad():
+        assert torch.allclose(restored(*restored.batch_inputs(batch)), trained(*trained.batch_inputs(batch)), atol=1e-5)
+
 
 def pl_predict(model, datamodule):
     import pytorch_lightning as pl
@@ -70,12 +156,13 @@ def pl_predict(model, datamodule):
 
 def test_sequential_experiment_runs_sasrec(tmp_path):
     _, dm, model, _, test = _fit(tmp_path, ["trainer.max_epochs=2", "data.sample.n_users=120", "data.sample.n_items=100"], "sequential")
-    assert model.kind == "sequence" and 0.0 <= test["ndcg@10"] <= 1.0 and test["coverage@10"] > 0
+    assert model.net.input_type == "sequence" and dm.network is type(model.net) and 0.0 <= test["ndcg@10"] <= 1.0 and test["coverage@10"] > 0
 
 
 def test_multvae_trains_on_user_batches_and_reloads_best_checkpoint(tmp_path):
-    _, dm, model, _, test = _fit(tmp_path, ["model=multvae", "data.training=users", "data.batch_size=64", "trainer.max_epochs=3", "model.network_kwargs.hidden_sizes=[32]"])
-    assert model.kind == "autoencoder" and model.net.rows.shape[0] == dm.n_users and 0.0 < test["ndcg@10"] <= 1.0
+    _, dm, model, _, test = _fit(tmp_path, ["model=multvae", "trainer.max_epochs=3", "model.net.hidden_sizes=[32]"])
+    assert set(next(iter(dm.train_dataloader()))) == {"users"}  # user batches, chosen by the network
+    assert model.net.input_type == "user_vector" and model.net.rows.shape[0] == dm.n_users and 0.0 < test["ndcg@10"] <= 1.0
 
 
 def test_predict_with_interactions_and_bad_files(tmp_path):

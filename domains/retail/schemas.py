@@ -1,0 +1,89 @@
+"""Typed configs of the retail ``data`` and ``model`` groups, registered in Hydra's ConfigStore.
+
+Every data preset (``sample``, ``file``, ``ml100k``) and every model config lists its schema first in its
+defaults, so a misspelt key or a wrongly typed value fails when the config is composed, naming the key;
+fields declared with :func:`~sectorkit.core.schema.bounded` are checked against their range as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from sectorkit.core.schema import bounded
+
+
+@dataclass
+class SampleConfig:
+    """The built-in synthetic log (``sectorkit.domains.retail.sample.generate_interactions``; its seed is ``data.seed``)."""
+
+    n_users: int = bounded(500, 1)
+    n_items: int = bounded(400, 2)
+    n_factors: int = bounded(8, 1)
+    mean_length: float = bounded(25.0, 0.0, low_open=True)
+    min_length: int = bounded(5, 1)
+    max_length: int = bounded(80, 1)
+    popularity_exponent: float = bounded(0.5, 0.0)
+    taste_strength: float = bounded(6.0, 0.0)
+    sequential_prob: float = bounded(0.3, 0.0, 1.0)
+    drift: float = bounded(0.5, 0.0)
+
+
+@dataclass
+class SplitConfig:
+    """How interactions are split: ``method`` ratio | leave_one_out | temporal; ``order`` random | temporal (ratio)."""
+
+    method: str = "ratio"
+    ratios: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    order: str = "random"
+
+
+@dataclass
+class RetailDataConfig:
+    """``RetailDataModule``: an interaction log (``path``) or the built-in sample (``path: null``)."""
+
+    _target_: str = "sectorkit.domains.retail.data.RetailDataModule"
+    path: Optional[str] = None
+    format: str = "auto"
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    rating_column: Optional[str] = "rating"
+    timestamp_column: Optional[str] = "timestamp"
+    separator: Optional[str] = None
+    rating_threshold: Optional[float] = None
+    duplicates: str = "last"
+    missing_timestamps: str = "auto"
+    min_user_interactions: int = bounded(0, 0)
+    min_item_interactions: int = bounded(0, 0)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    max_seq_len: int = bounded(50, 1)
+    top_k: int = bounded(10, 1)
+    batch_size: int = bounded(2048, 1)
+    eval_batch_size: int = bounded(512, 1)
+    num_workers: int = bounded(0, 0)
+    pin_memory: Optional[bool] = None
+    persistent_workers: bool = True
+    seed: int = 0
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class RecommenderModelConfig:
+    """``RecommenderModule``: the network (``net``, its ``_target_`` and constructor arguments) and module options."""
+
+    _target_: str = "sectorkit.domains.retail.module.RecommenderModule"
+    net: Dict[str, Any] = field(default_factory=dict)
+    n_negatives: int = bounded(1, 1)
+    ks: List[int] = field(default_factory=lambda: [5, 10, 20])
+    top_k: int = bounded(10, 1)
+    compile: bool = False
+
+
+def register() -> None:
+    """Store the schemas as ``data/_schema_retail`` and ``model/_schema_retail``."""
+    cs = ConfigStore.instance()
+    cs.store(group="data", name="_schema_retail", node=RetailDataConfig)
+    cs.store(group="model", name="_schema_retail", node=RecommenderModelConfig)
