@@ -112,7 +112,7 @@ def _run_hydra(domain: Domain, hydra_args: list[str]) -> None:
     """Run :func:`sectorkit.core.pipeline.run` under ``hydra.main`` with ``hydra_args`` as its command line."""
     import hydra
 
-    from sectorkit.core.config import searchpath_override
+    from sectorkit.core.config import searchpath_override, without_searchpath
     from sectorkit.core.schema import register_resolvers, register_schemas
 
     register_schemas()
@@ -136,7 +136,7 @@ def _run_hydra(domain: Domain, hydra_args: list[str]) -> None:
 
     saved = sys.argv
     overrides = [a for a in hydra_args if "=" in a]  # Hydra wants its flags (--cfg job, ...) before the overrides
-    sys.argv = [saved[0], *(a for a in hydra_args if "=" not in a), searchpath_override(), *overrides]
+    sys.argv = [saved[0], *(a for a in hydra_args if "=" not in a), searchpath_override(overrides), *without_searchpath(overrides)]
     try:
         task()
     finally:

@@ -26,23 +26,46 @@ CORE_CONF_DIR = Path(str(files("sectorkit.conf")))
 DOMAIN_GROUPS = ("data", "model", "experiment")
 
 
-def searchpath_override() -> str:
-    """The override that puts the core config tree on a domain config's search path."""
-    return f"hydra.searchpath=[file://{CORE_CONF_DIR}]"
+def user_searchpath(overrides: Sequence[str]) -> list[str]:
+    """The entries of a user's ``hydra.searchpath=[...]`` override (config folders of their own: a new model's
+    config, say), in order; empty without one."""
+    entries: list[str] = []
+    for override in overrides:
+        if override.startswith("hydra.searchpath="):
+            value = OverridesParser.create().parse_override(override).value()
+            entries = [str(v) for v in (value if isinstance(value, list) else [value])]
+    return entries
+
+
+def searchpath_override(overrides: Sequence[str] = ()) -> str:
+    """The override that puts the core config tree on a domain config's search path, after the user's own
+    folders (``hydra.searchpath`` among ``overrides``), which thus come first."""
+    return f"hydra.searchpath=[{','.join([*user_searchpath(overrides), f'file://{CORE_CONF_DIR}'])}]"
+
+
+def without_searchpath(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` less a ``hydra.searchpath`` one (merged by :func:`searchpath_override`)."""
+    return [o for o in overrides if not o.startswith("hydra.searchpath=")]
 
 
 def core_options(group: str) -> list[str]:
     """Names of the core configs in ``conf/<group>`` (schemas excluded)."""
-    folder = CORE_CONF_DIR / group
+    return yaml_names(CORE_CONF_DIR / group)
+
+
+def yaml_names(folder: Path) -> list[str]:
+    """Names of the YAML configs in ``folder`` (schemas, whose names start with ``_``, excluded)."""
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
 
 
-def group_options(domain: Domain, group: str) -> list[str] | None:
-    """Valid choices for a config group of ``domain``, or None when ``group`` is not a config group."""
+def group_options(domain: Domain, group: str, searchpath: Sequence[str] = ()) -> list[str] | None:
+    """Valid choices for a config group of ``domain`` (with the user's own ``file://`` config folders), or None
+    when ``group`` is not a config group."""
+    extra = [name for entry in searchpath if entry.startswith("file://") for name in yaml_names(Path(entry.removeprefix("file://")) / group)]
     if group in DOMAIN_GROUPS:
-        return domain.options(group)
+        return sorted({*domain.options(group), *extra})
     if (CORE_CONF_DIR / group).is_dir():
-        return core_options(group)
+        return sorted({*core_options(group), *extra})
     return None
 
 
@@ -62,7 +85,7 @@ def compose_config(domain: Domain, overrides: Sequence[str] = (), return_hydra_c
     register_resolvers()
     domain.register_schemas()
     with initialize_config_dir(config_dir=str(domain.config_dir), version_base="1.3"):
-        return compose("main", overrides=[searchpath_override(), *overrides], return_hydra_config=return_hydra_config)
+        return compose("main", overrides=[searchpath_override(overrides), *without_searchpath(overrides)], return_hydra_config=return_hydra_config)
 
 
 def validate_overrides(domain: Domain, overrides: Sequence[str]) -> None:
@@ -71,10 +94,11 @@ def validate_overrides(domain: Domain, overrides: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as err:
         raise ConfigError(f"cannot parse the overrides: {_first_line(err)}") from None
+    searchpath = user_searchpath(overrides)
     for override in parsed:
         if override.is_delete() or override.key_or_group.startswith("hydra"):
             continue
-        options = group_options(domain, override.key_or_group)
+        options = group_options(domain, override.key_or_group, searchpath)
         if options is None:
             continue
         for value in _values(override):
@@ -83,6 +107,7 @@ def validate_overrides(domain: Domain, overrides: Sequence[str]) -> None:
                 raise ConfigError(f"unknown {override.key_or_group} {value!r} for domain {domain.name!r}{hint}; valid choices for "
                                   f"'{override.key_or_group}': {', '.join(options)}")
     plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    plain += [o for o in overrides if o.startswith("hydra.searchpath=")]
     try:
         check_ranges(compose_config(domain, plain))
     except (HydraException, OmegaConfBaseException) as err:

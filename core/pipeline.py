@@ -129,7 +129,8 @@ def announce_ddp_job(cfg: DictConfig) -> None:
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
-    job = {"overrides": list(hydra_cfg.overrides.task), "run_dir": str(hydra_cfg.runtime.output_dir), "domain": str(cfg.domain)}
+    searchpath = [o for o in hydra_cfg.overrides.hydra if o.startswith("hydra.searchpath=")][-1:]  # the user's config folders
+    job = {"overrides": [*hydra_cfg.overrides.task, *searchpath], "run_dir": str(hydra_cfg.runtime.output_dir), "domain": str(cfg.domain)}
     os.environ[DDP_JOB_ENV] = json.dumps(job)
 
 
