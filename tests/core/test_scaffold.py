@@ -58,7 +58,7 @@ def test_rendered_package_is_complete_and_valid(tmp_path) -> None:
             if path.suffix == ".py":
                 ast.parse(text, filename=str(path))
     main = yaml.safe_load((package / "crop_health/conf/main.yaml").read_text())
-    assert main["defaults"] == ["base", {"data": "sample"}, {"model": "mlp"}, "_self_", {"experiment": None}, {"hparams_search": None},
+    assert main["defaults"] == ["base", "_self_", {"data": "sample"}, {"model": "mlp"}, {"experiment": None}, {"hparams_search": None},
                                 {"debug": None}, {"launcher": None}]
     assert main["domain"] == "crop_health" and main["monitor"] == {"metric": "auroc", "mode": "max"}
     assert yaml.safe_load((package / "crop_health/conf/data/sample.yaml").read_text())["_target_"] == "crop_health.data.CropHealthDataModule"
