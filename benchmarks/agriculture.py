@@ -35,29 +35,32 @@ import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 
 from benchmarks.common import paired_block_bootstrap, save_results  # noqa: E402
-from sectorkit.domains.agriculture.baselines import YIELD_BASELINES, weather_baseline_forecasts  # noqa: E402
-from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule  # noqa: E402
+from sectorkit.core.config import compose_config  # noqa: E402
+from sectorkit.domains.agriculture import DOMAIN  # noqa: E402
+from sectorkit.domains.agriculture.crop_yield.baselines import YIELD_BASELINES  # noqa: E402
+from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule  # noqa: E402
+from sectorkit.domains.agriculture.crop_yield.protocols import expanding_window, leave_one_year_out  # noqa: E402
 from sectorkit.domains.agriculture.metrics import QUANTILES, nrmse, pinball_loss, score_forecasts  # noqa: E402
-from sectorkit.domains.agriculture.module import WeatherForecaster  # noqa: E402
-from sectorkit.domains.agriculture.yield_protocol import expanding_window, leave_one_year_out  # noqa: E402
+from sectorkit.domains.agriculture.weather.baselines import weather_baseline_forecasts  # noqa: E402
+from sectorkit.domains.agriculture.weather.data import WeatherDataModule  # noqa: E402
+from sectorkit.domains.agriculture.weather.module import WeatherForecaster  # noqa: E402
 
 STRONG = ("damped_anomaly", "ridge_ar")
-MODEL_CONFIGS = ROOT / "domains" / "agriculture" / "conf" / "model"
-DATA_CONFIG = ROOT / "domains" / "agriculture" / "conf" / "data" / "weather.yaml"
 METRICS = ("mae", "rmse", "mase", "smape", "pinball", "coverage")
 
 
 def model_defaults(network: str) -> dict:
-    """The options of ``domains/agriculture/conf/model/<network>.yaml``: what a user's run gets by default."""
-    options = OmegaConf.to_container(OmegaConf.load(MODEL_CONFIGS / f"{network}.yaml"), resolve=True)
-    options.pop("_target_", None)
+    """The composed ``model=<network>`` config (``domains/agriculture/conf/model/<network>.yaml`` on its schema):
+    what a user's run gets by default."""
+    options = OmegaConf.to_container(compose_config(DOMAIN, [f"model={network}"]).model, resolve=True)
+    options.pop("_target_")
     return options
 
 
 def data_defaults() -> dict:
-    """The options of ``domains/agriculture/conf/data/weather.yaml`` that shape the inputs (covariates, split,
-    batch size, ...): what a user's run on the bundled stations gets by default."""
-    options = OmegaConf.to_container(OmegaConf.load(DATA_CONFIG))  # unresolved: ``seed`` points at the root
+    """The options of the composed ``data=weather`` config that shape the inputs (covariates, split, batch size,
+    ...): what a user's run on the bundled stations gets by default."""
+    options = OmegaConf.to_container(compose_config(DOMAIN, ["data=weather"]).data, resolve=True)
     return {k: v for k, v in options.items() if k not in ("_target_", "path", "seed", "synthetic")}
 
 
@@ -68,28 +71,29 @@ def fit_weather(
     lr: float,
     lookback: int,
     workdir: Path,
-    network_kwargs: dict | None = None,
+    net: dict | None = None,
     stations: tuple[str, ...] = ("seattle", "champion"),
     data_options: dict | None = None,
     weight_decay: float = 1e-4,
     **model_options,
 ) -> tuple[WeatherDataModule, WeatherForecaster, float]:
-    """Fit one network (its model config's defaults, updated with ``network_kwargs`` and ``model_options``) on
-    the bundled ``stations`` (or the long table of ``data_options["path"]``); returns the data module, the
-    checkpoint with the best validation MAE and the fit seconds."""
+    """Fit the ``network`` model config (its defaults, its ``net`` node updated with ``net`` and its options with
+    ``model_options``) on the bundled ``stations`` (or the long table of ``data_options["path"]``); returns the
+    data module, the checkpoint with the best validation MAE and the fit seconds."""
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = WeatherDataModule(
         **{**data_defaults(), "stations": stations, "lookback": lookback, "seed": seed, **(data_options or {})}
     )
     dm.setup("fit")
     options = model_defaults(network)
-    options["network_kwargs"] = {**options.get("network_kwargs", {}), **(network_kwargs or {})}
-    options.update(model_options, network=network)
+    options["net"] = {**options["net"], **(net or {})}
+    options.update(model_options)
     module = WeatherForecaster(
         **options,
         **dm.model_kwargs(),
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": lr, "weight_decay": weight_decay},
     )
+    module.prepare_fit(dm.training_state())
     ckpt = ModelCheckpoint(
         dirpath=workdir / f"{network}_{seed}_{time.time_ns()}", monitor="val/mae", mode="min", save_top_k=1
     )

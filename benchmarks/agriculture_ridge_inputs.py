@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.agriculture import data_defaults  # noqa: E402
 from benchmarks.common import RESULTS, save_results  # noqa: E402
-from sectorkit.domains.agriculture.baselines import fit_ridge_ar, predict_ridge_ar  # noqa: E402
-from sectorkit.domains.agriculture.data import WeatherDataModule  # noqa: E402
+from sectorkit.domains.agriculture.weather.baselines import fit_ridge_ar, predict_ridge_ar  # noqa: E402
+from sectorkit.domains.agriculture.weather.data import WeatherDataModule  # noqa: E402
 
 CANDIDATES = ("tmin", "precip", "wind", "et0")
 INPUT_SETS = ("", "tmin", "precip", "wind", "et0", "tmin precip", "tmin precip wind")

@@ -1,14 +1,16 @@
 """Agriculture model selection on the validation span only: the weather network with option overrides, scored
-by validation MAE and by the cross-fitted validation pinball loss of every interval variant.
+by validation MAE and by the cross-fitted validation pinball loss of every interval rule.
 
 The test span is never read. Each seed trains the network as ``benchmarks/agriculture.py`` does (same split,
 same data module, best validation-MAE checkpoint), then each scored station's validation origins are split into
-an early and a late half in time: every interval variant (and ``auto``, which makes its own choice inside the
-half it is fitted on) is fitted on one half and scored on the other, both ways. Figures are in the data's units,
+an early and a late half in time: every interval rule of ``weather.intervals.CANDIDATES`` given to every series
+(and ``auto``, the model's own per-series choice, made inside the half it is fitted on) is fitted on one half and
+scored on the other, both ways. Figures are in the data's units,
 mean ± std over seeds; ``benchmarks/results/agriculture_selection.json`` summarises the runs behind the defaults.
 
     python benchmarks/agriculture_selection.py --name default
     python benchmarks/agriculture_selection.py --name embedding4 --model '{"series_embedding": 4}'
+    python benchmarks/agriculture_selection.py --name hidden64 --net '{"hidden": 64}'
     python benchmarks/agriculture_selection.py --name seattle_only --stations seattle --epochs 40
     python benchmarks/agriculture_selection.py --name lookbacks_56_112 --also '{"lookback": 112}'
     python benchmarks/agriculture_selection.py --name finetune_seattle --finetune seattle
@@ -38,11 +40,23 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.agriculture import fit_weather  # noqa: E402
 from benchmarks.common import RESULTS, quiet_lightning, save_results  # noqa: E402
-from sectorkit.domains.agriculture.data import WeatherDataModule  # noqa: E402
 from sectorkit.domains.agriculture.metrics import pinball_loss  # noqa: E402
-from sectorkit.domains.agriculture.module import VARIANTS, WeatherForecaster, interval_offsets, with_intervals  # noqa: E402
+from sectorkit.domains.agriculture.weather.data import WeatherDataModule  # noqa: E402
+from sectorkit.domains.agriculture.weather.intervals import CANDIDATES, fit_intervals, rule_offsets, with_intervals  # noqa: E402
+from sectorkit.domains.agriculture.weather.module import WeatherForecaster  # noqa: E402
 
-MODES = ("auto", *VARIANTS)
+MODES = ("auto", *CANDIDATES)  # the model's cross-fitted choice per series, and each rule for every series
+
+
+def mode_offsets(
+    mode: str, series: torch.Tensor, residuals: torch.Tensor, origins: torch.Tensor, quantiles: tuple[float, ...],
+    n_series: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(calibration, band, band_weight)`` of one interval mode fitted on validation ``residuals``: ``auto`` as the
+    model fits it (a cross-fitted rule per series), or one rule of ``CANDIDATES`` for every series."""
+    if mode == "auto":
+        return fit_intervals(series, residuals, origins, quantiles, n_series)
+    return rule_offsets([mode] * n_series, series, residuals, quantiles)
 
 
 @dataclass
@@ -73,7 +87,7 @@ def validation_outputs(module: WeatherForecaster, dm: WeatherDataModule) -> Vali
 
 def cross_fitted_scores(out: ValidationOutputs, stations: list[str] | None = None) -> dict[str, dict]:
     """Per scored station: validation MAE of the network's median and the two-fold chronological cross-fit of
-    the pinball loss (and MAE, which the recentred variants move) of each interval mode, in the data's units."""
+    the pinball loss (and MAE, which the recentred rules move) of each interval mode, in the data's units."""
     z, target, series, origins, quantiles = out.z, out.target, out.series, out.origins, out.quantiles
     residuals = target.unsqueeze(-1) - z
     median = list(quantiles).index(0.5)
@@ -90,8 +104,8 @@ def cross_fitted_scores(out: ValidationOutputs, stations: list[str] | None = Non
         for mode in MODES:
             pinball = held_mae = 0.0
             for fit, held_out in folds:
-                calibration, band, weight = interval_offsets(
-                    series[fit], residuals[fit], quantiles, len(out.names), mode, origins[fit]
+                calibration, band, weight = mode_offsets(
+                    mode, series[fit], residuals[fit], origins[fit], quantiles, len(out.names)
                 )
                 held = series[held_out]
                 pred = with_intervals(z[held_out], calibration[held], band[held], weight[held], quantiles)
@@ -164,7 +178,7 @@ def summarise(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the run's name (its JSON file name)")
-    parser.add_argument("--network", default="gru")
+    parser.add_argument("--network", default="gru", help="the model config (model=<name>) to train")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -177,7 +191,7 @@ def main() -> None:
     )
     parser.add_argument("--data", default="{}", help="JSON of data-module options, e.g. '{\"batch_size\": 64}'")
     parser.add_argument("--model", default="{}", help="JSON of model options, e.g. '{\"ensemble\": 3}'")
-    parser.add_argument("--network-kwargs", default="{}", help="JSON of network options, e.g. '{\"hidden\": 64}'")
+    parser.add_argument("--net", default="{}", help="JSON of the network's options (model.net), e.g. '{\"hidden\": 64}'")
     parser.add_argument(
         "--also", nargs="*", default=[], metavar="JSON",
         help="more option sets trained on the same seed, their quantiles averaged with the main run's, "
@@ -195,7 +209,7 @@ def main() -> None:
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "agriculture_selection"
     base = {
         "network": args.network, "epochs": args.epochs, "lr": args.lr, "lookback": args.lookback,
-        "network_kwargs": json.loads(args.network_kwargs), "stations": tuple(args.stations),
+        "net": json.loads(args.net), "stations": tuple(args.stations),
         "data_options": {**json.loads(args.data), **({"path": args.path} if args.path else {})},
         "weight_decay": args.weight_decay, **json.loads(args.model),
     }

@@ -1,30 +1,67 @@
-"""Agriculture: daily weather forecasting (quantile, multi-horizon) and seasonal crop-yield forecasting."""
+"""Agriculture: daily weather forecasting (quantile, multi-horizon) and seasonal crop-yield forecasting.
+
+The domain holds two problems, each with its own data module, LightningModule, baselines and report
+(``weather/`` and ``crop_yield/``); the data preset names its problem in ``data.problem``, which the hooks below
+dispatch on. Readers, features, metrics, the samples and the networks are shared.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from sectorkit.core.errors import ConfigError
 from sectorkit.core.registry import Domain, lazy
 
+if TYPE_CHECKING:
+    from sectorkit.core.baselines import BaselineResult
+    from sectorkit.core.reporting import ReportSection, RunContext
 
-def run_baselines(datamodule: Any, cfg: Any) -> dict[str, dict[str, float]]:
-    """Test metrics of every baseline on the run's test split (same metric names as the model's)."""
-    import pandas as pd
 
-    from sectorkit.domains.agriculture.baselines import evaluate_weather_baselines, evaluate_yield_baselines
-    from sectorkit.domains.agriculture.data import YieldDataModule
+@dataclass(frozen=True)
+class Problem:
+    """One problem of the domain: its baselines hook and its report hook."""
 
-    if isinstance(datamodule, YieldDataModule):
-        history = pd.concat([datamodule.frames["train"], datamodule.frames["val"]])
-        return evaluate_yield_baselines(history, datamodule.frames["test"])
-    return evaluate_weather_baselines(datamodule.panel, datamodule.origins, datamodule.horizon, datamodule.quantiles)
+    baselines: Callable[[Any], dict[str, BaselineResult]]
+    report: Callable[[RunContext], list[ReportSection]]
 
+
+PROBLEMS = {
+    "weather": Problem(
+        baselines=lazy("sectorkit.domains.agriculture.weather.baselines:baseline_results"),
+        report=lazy("sectorkit.domains.agriculture.weather.report:build_report"),
+    ),
+    "yield": Problem(
+        baselines=lazy("sectorkit.domains.agriculture.crop_yield.baselines:baseline_results"),
+        report=lazy("sectorkit.domains.agriculture.crop_yield.report:build_report"),
+    ),
+}
+
+
+def problem_of(cfg: Any) -> Problem:
+    """The problem ``cfg.data.problem`` names."""
+    name = cfg.data.problem
+    if name not in PROBLEMS:
+        raise ConfigError(f"data.problem={name!r}: expected one of {', '.join(PROBLEMS)}")
+    return PROBLEMS[name]
+
+
+def run_baselines(datamodule: Any, cfg: Any) -> dict[str, BaselineResult]:
+    """Each baseline of the run's problem: test metrics (named as the model's) and test-split forecasts."""
+    return problem_of(cfg).baselines(datamodule)
+
+
+def build_report(ctx: RunContext) -> list[ReportSection]:
+    """The report sections (after a test) or the forecast figures (after ``predict``) of the run's problem."""
+    return problem_of(ctx.cfg).report(ctx)
 
 
 DOMAIN = Domain(
     name="agriculture",
     description="Daily weather forecasting (quantiles, horizons 1..H) and crop-yield forecasting (NRMSE).",
     package=__name__,
+    schemas=lazy("sectorkit.domains.agriculture.schemas:register"),
     baselines=run_baselines,
-    report=lazy("sectorkit.domains.agriculture.report:build_report"),
+    report=build_report,
 )

@@ -1,14 +1,32 @@
-"""The quantile output head shared by the forecasting networks."""
+"""What the weather networks share (their base class and quantile head) and the per-series terms the weather
+module adds around a pooled network (the linear adapter and the ridge reference)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from sectorkit.core.errors import ConfigError
+from sectorkit.core.network import Network
+
+
+class WindowForecaster(Network):
+    """Base class of the weather networks: ``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)`` in scaled
+    units, channel 0 of ``past`` being the target; built with ``lookback, horizon, n_past, n_future, quantiles``
+    plus the network's own options.
+
+    ``input_type = "windows"``: trained on lookback/horizon windows (the weather data module's batches).
+    ``known_ahead``: reads ``future``, the known-ahead inputs of the forecast days (climatology, day-of-year
+    harmonics and, when the module has one, the series embedding); a network that does not cannot take a
+    series embedding.
+    """
+
+    input_type: ClassVar[str] = "windows"
+    known_ahead: ClassVar[bool] = True
 
 
 class MonotoneQuantiles(nn.Module):
@@ -19,7 +37,7 @@ class MonotoneQuantiles(nn.Module):
         super().__init__()
         self.quantiles = tuple(float(q) for q in quantiles)
         if list(self.quantiles) != sorted(self.quantiles) or 0.5 not in self.quantiles:
-            raise ConfigError(f"model.quantiles={list(quantiles)}: expected increasing values including 0.5")
+            raise ConfigError(f"data.quantiles={list(quantiles)}: expected increasing values including 0.5")
         self.median = self.quantiles.index(0.5)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:
@@ -51,8 +69,8 @@ class SeriesAdapter(nn.Module):
 class RidgeReference(nn.Module):
     """A fixed per-series linear forecast from the last ``lags`` scaled target values and the origin's day-of-year
     harmonics (sin a, cos a, sin 2a, cos 2a, read from the last two calendar columns of the window): the
-    in-sample ridge autoregression fitted on the training span (``baselines.ridge_ar_scaled_weights``), held
-    as a buffer so checkpoints and ONNX exports carry it. The network forecasts the correction to it
+    in-sample ridge autoregression fitted on the training span (``weather.baselines.ridge_ar_scaled_weights``),
+    held as a buffer so checkpoints and ONNX exports carry it. The network forecasts the correction to it
     (``reference=ridge_ar``) and/or its median is combined with it (``ridge_combination``)."""
 
     def __init__(self, n_series: int, lags: int, horizon: int) -> None:
@@ -67,19 +85,3 @@ class RidgeReference(nn.Module):
             [past[:, -self.lags :, 0], sin, cos, 2 * sin * cos, cos * cos - sin * sin, torch.ones_like(sin)], dim=1
         )
         return torch.einsum("bl,blh->bh", x, self.weight[series]).unsqueeze(-1)
-
-
-class MemberMean(nn.Module):
-    """``n`` independently initialised copies of a network; the forecast is the mean of their quantiles (still
-    non-crossing), and :meth:`members_output` gives each one for training them on their own losses."""
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def members_output(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        """``(n, B, H, Q)``."""
-        return torch.stack([m(past, future) for m in self.members])
-
-    def forward(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
-        return self.members_output(past, future).mean(0)

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sectorkit.domains.agriculture.models.common import MonotoneQuantiles
+from sectorkit.domains.agriculture.models.common import MonotoneQuantiles, WindowForecaster
 
 
-class DLinear(nn.Module):
+class DLinear(WindowForecaster):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``; channel 0 of ``past`` is the target."""
 
     def __init__(

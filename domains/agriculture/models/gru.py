@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from sectorkit.core.errors import ConfigError
-from sectorkit.domains.agriculture.models.common import MonotoneQuantiles
+from sectorkit.domains.agriculture.models.common import MonotoneQuantiles, WindowForecaster
 
 
-class GRUForecaster(nn.Module):
+class GRUForecaster(WindowForecaster):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``."""
 
     def __init__(
@@ -32,7 +32,7 @@ class GRUForecaster(nn.Module):
         self.horizon, self.n_q = horizon, len(quantiles)
         out = horizon * self.n_q
         if cell not in ("gru", "lstm"):
-            raise ConfigError(f"model.network_kwargs.cell={cell!r}: expected 'gru' or 'lstm'")
+            raise ConfigError(f"model.net.cell={cell!r}: expected 'gru' or 'lstm'")
         self.encoder = (nn.GRU if cell == "gru" else nn.LSTM)(
             n_past, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sectorkit.domains.agriculture.models.common import MonotoneQuantiles
+from sectorkit.domains.agriculture.models.common import MonotoneQuantiles, WindowForecaster
 
 
 class _Block(nn.Module):
@@ -32,7 +32,7 @@ class _Block(nn.Module):
         return (self.backcast(h) if self.backcast is not None else None), self.forecast(h)
 
 
-class NHiTS(nn.Module):
+class NHiTS(WindowForecaster):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``; channel 0 of ``past`` is the target."""
 
     def __init__(

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from transformers import PatchTSTConfig, PatchTSTModel
 
-from sectorkit.domains.agriculture.models.common import MonotoneQuantiles
+from sectorkit.domains.agriculture.models.common import MonotoneQuantiles, WindowForecaster
 
 
-class PatchTST(nn.Module):
+class PatchTST(WindowForecaster):
     """``forward(past (B, L, C), future (B, H, F)) -> (B, H, Q)``.
 
     ``pretrained_path``: a local folder saved with ``save_pretrained`` (its context length and channel count

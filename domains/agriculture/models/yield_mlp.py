@@ -9,9 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sectorkit.core.network import Network
 
-class YieldMLP(nn.Module):
-    """``forward(features (B, F), trend (B,)) -> (B,)`` in standardised yield units."""
+
+class YieldMLP(Network):
+    """``forward(features (B, F), trend (B,)) -> (B,)`` in standardised yield units.
+
+    ``input_type = "season_features"``: trained on one row of season features per region and year (the yield
+    data module's batches).
+    """
+
+    input_type = "season_features"
 
     def __init__(
         self, n_features: int, hidden: int = 64, layers: int = 2, dropout: float = 0.1, residual_on_trend: bool = True

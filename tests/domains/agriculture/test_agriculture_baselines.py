@@ -7,18 +7,18 @@ import pandas as pd
 import pytest
 import torch
 
-from sectorkit.domains.agriculture.baselines import (
-    evaluate_weather_baselines,
-    evaluate_yield_baselines,
-    fit_ridge_ar,
-    point_forecasts,
-    predict_ridge_ar,
-    yield_baseline_predictions,
-)
+from sectorkit.domains.agriculture.crop_yield.baselines import yield_baseline_predictions, yield_baselines
 from sectorkit.domains.agriculture.metrics import ForecastMetrics, nrmse, score_forecasts
 from sectorkit.domains.agriculture.readers import validate_series
 from sectorkit.domains.agriculture.sample import synthetic_weather, synthetic_yield
-from sectorkit.domains.agriculture.windows import build_panel, fit_stats, stage_origins, train_end_rows
+from sectorkit.domains.agriculture.weather.baselines import (
+    fit_ridge_ar,
+    point_forecasts,
+    predict_ridge_ar,
+    weather_baseline_forecasts,
+    weather_baselines,
+)
+from sectorkit.domains.agriculture.weather.windows import build_panel, fit_stats, stage_origins, train_end_rows
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +66,23 @@ def test_point_baselines_follow_their_definitions(panel_and_origins):
 
 def test_anomaly_baselines_beat_naive_ones_on_planted_ar1(panel_and_origins):
     panel, origins = panel_and_origins
-    res = evaluate_weather_baselines(panel, origins, 7, per_horizon=True)
+    results = weather_baselines(panel, origins, 7)
+    res = {name: result.metrics for name, result in results.items()}
     for strong in ("damped_anomaly", "ridge_ar"):
         for weak in ("climatology", "persistence", "seasonal_naive"):
             assert res[strong]["mae"] < res[weak]["mae"], (strong, weak)
             assert res[strong]["pinball"] < res[weak]["pinball"]
     assert 0.7 < res["ridge_ar"]["coverage"] < 0.9
-    assert len(res["ridge_ar"]["per_horizon"]["mae"]) == 7
-    assert res["persistence"]["per_horizon"]["mae"][0] < res["persistence"]["per_horizon"]["mae"][-1]
+    # each result carries the test-span forecasts its metrics were computed from
+    o = origins["test"]
+    target, scale = panel.target[o[:, None] + np.arange(1, 8)], panel.stats.mase_scale[panel.series_index[o]]
+    forecasts = weather_baseline_forecasts(panel, origins, 7)
+    for name, result in results.items():
+        assert result.predictions.shape == (len(o), 7, 3) and np.array_equal(result.predictions, forecasts[name])
+        scores = score_forecasts(result.predictions, target, scale)
+        assert scores.pop("per_horizon") and scores == result.metrics
+    persistence = score_forecasts(results["persistence"].predictions, target, scale)["per_horizon"]["mae"]
+    assert len(persistence) == 7 and persistence[0] < persistence[-1]
 
 
 def test_forecast_metrics_match_hand_computation():
@@ -104,12 +113,14 @@ def test_yield_baselines():
     assert np.allclose(p["historical_average"], [2.5, 5.0, 2.5])
     assert np.allclose(p["previous_year"], [4.0, 5.0, 4.0])
     assert np.allclose(p["linear_trend"], [5.0, 5.0, 6.0])
-    assert evaluate_yield_baselines(train, test)["linear_trend"]["nrmse"] == pytest.approx(0.0, abs=1e-9)
+    results = yield_baselines(train, test)
+    assert results["linear_trend"].metrics["nrmse"] == pytest.approx(0.0, abs=1e-9)
+    assert np.array_equal(results["previous_year"].predictions, p["previous_year"])
     assert nrmse(np.array([1.0, 3.0]), np.array([2.0, 2.0])) == pytest.approx(50.0)
 
 
 def test_trend_beats_average_on_trending_yield_sample():
     yields, _ = synthetic_yield()
     train, test = yields[yields["year"] < 2010], yields[yields["year"] >= 2010]
-    res = evaluate_yield_baselines(train, test)
-    assert res["linear_trend"]["nrmse"] < res["historical_average"]["nrmse"]
+    res = yield_baselines(train, test)
+    assert res["linear_trend"].metrics["nrmse"] < res["historical_average"].metrics["nrmse"]

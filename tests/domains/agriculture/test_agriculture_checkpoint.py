@@ -7,9 +7,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from agriculture_nets import net
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule
-from sectorkit.domains.agriculture.module import WeatherForecaster, YieldRegressor
+from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
+from sectorkit.domains.agriculture.crop_yield.module import YieldRegressor
+from sectorkit.domains.agriculture.weather.data import WeatherDataModule
+from sectorkit.domains.agriculture.weather.module import WeatherForecaster
 
 
 def _fit(module, dm, tmp_path, epochs=2):
@@ -30,7 +33,8 @@ def test_weather_checkpoint_round_trip(tmp_path):
     pl.seed_everything(0, verbose=False)
     dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 500}, lookback=28)
     dm.setup("fit")
-    module = WeatherForecaster(network="gru", series_embedding=2, **dm.model_kwargs())
+    module = WeatherForecaster(net=net("gru"), series_embedding=2, ridge_combination=0.25, **dm.model_kwargs())
+    module.prepare_fit(dm.training_state())
     path = _fit(module, dm, tmp_path)
     checkpoint = load_checkpoint(path)  # weights_only=True
     rebuilt = model_from_checkpoint(checkpoint)
@@ -42,13 +46,14 @@ def test_weather_checkpoint_round_trip(tmp_path):
     module.eval()
     assert torch.allclose(rebuilt(*rebuilt.batch_inputs(batch)), module(*module.batch_inputs(batch)), atol=1e-5)
     assert torch.equal(rebuilt.band_weight, module.band_weight) and rebuilt.band.abs().sum() > 0
+    assert torch.equal(rebuilt.reference.weight, module.reference.weight) and rebuilt.hparams.net == net("gru")
 
 
 def test_yield_checkpoint_round_trip(tmp_path):
     pl.seed_everything(0, verbose=False)
     dm = YieldDataModule()
     dm.setup("fit")
-    module = YieldRegressor(**dm.model_kwargs())
+    module = YieldRegressor(net={"_target_": "sectorkit.domains.agriculture.models.yield_mlp.YieldMLP"}, **dm.model_kwargs())
     checkpoint = load_checkpoint(_fit(module, dm, tmp_path, epochs=3))
     rebuilt = model_from_checkpoint(checkpoint)
     fresh = YieldDataModule()
@@ -58,12 +63,3 @@ def test_yield_checkpoint_round_trip(tmp_path):
     module.eval()
     assert torch.allclose(rebuilt(*rebuilt.batch_inputs(batch)), module(*module.batch_inputs(batch)), atol=1e-5)
 
-
-def test_checkpoint_with_boolean_use_band_still_loads():
-    """Checkpoints written before ``band_weight`` stored a boolean ``use_band`` per series."""
-    module = WeatherForecaster(network="gru", n_series=2)
-    state = module.state_dict()
-    state.pop("band_weight")
-    state["use_band"] = torch.tensor([False, True])
-    module.load_state_dict(state)
-    assert module.band_weight.tolist() == [0.0, 1.0]

@@ -10,7 +10,7 @@ from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.io import read_table
 from sectorkit.domains.agriculture.readers import read_series_table, validate_series, validate_yield
 from sectorkit.domains.agriculture.sample import load_station, synthetic_weather, synthetic_yield
-from sectorkit.domains.agriculture.windows import (
+from sectorkit.domains.agriculture.weather.windows import (
     SeriesStats,
     WindowDataset,
     build_panel,
@@ -74,7 +74,7 @@ def test_folder_of_station_files_and_aquacrop_climate_files(tmp_path):
     assert both.groupby("series_id").size().tolist() == [len(first), len(second)]
 
     # the data module reads the folder as it reads one long file
-    from sectorkit.domains.agriculture.data import WeatherDataModule
+    from sectorkit.domains.agriculture.weather.data import WeatherDataModule
 
     dm = WeatherDataModule(path=str(folder), lookback=14, covariates=["tmin"], batch_size=8)
     dm.setup("fit")
@@ -200,15 +200,12 @@ def test_optional_covariate_a_station_lacks_is_a_zero_input():
     lost = checked.assign(wind=np.nan)
     with pytest.raises(DataError, match="had column 'wind' when the model was trained"):
         build_panel(lost, stats, "tmax", ["tmin", "wind"])
-    # statistics saved before ``present`` existed load with every column present
-    state = stats.to_state()
-    state.pop("present")
-    assert SeriesStats.from_state(state).columns_present().all()
+    # the statistics round-trip through a checkpoint's state, columns present included
     assert SeriesStats.from_state(stats.to_state()).columns_present().tolist() == stats.present.tolist()
 
 
 def test_bundled_stations_feed_seattle_wind_as_an_optional_input():
-    from sectorkit.domains.agriculture.data import WeatherDataModule
+    from sectorkit.domains.agriculture.weather.data import WeatherDataModule
 
     dm = WeatherDataModule(optional_covariates=["wind"])
     dm.setup("fit")
@@ -251,7 +248,7 @@ def test_yield_sample_and_validation():
 
 def test_yield_weather_of_growing_seasons_only_from_a_file_or_a_station_folder(tmp_path):
     """Users' weather may hold the growing seasons only (as the sample does): it gives the sample's features."""
-    from sectorkit.domains.agriculture.data import YieldDataModule
+    from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
 
     yields, weather = synthetic_yield()
     yields.to_csv(tmp_path / "yields.csv", index=False)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sectorkit.domains.agriculture.data import WeatherDataModule
-from sectorkit.domains.agriculture.module import WeatherForecaster
+from agriculture_nets import net
+from sectorkit.domains.agriculture.weather.data import WeatherDataModule
+from sectorkit.domains.agriculture.weather.module import WeatherForecaster
 
 ort = pytest.importorskip("onnxruntime")
 NAMES = ["past", "future", "loc", "scale", "series"]
@@ -21,7 +22,7 @@ NAMES = ["past", "future", "loc", "scale", "series"]
 def test_onnx_export_matches_torch(tmp_path, network, options):
     dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 400}, lookback=28, batch_size=16)
     dm.setup("fit")
-    module = WeatherForecaster(network=network, **dm.model_kwargs(), **options).eval()
+    module = WeatherForecaster(net=net(network), **dm.model_kwargs(), **options).eval()
     if module.reference is not None:  # a non-trivial reference so the export must carry it
         module.reference.weight.normal_(std=0.1)
     module.calibration.normal_()  # non-trivial calibration so the export must carry it

@@ -9,11 +9,14 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from sectorkit.core.config import compose_config
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
-from sectorkit.core.errors import DataError
+from sectorkit.core.config import compose_config, validate_overrides
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.pipeline import build_datamodule, build_model, collect_predictions
 from sectorkit.core.reporting import RunContext
 from sectorkit.core.trainer import build_trainer
 from sectorkit.domains.agriculture import DOMAIN
@@ -24,8 +27,10 @@ def test_every_experiment_composes(experiment):
     cfg = compose_config(DOMAIN, [f"experiment={experiment}"])
     if experiment.startswith("yield"):
         assert cfg.monitor.metric == "nrmse" and cfg.model._target_.endswith("YieldRegressor")
+        assert cfg.data.problem == "yield" and cfg.model.net._target_.endswith("YieldMLP")
     else:
         assert cfg.monitor.metric == "mae" and cfg.model._target_.endswith("WeatherForecaster")
+        assert cfg.data.problem == "weather" and cfg.model.net._target_.endswith("GRUForecaster")
     assert cfg.monitor.mode == "min"
 
 
@@ -35,16 +40,49 @@ def test_every_weather_model_composes_and_builds(model):
     covariates = [*cfg.data.covariates, *cfg.data.optional_covariates]
     module = instantiate(cfg.model, lookback=28, horizon=7, n_past=4 + len(covariates), n_future=3, n_series=2,
                          covariates=covariates, optimizer=cfg.optimizer, _recursive_=False)
-    assert module.hparams.network == model
+    assert module.hparams.net == OmegaConf.to_container(cfg.model.net)
+    assert all(type(member).__name__ == cfg.model.net._target_.rsplit(".", 1)[-1] for member in module.net.members)
+    assert len(module.net.members) == cfg.model.ensemble
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.batch_sise=3"], "unknown config key 'data.batch_sise' (did you mean 'data.batch_size'"),
+        (["data.batch_size=abc"], "data.batch_size=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+        (["model.net.hidden=64", "model.ensembl=2"], "unknown config key 'model.ensembl' (did you mean 'model.ensemble'"),
+        (["model.calibrate=auto"], "model.calibrate=auto: Value 'auto' is not a valid bool"),
+        (["experiment=yield", "data.synthetic.nois=0.1"], "unknown config key 'data.synthetic.nois'"),
+        (["experiment=yield", "data.lookback=28"], "unknown config key 'data.lookback'"),
+        (["data.lookback=7"], "data.lookback=7: expected a value >= 14"),
+        (["model.ridge_combination=1.5"], "model.ridge_combination=1.5: expected a value >= 0 and <= 1"),
+        (["model.ensemble=0"], "model.ensemble=0: expected a value >= 1"),
+        (["experiment=yield", "data.test_years=0"], "data.test_years=0: expected a value >= 1"),
+    ],
+)
+def test_typed_configs_refuse_typos_wrong_types_and_values_out_of_range(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        validate_overrides(DOMAIN, overrides)
+    assert message in str(caught.value)
+
+
+def test_a_network_of_the_other_problem_is_refused_by_the_data_module():
+    refused = (ConfigError, InstantiationException)  # Hydra's instantiate wraps the data module's ConfigError
+    cfg = compose_config(DOMAIN, ["data=yield"])  # model=gru: a weather network
+    with pytest.raises(refused, match="GRUForecaster trains on 'windows' batches.*model=yield_mlp"):
+        build_datamodule(cfg)
+    cfg = compose_config(DOMAIN, ["model=yield_mlp"])
+    with pytest.raises(refused, match="YieldMLP trains on 'season_features' batches.*model=gru"):
+        build_datamodule(cfg)
 
 
 def _fit(tmp_path: Path, experiment: str, overrides: list[str] = ()):
     cfg = compose_config(DOMAIN, [f"experiment={experiment}", f"paths.output_dir={tmp_path}", "~logger",
                                "callbacks.progress_bar=null", "callbacks.model_summary=null", *overrides])
     pl.seed_everything(0, verbose=False)
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg)
     dm.setup("fit")
-    model = instantiate(cfg.model, **dm.model_kwargs(), optimizer=cfg.optimizer, _recursive_=False)
+    model = build_model(cfg, dm)  # hands the model the data module's training state
     trainer = build_trainer(cfg, enable_progress_bar=False)
     trainer.fit(model, dm)
     test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
@@ -58,13 +96,18 @@ def _predict(model, datamodule):
 
 def test_quick_weather_pipeline(tmp_path):
     cfg, dm, model, trainer, test = _fit(tmp_path, "quick")
-    baselines = DOMAIN.baselines(dm, cfg)
+    assert model.reference.weight.abs().sum() > 0  # the GRU's ridge combination, fitted on the training span
+    results = DOMAIN.baselines(dm, cfg)
+    baselines = {name: result.metrics for name, result in results.items()}
     assert set(baselines["ridge_ar"]) == set(test) == {"mae", "rmse", "mase", "smape", "pinball", "coverage"}
     for weak in ("persistence", "climatology", "seasonal_naive"):  # planted AR(1) anomalies: a fair expectation
         assert test["mae"] < baselines[weak]["mae"] and test["pinball"] < baselines[weak]["pinball"], weak
     metrics = {"domain": "agriculture", "model_name": "gru", "primary_metric": "mae", "mode": "min", "test": test,
                "baselines": baselines}
-    sections = DOMAIN.report(RunContext(tmp_path, cfg, dm, model, metrics, trainer))
+    outputs, table = collect_predictions(model, dm, "test")
+    assert len(table) == len(dm.origins["test"]) * 7 and "actual" in table
+    ctx = RunContext(tmp_path, cfg, dm, model, metrics, trainer, predictions=table, outputs=outputs, baselines=results)
+    sections = DOMAIN.report(ctx)
     assert all(Path(img).is_file() for s in sections for img in s.images)
 
     checkpoint = load_checkpoint(trainer.checkpoint_callback.best_model_path)
@@ -73,9 +116,15 @@ def test_quick_weather_pipeline(tmp_path):
     dm.load_frame(0).groupby("series_id").tail(60).to_csv(recent, index=False)
     predict_dm = instantiate(cfg.data, path=str(recent))
     restore_datamodule_state(predict_dm, checkpoint)
-    table = predict_dm.predict_frame(_predict(restored, predict_dm), "predict")
+    predict_dm.setup("predict")
+    outputs = _predict(restored, predict_dm)
+    table = predict_dm.predict_frame(outputs, "predict")
     assert len(table) == 3 * 7 and (table["q0.1"] <= table["q0.5"]).all() and (table["q0.5"] <= table["q0.9"]).all()
     assert table["q0.5"].between(-40, 50).all()
+    # the forecast plot is drawn by the report hook, beside the predictions file
+    plots = tmp_path / "predicted_plots"
+    ctx = RunContext(tmp_path, cfg, predict_dm, restored, {}, stage="predict", predictions=table, outputs=outputs, plots_dir=plots)
+    assert DOMAIN.report(ctx) == [] and (plots / "forecast.png").is_file()
 
     # bad input at predict time: clear errors naming the file
     frame = pd.read_csv(recent)
@@ -94,13 +143,18 @@ def test_quick_weather_pipeline(tmp_path):
 
 def test_quick_yield_pipeline(tmp_path):
     cfg, dm, model, trainer, test = _fit(tmp_path, "yield_quick")
-    baselines = DOMAIN.baselines(dm, cfg)
+    results = DOMAIN.baselines(dm, cfg)
+    baselines = {name: result.metrics for name, result in results.items()}
     assert set(baselines["linear_trend"]) == set(test) == {"nrmse", "rmse", "mae"}
     for name in ("historical_average", "previous_year", "linear_trend"):
         assert test["nrmse"] < baselines[name]["nrmse"], name
+        assert len(results[name].predictions) == len(dm.frames["test"])
     metrics = {"domain": "agriculture", "model_name": "yield_mlp", "primary_metric": "nrmse", "mode": "min",
                "test": test, "baselines": baselines}
-    sections = DOMAIN.report(RunContext(tmp_path, cfg, dm, model, metrics, trainer))
+    outputs, table = collect_predictions(model, dm, "test")
+    ctx = RunContext(tmp_path, cfg, dm, model, metrics, trainer, predictions=table, outputs=outputs, baselines=results)
+    sections = DOMAIN.report(ctx)
     assert Path(sections[0].images[0]).is_file()
-    preds = torch.cat(_predict(model, dm)).numpy()
+    preds = torch.cat(_predict(model, dm)).numpy()  # no file read for predict: the test years
     assert np.isfinite(preds).all() and len(preds) == len(dm.frames["test"])
+    assert np.allclose(preds, table["predicted_yield"], atol=1e-5) and "actual" in table

@@ -1,22 +1,35 @@
-"""Report sections and forecast plots are produced from a (briefly) trained model."""
+"""Report sections and forecast plots come from the run's outputs and baseline results, for each problem."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
-from sectorkit.core.io import save_figure
+from agriculture_nets import net
+from sectorkit.core.errors import ConfigError
+from sectorkit.core.pipeline import collect_predictions
 from sectorkit.core.reporting import RunContext
-from sectorkit.domains.agriculture import DOMAIN, run_baselines
-from sectorkit.domains.agriculture.data import WeatherDataModule, YieldDataModule
-from sectorkit.domains.agriculture.module import WeatherForecaster, YieldRegressor
-from sectorkit.domains.agriculture.report import forecast_figure, yield_forecast_figure
+from sectorkit.domains.agriculture import DOMAIN
+from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
+from sectorkit.domains.agriculture.crop_yield.module import YieldRegressor
+from sectorkit.domains.agriculture.weather.data import WeatherDataModule
+from sectorkit.domains.agriculture.weather.module import WeatherForecaster
+
+WEATHER = OmegaConf.create({"data": {"problem": "weather"}})
+YIELD = OmegaConf.create({"data": {"problem": "yield"}})
 
 
 def test_weather_report_and_forecast_plot(tmp_path):
     dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 500}, lookback=28)
     dm.setup("fit")
-    module = WeatherForecaster(network="dlinear", **dm.model_kwargs())
-    ctx = RunContext(run_dir=tmp_path, cfg=OmegaConf.create({}), datamodule=dm, module=module, metrics={})
+    module = WeatherForecaster(net=net("dlinear"), **dm.model_kwargs())
+    baselines = DOMAIN.baselines(dm, WEATHER)
+    assert set(baselines) == {"persistence", "climatology", "seasonal_naive", "damped_anomaly", "ridge_ar"}
+    assert set(baselines["ridge_ar"].metrics) == {"mae", "rmse", "mase", "smape", "pinball", "coverage"}
+    assert baselines["ridge_ar"].predictions.shape == (len(dm.origins["test"]), 7, 3)
+    outputs, table = collect_predictions(module, dm, "test")
+    ctx = RunContext(tmp_path, WEATHER, dm, module, {}, predictions=table, outputs=outputs, baselines=baselines)
     sections = DOMAIN.report(ctx)
     assert [s.title for s in sections] == [
         "Per-horizon errors vs baselines",
@@ -24,22 +37,45 @@ def test_weather_report_and_forecast_plot(tmp_path):
     ]
     assert all(p.is_file() for s in sections for p in s.images)
     assert "| ridge_ar | mae |" in sections[0].body and "h7" in sections[0].body
-    baselines = run_baselines(dm, None)
-    assert set(baselines) == {"persistence", "climatology", "seasonal_naive", "damped_anomaly", "ridge_ar"}
-    assert set(baselines["ridge_ar"]) == {"mae", "rmse", "mase", "smape", "pinball", "coverage"}
+    mean_mae = f"| {baselines['ridge_ar'].metrics['mae']:.3f} |"
+    assert any(line.startswith("| ridge_ar | mae |") and line.endswith(mean_mae) for line in sections[0].body.splitlines())
+
     dm.setup("predict")
-    batch = next(iter(dm.predict_dataloader()))
-    frame = dm.predict_frame([module(*module.batch_inputs(batch)).detach()], "predict")
-    assert save_figure(forecast_figure(dm, frame), tmp_path / "forecast.png").is_file()
+    outputs, table = collect_predictions(module, dm, "predict")
+    plots = tmp_path / "forecast_plots"
+    ctx = RunContext(tmp_path, WEATHER, dm, module, {}, stage="predict", predictions=table, outputs=outputs, plots_dir=plots)
+    assert DOMAIN.report(ctx) == [] and (plots / "forecast.png").is_file()
 
 
 def test_yield_report(tmp_path):
     dm = YieldDataModule()
     dm.setup("fit")
-    module = YieldRegressor(**dm.model_kwargs())
-    ctx = RunContext(run_dir=tmp_path, cfg=OmegaConf.create({}), datamodule=dm, module=module, metrics={})
+    module = YieldRegressor(net={"_target_": "sectorkit.domains.agriculture.models.yield_mlp.YieldMLP"}, **dm.model_kwargs())
+    baselines = DOMAIN.baselines(dm, YIELD)
+    assert set(baselines) == {"historical_average", "previous_year", "linear_trend"}
+    outputs, table = collect_predictions(module, dm, "test")
+    ctx = RunContext(tmp_path, YIELD, dm, module, {}, predictions=table, outputs=outputs, baselines=baselines)
     sections = DOMAIN.report(ctx)
     assert sections[0].images[0].is_file() and "| year |" in sections[0].body
-    assert set(run_baselines(dm, None)) == {"historical_average", "previous_year", "linear_trend"}
-    forecast = dm.frames["test"].assign(predicted_yield=dm.frames["test"]["trend"])
-    assert save_figure(yield_forecast_figure(dm.frames["train"], forecast), tmp_path / "y.png").is_file()
+    for name, result in baselines.items():  # the per-year table shows each baseline's own test predictions
+        by_year = dm.frames["test"].assign(pred=result.predictions).groupby("year")["pred"].mean().round(3)
+        assert name in sections[0].body and f"| {by_year.index[0]} |" in sections[0].body
+        assert str(by_year.iloc[0]) in sections[0].body
+
+    history = tmp_path / "history.csv"
+    dm.frames["train"][["region", "year", "yield"]].to_csv(history, index=False)
+    later = YieldDataModule(path=str(history), use_weather=False)
+    later.setup("fit")
+    later.setup("predict")
+    outputs, table = collect_predictions(YieldRegressor(net=module.hparams.net, **later.model_kwargs()), later, "predict")
+    plots = tmp_path / "yield_plots"
+    ctx = RunContext(tmp_path, YIELD, later, module, {}, stage="predict", predictions=table, outputs=outputs, plots_dir=plots)
+    assert DOMAIN.report(ctx) == [] and (plots / "forecast.png").is_file()
+    assert np.isfinite(table["predicted_yield"]).all()
+
+
+def test_the_hooks_dispatch_on_the_configured_problem():
+    dm = YieldDataModule()
+    dm.setup("fit")
+    with pytest.raises(ConfigError, match="data.problem='rice': expected one of weather, yield"):
+        DOMAIN.baselines(dm, OmegaConf.create({"data": {"problem": "rice"}}))

@@ -25,13 +25,13 @@ from sectorkit.domains.agriculture.metrics import QUANTILES, pinball_loss  # noq
 
 def test_cross_fitted_validation_scores_the_network_in_data_units(tmp_path):
     dm, best, fit_s = fit_weather(
-        "gru", 0, 1, 1e-3, 28, tmp_path, stations=("synthetic",), calibrate="none", ensemble=1
+        "gru", 0, 1, 1e-3, 28, tmp_path, stations=("synthetic",), calibrate=False, ensemble=1
     )
     outputs = validation_outputs(best, dm)
     scores = cross_fitted_scores(outputs)
     assert fit_s > 0 and set(scores) == set(dm.stats.series)
 
-    # with calibrate=none the module's own forward is the raw network in data units: the same MAE, and the
+    # with calibrate=False the module's own forward is the raw network in data units: the same MAE, and the
     # cross-fitted "none" pinball is its pinball (up to the two halves' unequal sizes)
     batch = next(iter(torch.utils.data.DataLoader(dm.dataset("val"), batch_size=len(dm.dataset("val")))))
     preds = torch.cat(best.predict_loader(dm.val_dataloader()))
@@ -61,7 +61,7 @@ def test_cross_fitted_validation_scores_the_network_in_data_units(tmp_path):
 
 
 def test_finetuning_on_one_station_leaves_the_pooled_network_alone(tmp_path):
-    dm, best, _ = fit_weather("gru", 0, 1, 1e-3, 28, tmp_path, stations=("synthetic",), calibrate="none", ensemble=1)
+    dm, best, _ = fit_weather("gru", 0, 1, 1e-3, 28, tmp_path, stations=("synthetic",), calibrate=False, ensemble=1)
     before = validation_outputs(best, dm)
     station = dm.stats.series[0]
     tuned = finetuned_on_station(best, dm, station, 1e-3, 1, 0, tmp_path)
@@ -72,8 +72,8 @@ def test_finetuning_on_one_station_leaves_the_pooled_network_alone(tmp_path):
 
 def test_ridge_input_check_scores_the_baseline_ridge_and_its_variants():
     from benchmarks.agriculture_ridge_inputs import validation_mae
-    from sectorkit.domains.agriculture.baselines import point_forecasts
-    from sectorkit.domains.agriculture.data import WeatherDataModule
+    from sectorkit.domains.agriculture.weather.baselines import point_forecasts
+    from sectorkit.domains.agriculture.weather.data import WeatherDataModule
 
     dm = WeatherDataModule(stations=["synthetic"], lookback=28, optional_covariates=["wind"])
     dm.setup("fit")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sectorkit.domains.agriculture.baselines import trend_predictions, yield_baseline_predictions
+from sectorkit.domains.agriculture.crop_yield.baselines import trend_predictions, yield_baseline_predictions
 from sectorkit.domains.agriculture.models.yield_mlp import YieldMLP
 
 

@@ -46,10 +46,9 @@ class SeriesStats:
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> SeriesStats:
-        """Also reads states saved before ``present`` existed (every column present)."""
+        """The statistics :meth:`to_state` stored."""
         arrays = (np.asarray(state[k]) for k in ("loc", "scale", "clim", "mase_scale"))
-        present = np.asarray(state["present"]).astype(bool) if "present" in state else None
-        return cls(list(state["series"]), *arrays, present=present)
+        return cls(list(state["series"]), *arrays, present=np.asarray(state["present"]).astype(bool))
 
     def columns_present(self) -> np.ndarray:
         """``(S, C)`` bool: whether each series had each column when the statistics were fitted."""

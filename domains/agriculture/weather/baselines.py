@@ -1,22 +1,26 @@
-"""Non-deep baselines evaluated on the same windows as the networks.
+"""Weather baselines, evaluated on the same windows as the networks.
 
-Weather (point forecasts, all fitted per series on the training span only): persistence, day-of-year
-climatology, seasonal naive (same day one year earlier), damped anomaly persistence (departure from
-climatology decaying as an AR(1)) and a ridge autoregression on the last 14 days plus day-of-year terms.
-Each gets a 10-90 % interval from the per-horizon quantiles of its validation errors, so pinball loss and
-coverage compare like with like. Yield: historical average, previous year and per-region linear trend.
+Point forecasts, all fitted per series on the training span only: persistence, day-of-year climatology,
+seasonal naive (same day one year earlier), damped anomaly persistence (departure from climatology decaying as
+an AR(1)) and a ridge autoregression on the last 14 days plus day-of-year terms. Each gets a 10-90 % interval
+from the per-horizon quantiles of its validation errors, so pinball loss and coverage compare like with like.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import RidgeCV
 
-from sectorkit.domains.agriculture.metrics import QUANTILES, nrmse, score_forecasts
-from sectorkit.domains.agriculture.windows import Panel
+from sectorkit.core.baselines import BaselineResult
+from sectorkit.domains.agriculture.metrics import QUANTILES, score_forecasts
+from sectorkit.domains.agriculture.weather.windows import Panel
+
+if TYPE_CHECKING:
+    from sectorkit.domains.agriculture.weather.data import WeatherDataModule
 
 WEATHER_BASELINES = ("persistence", "climatology", "seasonal_naive", "damped_anomaly", "ridge_ar")
 AR_LAGS = 14
@@ -155,77 +159,21 @@ def weather_baseline_forecasts(
     return {name: add_intervals(p["test"], p["val"], val_target, quantiles) for name, p in points.items()}
 
 
-def evaluate_weather_baselines(
-    panel: Panel,
-    origins: dict[str, np.ndarray],
-    horizon: int,
-    quantiles: Sequence[float] = QUANTILES,
-    per_horizon: bool = False,
-) -> dict[str, dict]:
-    """Test metrics of every weather baseline (same definitions as the model's test metrics)."""
+def weather_baselines(
+    panel: Panel, origins: dict[str, np.ndarray], horizon: int, quantiles: Sequence[float] = QUANTILES
+) -> dict[str, BaselineResult]:
+    """Every weather baseline's test metrics (named as the model's) and test-span quantile forecasts
+    ``(n_test, H, Q)``."""
     target = panel.target[_future_rows(origins["test"], horizon)]
     scale = panel.stats.mase_scale[panel.series_index[origins["test"]]]
     results = {}
     for name, preds in weather_baseline_forecasts(panel, origins, horizon, quantiles).items():
         scores = score_forecasts(preds, target, scale, quantiles)
-        if not per_horizon:
-            scores.pop("per_horizon")
-        results[name] = scores
+        scores.pop("per_horizon")
+        results[name] = BaselineResult(scores, predictions=preds)
     return results
 
 
-# --- yield -------------------------------------------------------------------------------------------
-YIELD_BASELINES = ("historical_average", "previous_year", "linear_trend")
-
-
-def yield_baseline_predictions(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Predictions for ``test`` rows (region, year) from ``train`` rows only (regions unseen in train get the
-    pooled value). ``previous_year`` uses the latest training year of the region before the test year."""
-    pooled = train["yield"].mean()
-    mean = train.groupby("region")["yield"].mean()
-    hist = test["region"].map(mean).fillna(pooled).to_numpy()
-    # previous year: last training observation of the region strictly before the test year
-    merged = pd.merge_asof(
-        test[["region", "year"]].reset_index().sort_values("year"),
-        train[["region", "year", "yield"]].sort_values("year").rename(columns={"year": "prev_year"}),
-        left_on="year",
-        right_on="prev_year",
-        by="region",
-        allow_exact_matches=False,
-    )
-    prev = merged.set_index("index").reindex(test.index)["yield"]
-    prev = prev.fillna(test["region"].map(mean)).fillna(pooled).to_numpy()
-    trend = trend_predictions(train, test)
-    return {"historical_average": hist, "previous_year": prev, "linear_trend": trend}
-
-
-def trend_predictions(train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
-    """Per-region OLS line yield ~ year fit on ``train`` and evaluated at ``test`` years (pooled slope when a
-    region has fewer than 3 training years)."""
-    x = train["year"] - train["year"].mean()
-    pooled_slope = float((x * (train["yield"] - train["yield"].mean())).sum() / max((x**2).sum(), 1e-9))
-    g = train.assign(x=train["year"]).groupby("region")
-    stats = pd.DataFrame({"xm": g["x"].mean(), "ym": g["yield"].mean(), "n": g.size()})
-    cov = train.assign(
-        dx=train["year"] - train["region"].map(stats["xm"]), dy=train["yield"] - train["region"].map(stats["ym"])
-    )
-    sxy = (cov["dx"] * cov["dy"]).groupby(cov["region"]).sum()
-    sxx = (cov["dx"] ** 2).groupby(cov["region"]).sum()
-    stats["slope"] = np.where((stats["n"] >= 3) & (sxx > 0), sxy / sxx.where(sxx > 0, 1), pooled_slope)
-    row = stats.reindex(test["region"])
-    pred = row["ym"].to_numpy() + row["slope"].to_numpy() * (test["year"].to_numpy() - row["xm"].to_numpy())
-    fallback = train["yield"].mean() + pooled_slope * (test["year"].to_numpy() - train["year"].mean())
-    return np.where(np.isfinite(pred), pred, fallback)
-
-
-def evaluate_yield_baselines(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """NRMSE / RMSE / MAE of each yield baseline on ``test``."""
-    actual = test["yield"].to_numpy()
-    return {
-        name: {
-            "nrmse": nrmse(p, actual),
-            "rmse": float(np.sqrt(np.mean((p - actual) ** 2))),
-            "mae": float(np.mean(np.abs(p - actual))),
-        }
-        for name, p in yield_baseline_predictions(train, test).items()
-    }
+def baseline_results(datamodule: WeatherDataModule) -> dict[str, BaselineResult]:
+    """The baselines hook of the weather problem: :func:`weather_baselines` on the run's splits."""
+    return weather_baselines(datamodule.panel, datamodule.origins, datamodule.horizon, datamodule.quantiles)

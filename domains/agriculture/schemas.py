@@ -1,0 +1,131 @@
+"""Typed configs of the agriculture data and model groups, stored in Hydra's ConfigStore.
+
+Each YAML of ``conf/data`` and ``conf/model`` lists its schema first in ``defaults``: weather data
+(``_schema_agriculture_weather``, also behind ``data=synthetic``), yield data (``_schema_agriculture_yield``),
+weather forecasters (``_schema_agriculture_forecaster``) and the yield model (``_schema_agriculture_yield_model``).
+A misspelt key or a wrongly typed value fails when the config is composed, naming the key; a value outside the
+range a field declares (:func:`~sectorkit.core.schema.bounded`) fails before a run starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from sectorkit.core.schema import bounded
+
+
+@dataclass
+class SyntheticWeatherConfig:
+    """The synthetic stations generator (``sample.synthetic_weather``): seasonal cycle + AR(1) anomalies."""
+
+    n_series: int = bounded(3, 1)
+    n_days: int = bounded(1095, 1)
+    start: str = "2000-01-01"
+    seed: int = 0
+    phi: float = 0.8
+    noise: float = bounded(2.0, 0.0)
+
+
+@dataclass
+class WeatherDataConfig:
+    """``WeatherDataModule``'s arguments: a long daily table (or the bundled / synthetic stations) cut into
+    lookback/horizon windows."""
+
+    _target_: str = "sectorkit.domains.agriculture.weather.data.WeatherDataModule"
+    problem: str = "weather"
+    path: Optional[str] = None
+    stations: List[str] = field(default_factory=lambda: ["seattle", "champion"])
+    synthetic: SyntheticWeatherConfig = field(default_factory=SyntheticWeatherConfig)
+    target: str = "tmax"
+    covariates: List[str] = field(default_factory=lambda: ["tmin", "precip"])
+    optional_covariates: List[str] = field(default_factory=list)
+    id_column: str = "series_id"
+    date_column: str = "date"
+    lookback: int = bounded(56, 14)
+    horizon: int = bounded(7, 1)
+    quantiles: List[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
+    split: List[float] = field(default_factory=lambda: [0.6, 0.15])
+    fill_gaps: Optional[str] = None
+    max_gap: int = bounded(3, 0)
+    units_column: str = "units"
+    expected_units: Optional[str] = "degC"
+    valid_range: Optional[List[float]] = field(default_factory=lambda: [-70.0, 60.0])
+    balance_series: bool = False
+    batch_size: int = bounded(128, 1)
+    eval_batch_size: Optional[int] = bounded(None, 1)
+    num_workers: int = bounded(0, 0)
+    pin_memory: Optional[bool] = None
+    persistent_workers: bool = True
+    seed: int = 0
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class SyntheticYieldConfig:
+    """The synthetic crop-response sample (``sample.synthetic_yield``)."""
+
+    seed: int = 0
+    noise: float = bounded(0.25, 0.0)
+    trend: float = 0.08
+
+
+@dataclass
+class YieldDataConfig:
+    """``YieldDataModule``'s arguments: region x year yields, optional daily weather and covariates."""
+
+    _target_: str = "sectorkit.domains.agriculture.crop_yield.data.YieldDataModule"
+    problem: str = "yield"
+    path: Optional[str] = None
+    weather_path: Optional[str] = None
+    use_weather: bool = True
+    synthetic: SyntheticYieldConfig = field(default_factory=SyntheticYieldConfig)
+    region_column: str = "region"
+    year_column: str = "year"
+    target: str = "yield"
+    covariates: List[str] = field(default_factory=list)
+    val_years: int = bounded(3, 1)
+    test_years: int = bounded(5, 1)
+    batch_size: int = bounded(32, 1)
+    eval_batch_size: Optional[int] = bounded(None, 1)
+    num_workers: int = bounded(0, 0)
+    pin_memory: Optional[bool] = None
+    persistent_workers: bool = True
+    seed: int = 0
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class ForecasterConfig:
+    """``WeatherForecaster``'s arguments: the network node and the module's options."""
+
+    _target_: str = "sectorkit.domains.agriculture.weather.module.WeatherForecaster"
+    net: Dict[str, Any] = field(default_factory=dict)
+    calibrate: bool = True
+    local_lags: int = bounded(14, 0)
+    local_covariates: List[str] = field(default_factory=list)
+    reference: str = "none"
+    ridge_combination: float = bounded(0.0, 0.0, 1.0)
+    series_embedding: int = bounded(0, 0)
+    ensemble: int = bounded(1, 1)
+    compile: bool = False
+
+
+@dataclass
+class YieldModelConfig:
+    """``YieldRegressor``'s arguments: the network node."""
+
+    _target_: str = "sectorkit.domains.agriculture.crop_yield.module.YieldRegressor"
+    net: Dict[str, Any] = field(default_factory=dict)
+    compile: bool = False
+
+
+def register() -> None:
+    """Store the schemas under the names the YAML files' defaults lists use."""
+    store = ConfigStore.instance()
+    store.store(group="data", name="_schema_agriculture_weather", node=WeatherDataConfig)
+    store.store(group="data", name="_schema_agriculture_yield", node=YieldDataConfig)
+    store.store(group="model", name="_schema_agriculture_forecaster", node=ForecasterConfig)
+    store.store(group="model", name="_schema_agriculture_yield_model", node=YieldModelConfig)
