@@ -6,6 +6,7 @@ that names the key and lists the valid choices, instead of Hydra's multi-line co
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterator, Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sectorkit.core.errors import ConfigError
@@ -130,14 +131,24 @@ def _explain(err: Exception, domain: Domain, overrides: Sequence[str]) -> str:
         bad = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
         rest = [o for o in overrides if o not in bad]
         try:
-            known = list(_flat_keys(compose_config(domain, rest)))
+            composed = compose_config(domain, rest)
         except (HydraException, OmegaConfBaseException):
-            known = []
+            composed = None
+        known = list(_flat_keys(composed)) if composed is not None else []
         hint = _suggest(key, known)
+        if composed is not None and _typed_parent(composed, key):
+            return f"unknown config key {key!r}{hint} (its section has a typed schema: check the spelling)"
         return f"unknown config key {key!r}{hint} (use +{key}=... to add a new key)"
     if err.__cause__ is not None:
         return f"{_first_line(err)}: {_first_line(err.__cause__)}"
     return _first_line(err)
+
+
+def _typed_parent(cfg: DictConfig, key: str) -> bool:
+    """Whether the section that would hold ``key`` has a typed schema (adding keys to it fails too)."""
+    parent, _, _ = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return isinstance(node, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(node))
 
 
 def _flat_keys(cfg: DictConfig, prefix: str = "") -> Iterator[str]:
