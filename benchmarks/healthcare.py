@@ -38,11 +38,12 @@ from sectorkit.domains.healthcare.sample import SIZE_BUCKETS, make_phantoms  # n
 
 warnings.filterwarnings("ignore")
 BMAD = {"BraTS2021 (MRI slices)": 91.65, "RSNA (chest X-ray)": 76.14}  # PatchCore image AUROC, BMAD paper (train on normal only)
-MODELS = {
-    "autoencoder": {"network": "autoencoder", "network_kwargs": {"channels": [32, 64, 128], "strides": [2, 2, 2]}},
-    "vae": {"network": "vae", "network_kwargs": {"channels": [32, 64, 128], "strides": [2, 2, 2], "latent_size": 64}},
-    "patchcore": {"network": "patchcore", "network_kwargs": {}},
-    "padim": {"network": "padim", "network_kwargs": {}},
+NETS = "sectorkit.domains.healthcare.models"
+MODELS = {  # the networks' settings of the model configs (domains/healthcare/conf/model/)
+    "autoencoder": {"_target_": f"{NETS}.autoencoder.AutoEncoderDetector", "channels": [32, 64, 128], "strides": [2, 2, 2]},
+    "vae": {"_target_": f"{NETS}.vae.VAEDetector", "channels": [32, 64, 128], "strides": [2, 2, 2], "latent_size": 64},
+    "patchcore": {"_target_": f"{NETS}.patchcore.PatchCoreDetector"},
+    "padim": {"_target_": f"{NETS}.padim.PaDiMDetector"},
 }
 
 
@@ -67,11 +68,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]]
     buckets = dm.record_frame("test")["bucket"].to_numpy()
     results: dict[str, dict[str, float]] = {}
     for name, res in run_baselines(dm).items():
-        results[name] = {**res["metrics"], **bucket_metrics(res["scores"], res["maps"], labels, masks, buckets)}
+        results[name] = {**res.metrics, **bucket_metrics(res.predictions["scores"], res.predictions["maps"], labels, masks, buckets)}
     for name in args.models:
         torch.manual_seed(seed)
-        model = AnomalyDetector(**MODELS[name], **dm.model_kwargs(), optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.01})
-        epochs = 1 if name in ("patchcore", "padim") else args.epochs
+        model = AnomalyDetector(net=MODELS[name], **dm.model_kwargs(), optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.01})
+        epochs = 1 if model.net.memory_bank else args.epochs
         trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
         start = time.perf_counter()
         trainer.fit(model, dm)

@@ -6,20 +6,29 @@
 * ``pca``: reconstruction error after projecting the downsampled image onto the principal components of the
   normal training images (95 % of variance); pixel map = upsampled absolute error, smoothed.
 
-Scores are thresholded on validation exactly like the models (adaptive F1), so F1 and Dice are comparable.
+Scores are thresholded on validation with the model's rule (``model.threshold``, ``model.fpr``), so F1 and
+Dice are comparable. Each baseline is fitted once per run; its test scores and maps travel in its
+:class:`~sectorkit.core.baselines.BaselineResult` to the report.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
-from sectorkit.domains.healthcare.metrics import anomaly_metrics, choose_threshold
+from sectorkit.core.baselines import BaselineResult
+from sectorkit.core.thresholds import choose_threshold
+from sectorkit.domains.healthcare.metrics import anomaly_metrics
 from sectorkit.domains.healthcare.models.common import GaussianBlur
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from sectorkit.domains.healthcare.data import HealthcareDataModule
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -87,20 +96,19 @@ class PCABaseline:
         return (err.flatten(1) ** 2).mean(1).numpy(), amap.numpy()
 
 
-def evaluate_detector(detector: Any, train: Arrays, val: Arrays, test: Arrays, threshold: str = "f1", fpr: float = 0.05) -> dict[str, Any]:
-    """Fit on normal training images, pick image and pixel thresholds on val, return test metrics + raw test outputs."""
+def evaluate_detector(detector: Any, train: Arrays, val: Arrays, test: Arrays, threshold: str = "f1", fpr: float = 0.05) -> BaselineResult:
+    """Fit on normal training images, pick image and pixel thresholds on val; test metrics and test ``scores``/``maps``."""
     detector.fit(train[0])
     val_scores, val_maps = detector.score(val[0])
-    image_thr = choose_threshold(val_scores, val[2], threshold, fpr)
-    pixel_labels = val[1].reshape(-1) if val[1].any() else None
-    pixel_thr = choose_threshold(_subsample(val_maps), None if pixel_labels is None else _subsample(pixel_labels), threshold, fpr)
+    image_thr = choose_threshold(val_scores, val[2], threshold, fpr, key="model.threshold").value
+    pixel_thr = choose_threshold(_subsample(val_maps), _subsample(val[1]), threshold, fpr, key="model.threshold").value
     scores, maps = detector.score(test[0])
     flags = (torch.as_tensor(scores >= image_thr).float(), torch.as_tensor(maps >= pixel_thr).float())
     outputs = (torch.as_tensor(scores), torch.as_tensor(maps), *flags)
     metrics = anomaly_metrics()
     metrics.update(outputs, torch.as_tensor(test[2]), torch.as_tensor(test[1]))
     values = {k: float(v) for k, v in metrics.compute().items()}
-    return {"metrics": values, "scores": scores, "maps": maps}
+    return BaselineResult(values, predictions={"scores": scores, "maps": maps})
 
 
 def _subsample(values: np.ndarray, limit: int = 500_000) -> np.ndarray:
@@ -111,8 +119,9 @@ def _subsample(values: np.ndarray, limit: int = 500_000) -> np.ndarray:
 BASELINES = {"knn": KNNBaseline, "pca": PCABaseline}
 
 
-def run_baselines(datamodule: Any, names: tuple[str, ...] = ("knn", "pca"), threshold: str = "f1", fpr: float = 0.05) -> dict[str, dict[str, Any]]:
-    """Every baseline on the datamodule's splits: ``{name: {"metrics", "scores", "maps"}}``."""
+def run_baselines(datamodule: HealthcareDataModule, cfg: DictConfig | None = None) -> dict[str, BaselineResult]:
+    """Every baseline on the datamodule's splits, thresholded with the run's ``model.threshold`` rule (f1 without ``cfg``)."""
+    threshold, fpr = (str(cfg.model.threshold), float(cfg.model.fpr)) if cfg is not None else ("f1", 0.05)
     train, val, test = (datamodule.arrays(s) for s in ("train", "val", "test"))
     train = tuple(a[train[2] == 0] for a in train)  # the detectors model normal images only (supervised data too)
-    return {name: evaluate_detector(BASELINES[name](), train, val, test, threshold, fpr) for name in names}
+    return {name: evaluate_detector(detector(), train, val, test, threshold, fpr) for name, detector in BASELINES.items()}

@@ -13,6 +13,8 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError
+from sectorkit.core.network import Network
+from sectorkit.domains.healthcare.models.base import anomaly_network
 from sectorkit.domains.healthcare.readers import Record, list_images, read_splits
 from sectorkit.domains.healthcare.sample import make_phantoms
 from sectorkit.domains.healthcare.transforms import build_transforms, unwrap_data_error
@@ -40,6 +42,7 @@ class HealthcareDataModule(SectorDataModule):
 
     ``path=None`` uses the phantom sample (``sample`` sizes); otherwise ``layout`` auto|folder|medmnist|manifest.
     ``cache``: ``memory`` (MONAI CacheDataset), ``disk`` (PersistentDataset under ``cache_dir``) or ``none``.
+    A ``supervised`` network also gets the abnormal training images (half the sample's training split).
     """
 
     def __init__(
@@ -53,9 +56,7 @@ class HealthcareDataModule(SectorDataModule):
         cache: str = "memory",
         augment: bool = False,
         nan_policy: str = "error",
-        supervised: bool = False,
         sample: dict[str, int] | None = None,
-        heatmap_dir: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -63,8 +64,10 @@ class HealthcareDataModule(SectorDataModule):
         persistent_workers: bool = True,
         seed: int = 0,
         cache_dir: str | None = None,
+        network: type[Network] | None = None,
     ) -> None:
-        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir)
+        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir,
+                         anomaly_network(network) if network is not None else None)
         if cache not in ("memory", "disk", "none"):
             raise ConfigError(f"data.cache={cache!r}; expected memory, disk or none")
         if nan_policy not in ("error", "zero"):
@@ -75,12 +78,16 @@ class HealthcareDataModule(SectorDataModule):
             raise ConfigError("data.cache=disk needs data.cache_dir (the PersistentDataset folder)")
         self.layout, self.normal_label = layout, normal_label
         self.image_size, self.spatial_dims, self.channels = image_size, spatial_dims, channels
-        self.cache, self.augment, self.nan_policy, self.supervised = cache, augment, nan_policy, supervised
+        self.cache, self.augment, self.nan_policy = cache, augment, nan_policy
         self.sample = {"n_train": 64, "n_val": 32, "n_test": 64, **(sample or {})}
-        self.heatmap_dir = Path(heatmap_dir) if heatmap_dir else None
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, Any] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the network trains on labels: then the abnormal training images are kept."""
+        return self.network is not None and self.network.supervised
 
     # --- records and datasets ------------------------------------------------------------------
     def _read_records(self) -> dict[str, list[Record]]:
@@ -151,31 +158,16 @@ class HealthcareDataModule(SectorDataModule):
 
     def record_frame(self, stage: str) -> pd.DataFrame:
         """One row per record of a stage: name, label and (sample only) lesion radius, contrast and size bucket."""
-        frame = pd.DataFrame(self.records[stage]).drop(columns=["image", "mask"], errors="ignore")
-        return frame
+        return pd.DataFrame(self.records[stage]).drop(columns=["image", "mask"], errors="ignore")
 
     # --- predict output --------------------------------------------------------------------------
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
-        """Image score (0..1), anomaly flag and one heatmap PNG per image: in ``heatmap_dir`` when set, else
-        (predict only) in ``heatmaps/`` beside the predictions file."""
+        """One row per image of ``stage`` (test or predict): name, image score (0..1, threshold at 0.5), anomaly
+        flag and, on the test split, the label."""
         scores = torch.cat([o[0] for o in outputs]).float().numpy()
-        maps = torch.cat([o[1] for o in outputs]).float().numpy()
         flags = torch.cat([o[2] for o in outputs]).numpy().astype(bool)
-        records = self.records["predict" if "predict" in self.records else stage]
-        frame = pd.DataFrame({"name": [r["name"] for r in records][: len(scores)], "score": scores, "is_anomalous": flags})
-        if "label" in records[0] and stage != "predict":
-            frame["label"] = [r["label"] for r in records][: len(scores)]
-        folder = self.heatmap_dir or (self.output_dir / "heatmaps" if stage == "predict" and self.output_dir else None)
-        if folder is not None:
-            from sectorkit.domains.healthcare.report import save_heatmaps
-
-            images = self.arrays_for(stage)
-            frame["heatmap"] = save_heatmaps(images, maps, frame["name"].tolist(), folder)
+        records = self.records[stage][: len(scores)]
+        frame = pd.DataFrame({"name": [r["name"] for r in records], "score": scores, "is_anomalous": flags})
+        if stage == "test":
+            frame["label"] = [r["label"] for r in records]
         return frame
-
-    def arrays_for(self, stage: str) -> np.ndarray:
-        """Pre-processed images of the predict (or test) set, for heatmap overlays."""
-        key = "predict" if "predict" in self.datasets else stage
-        batches = list(self.dataloader(self.datasets[key], batch_size=256))
-        return torch.cat([b["inputs"] for b in batches]).numpy()
-

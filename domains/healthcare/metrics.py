@@ -1,4 +1,4 @@
-"""Anomaly-detection metrics (image AUROC/AP/F1-max/F1, pixel AUROC/AUPRO/Dice), thresholds and normalisation.
+"""Anomaly-detection metrics (image AUROC/AP/F1-max/F1, pixel AUROC/AUPRO/Dice) and score normalisation.
 
 Every metric is a torchmetrics ``Metric`` whose ``update(outputs, target, mask)`` takes the model's forward
 outputs ``(score, anomaly_map, is_anomalous, pixel_is_anomalous)`` so one MetricCollection serves the model
@@ -80,7 +80,7 @@ class ImageF1Max(_AnomalyMetric):
         target = self._cat("target").long()
         if target.sum() == 0:
             return _nan()
-        precision, recall, _ = precision_recall_curve(target.numpy(), self._cat("score").numpy())
+        precision, recall, _ = precision_recall_curve(target.cpu().numpy(), self._cat("score").cpu().numpy())
         f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
         return torch.tensor(float(f1.max()))
 
@@ -120,8 +120,8 @@ class AUPRO(_AnomalyMetric):
         self.max_fpr, self.n_thresholds = max_fpr, n_thresholds
 
     def compute(self) -> torch.Tensor:
-        amap = self._cat("map").numpy().reshape(-1)
-        mask = self._cat("mask").numpy() > 0
+        amap = self._cat("map").cpu().numpy().reshape(-1)
+        mask = self._cat("mask").cpu().numpy() > 0
         if not mask.any():
             return _nan()
         return torch.tensor(aupro(amap, mask, self.max_fpr, self.n_thresholds))
@@ -165,19 +165,6 @@ def anomaly_metrics() -> MetricCollection:
         "image_auroc": ImageAUROC(), "image_ap": ImageAP(), "image_f1_max": ImageF1Max(), "image_f1": ImageF1(),
         "pixel_auroc": PixelAUROC(), "aupro": AUPRO(), "dice": Dice(),
     }, compute_groups=False)
-
-
-def choose_threshold(scores: np.ndarray, labels: np.ndarray | None = None, method: str = "f1", fpr: float = 0.05) -> float:
-    """Adaptive threshold maximising F1 on validation ('f1'; needs abnormal labels, else falls back),
-    or the quantile of normal scores giving false-positive rate ``fpr`` ('fpr')."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = None if labels is None else np.asarray(labels).reshape(-1)
-    if method == "f1" and labels is not None and 0 < labels.sum() < len(labels):
-        precision, recall, thresholds = precision_recall_curve(labels, scores)
-        f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
-        return float(thresholds[np.argmax(f1[:-1])])
-    normal = scores if labels is None else scores[labels == 0]
-    return float(np.quantile(normal, 1 - fpr)) if len(normal) else float(np.median(scores))
 
 
 def normalise(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The Lightning module: an anomaly model + normalisation statistics and thresholds stored as buffers.
+"""The Lightning module: an anomaly network + normalisation statistics and thresholds stored as buffers.
 
 ``forward(images)`` is the whole inference path shared by predict and ONNX export: it returns
 ``(score, anomaly_map, is_anomalous, pixel_is_anomalous)`` where score and map are normalised to 0..1 with
@@ -16,47 +16,32 @@ from torchmetrics import MetricCollection
 
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.module import SectorModule, plain_container
-from sectorkit.domains.healthcare.metrics import anomaly_metrics, choose_threshold, normalise
+from sectorkit.core.network import build_network, network_class
+from sectorkit.core.thresholds import choose_threshold
+from sectorkit.domains.healthcare.metrics import anomaly_metrics, normalise
+from sectorkit.domains.healthcare.models.base import anomaly_network
 from sectorkit.domains.healthcare.models.common import image_score
 
 Batch = dict[str, torch.Tensor]
-NETWORKS = ("autoencoder", "vae", "patchcore", "padim", "classifier")
-
-
-def build_network(network: str, spatial_dims: int, in_channels: int, image_size: int, network_kwargs: dict[str, Any]) -> torch.nn.Module:
-    """The ``nn.Module`` named by ``model.network``."""
-    if network == "autoencoder":
-        from sectorkit.domains.healthcare.models.autoencoder import AutoEncoderDetector
-
-        return AutoEncoderDetector(spatial_dims, in_channels, **network_kwargs)
-    if network == "vae":
-        from sectorkit.domains.healthcare.models.vae import VAEDetector
-
-        return VAEDetector(spatial_dims, in_channels, image_size, **network_kwargs)
-    if network in ("patchcore", "padim"):
-        from sectorkit.domains.healthcare.models.padim import PaDiMDetector
-        from sectorkit.domains.healthcare.models.patchcore import PatchCoreDetector
-
-        cls = PatchCoreDetector if network == "patchcore" else PaDiMDetector
-        return cls(spatial_dims, in_channels, image_size, **network_kwargs)
-    if network == "classifier":
-        from sectorkit.domains.healthcare.models.classifier import ClassifierDetector
-
-        return ClassifierDetector(spatial_dims, in_channels, **network_kwargs)
-    raise ConfigError(f"model.network={network!r}; expected one of {', '.join(NETWORKS)}")
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+THRESHOLD_RULES = ("f1", "fpr")
+MAX_CALIBRATION_PIXELS = 500_000  # pixel thresholds are chosen on an evenly strided subset beyond this many pixels
 
 
 class AnomalyDetector(SectorModule):
-    """Trains on normal images; thresholds and normalisation come from the validation split.
+    """Trains on normal images (or on labels, for a supervised network); thresholds and normalisation come from
+    the validation split.
 
-    ``threshold``: ``f1`` (adaptive, maximises F1 on validation) or ``fpr`` (normal-image false-positive rate
-    ``fpr``). Pixel thresholds follow the same rule on validation masks (or normal pixels when no masks).
+    ``net``: the network config (``_target_`` an :class:`~sectorkit.domains.healthcare.models.base.AnomalyNetwork`).
+    ``threshold``: ``f1`` (maximises F1 on validation; without abnormal validation images it falls back to the
+    normal-score quantile) or ``fpr`` (the quantile of normal validation scores giving false-positive rate
+    ``fpr``), applied to image scores and, against the validation masks, to pixels. ``top_fraction``: the
+    image score is the mean of this top share of the anomaly map.
     """
 
     def __init__(
         self,
-        network: str = "autoencoder",
-        network_kwargs: dict[str, Any] | None = None,
+        net: dict[str, Any],
         spatial_dims: int = 2,
         in_channels: int = 1,
         image_size: int = 64,
@@ -68,118 +53,112 @@ class AnomalyDetector(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
-        if threshold not in ("f1", "fpr"):
-            raise ConfigError(f"model.threshold={threshold!r}; expected f1 or fpr")
+        if threshold not in THRESHOLD_RULES:
+            raise ConfigError(f"model.threshold={threshold!r}; expected one of {', '.join(THRESHOLD_RULES)}")
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
-        network_kwargs, optimizer, scheduler = (plain_container(v) for v in (network_kwargs, optimizer, scheduler))
+        net, optimizer, scheduler = (plain_container(v) for v in (net, optimizer, scheduler))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
-        self.network = build_network(network, spatial_dims, in_channels, image_size, dict(network_kwargs or {}))
-        self.trainable = any(p.requires_grad for p in self.network.parameters()) and not getattr(self.network, "memory_based", False)
-        self.automatic_optimization = self.trainable
-        if not self.trainable:
-            # memory-based models take no gradient steps; a no-op optimizer step per batch keeps Lightning's
-            # global_step moving, which ModelCheckpoint needs to save the fitted memory bank
-            self.step_anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+        anomaly_network(network_class(net))
+        self.net = build_network(net, spatial_dims=spatial_dims, in_channels=in_channels, image_size=image_size)
         for name in ("image_min", "image_max", "image_threshold", "pixel_min", "pixel_max", "pixel_threshold"):
             self.register_buffer(name, torch.tensor(0.0 if "min" in name else 1.0 if "max" in name else 0.5))
-        self._val_raw: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.threshold_rules = {"image": "not calibrated (0.5)", "pixel": "not calibrated (0.5)"}
 
     def build_metrics(self) -> MetricCollection:
         return anomaly_metrics()
 
-    def batch_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        return (batch["inputs"],)
-
     # --- inference -----------------------------------------------------------------------------
     def raw_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw (un-normalised) image score (B,) and anomaly map (B, 1, *S)."""
-        amap = self.network(images)
+        amap = self.net(images)
         return image_score(amap, self.hparams.top_fraction), amap
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        score, amap = self.raw_outputs(images)
+    def decide(self, score: torch.Tensor, amap: torch.Tensor) -> Outputs:
+        """Normalised score and map (thresholds at 0.5) and the image and pixel flags of raw outputs."""
         score_n = normalise(score, self.image_min, self.image_max, self.image_threshold)
         map_n = normalise(amap, self.pixel_min, self.pixel_max, self.pixel_threshold)
         return score_n, map_n, (score >= self.image_threshold).float(), (amap >= self.pixel_threshold).float()
 
+    def forward(self, images: torch.Tensor) -> Outputs:
+        return self.decide(*self.raw_outputs(images))
+
     # --- training ------------------------------------------------------------------------------
     def training_loss(self, batch: Batch) -> torch.Tensor:
-        if getattr(self.network, "supervised", False):
-            return self.network.loss(batch["inputs"], batch["target"])
-        return self.network.loss(batch["inputs"])
+        if self.net.supervised:
+            return self.net.loss(batch["inputs"], batch["target"])
+        return self.net.loss(batch["inputs"])
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        if self.trainable:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        if not self.net.memory_bank:
             return super().training_step(batch, batch_idx)
-        self.network.collect(batch["inputs"])  # memory-based models: gather embeddings, fit at epoch end
-        self.optimizers().step()
-        return torch.zeros((), device=self.device)
+        self.net.collect(batch["inputs"])  # a memory bank: no loss, no optimizer step
+        return None
 
     def on_validation_epoch_start(self) -> None:
-        if not self.trainable:  # validation runs before on_train_epoch_end: fit the memory bank here
-            self.network.fit_memory()
+        if self.net.memory_bank:  # validation runs before on_train_epoch_end: fill the bank here
+            self.net.fit_memory()
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        if not self.trainable:
-            self.network.fit_memory()
-            if self._trainer is not None:  # one pass over the normal images fills the memory bank: stop
-                self.trainer.should_stop = True
-
-    def on_test_epoch_start(self) -> None:
-        if not self.trainable:
-            self.network.fit_memory()
+        if self.net.memory_bank:
+            self.net.fit_memory()
+            self.trainer.should_stop = True  # one pass over the normal images fills the bank
 
     @property
     def ready(self) -> bool:
-        """False for a memory-based model that has not seen training images yet (Lightning's sanity check)."""
-        return self.trainable or bool(self.network.fitted)
-
-    def configure_optimizers(self) -> Any:
-        return super().configure_optimizers() if self.trainable else torch.optim.SGD([self.step_anchor], lr=0.0)
+        """False for a memory bank that has not seen training images yet (Lightning's sanity check)."""
+        return not self.net.memory_bank or self.net.fitted
 
     # --- validation: thresholds and normalisation ---------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        if not self.ready:
-            return
-        score, amap = self.raw_outputs(batch["inputs"])
-        self._val_raw.append((score.detach().cpu(), amap.detach().cpu(), batch["target"].cpu(), batch["mask"].cpu()))
-        self.val_metrics.update((score, amap, torch.zeros_like(score), torch.zeros_like(amap)), batch["target"], batch["mask"])
+        if self.ready:
+            super().validation_step(batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_raw:
-            self.calibrate(*(torch.cat(parts) for parts in zip(*self._val_raw)))
-            self._val_raw.clear()
-        if not self.ready:
-            return
-        values = {k: v.float() for k, v in self.val_metrics.compute().items() if k.split("/")[-1] not in ("image_f1", "dice")}
-        self.log_dict(values, prog_bar=True)
-        self.val_metrics.reset()
-
-    def calibrate(self, scores: torch.Tensor, maps: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> None:
-        """Choose image and pixel thresholds and min/max normalisation statistics on validation outputs."""
-        method, fpr = self.hparams.threshold, self.hparams.fpr
-        s, y = scores.double().numpy(), labels.numpy()
-        flat = maps.flatten().double().numpy()
-        step = max(1, len(flat) // 500_000)
-        m = masks.flatten().numpy()[::step]
-        self.image_threshold.fill_(choose_threshold(s, y, method, fpr))
-        self.pixel_threshold.fill_(choose_threshold(flat[::step], m if m.any() else None, method, fpr))
-        self.image_min.fill_(float(s.min()))
-        self.image_max.fill_(float(s.max()))
-        self.pixel_min.fill_(float(np.quantile(flat[::step], 0.0)))
-        self.pixel_max.fill_(float(np.quantile(flat[::step], 1.0)))
+        if self.ready:
+            super().on_validation_epoch_end()
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
-        metrics.update(self(*self.batch_inputs(batch)), batch["target"], batch["mask"])
+        """Score a batch with the stored thresholds. A validation epoch is scored in :meth:`calibrate` instead, with
+        the thresholds chosen on it, so each validation image passes the network once (Lightning's sanity check,
+        which is not calibrated, is scored here)."""
+        if metrics is self.val_metrics and not self.trainer.sanity_checking:
+            return
+        metrics.update(self(batch["inputs"]), batch["target"], batch["mask"])
 
-    def on_test_epoch_end(self) -> None:
-        self._log_and_reset(self.test_metrics)
+    def validation_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        score, amap = self.raw_outputs(batch["inputs"])
+        return {"score": score, "map": amap, "target": batch["target"], "mask": batch["mask"]}
+
+    def calibrate(self, outputs: dict[str, torch.Tensor]) -> None:
+        """Choose image and pixel thresholds and min/max normalisation statistics on the validation outputs, then
+        score them."""
+        score, amap, target, mask = outputs["score"].double(), outputs["map"].double(), outputs["target"], outputs["mask"]
+        rule, fpr = self.hparams.threshold, self.hparams.fpr
+        step = max(1, amap.numel() // MAX_CALIBRATION_PIXELS)
+        pixels, pixel_labels = amap.flatten().numpy()[::step], mask.flatten().numpy()[::step]
+        image = choose_threshold(score.numpy(), target.numpy(), rule, fpr, key="model.threshold")
+        pixel = choose_threshold(pixels, pixel_labels, rule, fpr, key="model.threshold")
+        self.image_threshold.fill_(image.value)
+        self.pixel_threshold.fill_(pixel.value)
+        self.image_min.fill_(float(score.min()))
+        self.image_max.fill_(float(score.max()))
+        self.pixel_min.fill_(float(np.min(pixels)))
+        self.pixel_max.fill_(float(np.max(pixels)))
+        self.threshold_rules = {"image": image.rule, "pixel": pixel.rule}
+        device = self.image_threshold.device
+        self.val_metrics.update(self.decide(outputs["score"].to(device), outputs["map"].to(device)), target.to(device), mask.to(device))
+
+    # --- checkpoints: the rule texts travel with the thresholds --------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["threshold_rules"] = dict(self.threshold_rules)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.threshold_rules = dict(checkpoint["threshold_rules"])
 
 
-
-
-def predict_outputs(module: AnomalyDetector, loader: Sequence[Batch]) -> tuple[torch.Tensor, ...]:
+def predict_outputs(module: AnomalyDetector, loader: Sequence[Batch]) -> Outputs:
     """Concatenated forward outputs of ``module`` over ``loader`` (eval mode, no grad)."""
-    return tuple(torch.cat(parts) for parts in zip(*module.predict_loader(loader)))
+    return tuple(torch.cat(parts) for parts in zip(*module.predict_loader(loader)))  # type: ignore[return-value]

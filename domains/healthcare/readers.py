@@ -1,13 +1,15 @@
 """Find the images of the three supported input layouts and split them into train (normal only), val and test.
 
-A record is a dict ``{"image": path | array, "mask": path | array | None, "label": 0|1, "name": str}``.
+A record is a dict ``{"image": path | array, "mask": path | array | None, "label": 0|1, "name": str}``; the name
+identifies the input within its dataset (a path relative to the folder, the manifest's ``path`` as written, or
+``<split>_<row>`` in a MedMNIST file), so two inputs never share one.
 
 * **folder** (medical anomaly-detection benchmarks such as BMAD): ``train/good/``; ``valid/`` (or ``val/``)
   and ``test/`` each with ``good/`` and ``Ungood/``; images directly in those folders or in an ``img/``
   subfolder, masks in ``anomaly_mask/`` (or ``label/``, ``mask/``) beside ``img/`` with the same file stem.
 * **medmnist**: a MedMNIST ``.npz`` (``train_images``, ``train_labels``, ``val_*``, ``test_*``); images whose
   label equals ``normal_label`` are normal (multi-label sets: rows with no positive label are normal).
-  Only normal training images are kept for training.
+  Only normal training images are kept for training (unless the network is supervised).
 * **manifest**: a CSV with columns ``path,label`` (+ optional ``mask_path`` and ``split`` in
   train|val|test); relative paths are resolved against the CSV's folder. Without ``split``, normals are
   split 60/20/20 and abnormals 50/50 between val and test, deterministically by ``seed``.
@@ -56,9 +58,9 @@ def _mask_for(image: Path, class_dir: Path) -> Path | None:
     return None
 
 
-def _class_records(class_dir: Path, label: int) -> list[Record]:
+def _class_records(class_dir: Path, label: int, root: Path) -> list[Record]:
     return [
-        {"image": str(p), "mask": (str(m) if (m := _mask_for(p, class_dir)) else None), "label": label, "name": p.name}
+        {"image": str(p), "mask": (str(m) if (m := _mask_for(p, class_dir)) else None), "label": label, "name": p.relative_to(root).as_posix()}
         for p in _images_in(class_dir)
     ]
 
@@ -68,9 +70,9 @@ def read_folder(root: Path, supervised: bool = False) -> Splits:
     train_dir = root / "train" / "good"
     if not train_dir.is_dir():
         raise DataError(f"{root}: expected a train/good/ folder of normal images (benchmark folder layout)")
-    splits: Splits = {"train": _class_records(train_dir, 0)}
+    splits: Splits = {"train": _class_records(train_dir, 0, root)}
     if supervised and (root / "train" / "Ungood").is_dir():
-        splits["train"] += _class_records(root / "train" / "Ungood", 1)
+        splits["train"] += _class_records(root / "train" / "Ungood", 1, root)
     for stage, names in (("val", ("valid", "val")), ("test", ("test",))):
         folder = next((root / n for n in names if (root / n).is_dir()), None)
         if folder is None:
@@ -78,7 +80,7 @@ def read_folder(root: Path, supervised: bool = False) -> Splits:
         records: list[Record] = []
         for cls, label in (("good", 0), ("Ungood", 1)):
             if (folder / cls).is_dir():
-                records += _class_records(folder / cls, label)
+                records += _class_records(folder / cls, label, root)
         if not records:
             raise DataError(f"{folder}: no images found in good/ or Ungood/ (suffixes {', '.join(IMAGE_SUFFIXES)})")
         splits[stage] = records
@@ -136,7 +138,7 @@ def read_manifest(path: Path, seed: int = 0, supervised: bool = False) -> Splits
         raise DataError(f"{path}: column 'label' must be 0 (normal) or 1 (abnormal); row {row} has {frame['label'][bad].iloc[0]!r}")
     base = path.parent
     resolve = lambda s: s.map(lambda p: str(p if Path(p).is_absolute() else base / p))  # noqa: E731
-    frame = frame.assign(label=labels.astype(int), path=resolve(frame["path"].astype(str)))
+    frame = frame.assign(label=labels.astype(int), name=frame["path"].astype(str), path=resolve(frame["path"].astype(str)))
     if "mask_path" in frame:
         has = frame["mask_path"].notna() & (frame["mask_path"].astype(str).str.strip().str.len() > 0)
         masks = resolve(frame["mask_path"].fillna("").astype(str)).astype(object)
@@ -158,7 +160,7 @@ def read_manifest(path: Path, seed: int = 0, supervised: bool = False) -> Splits
         frame = frame.assign(split=split)
     records = pd.DataFrame({
         "image": frame["path"], "mask": frame["mask_path"], "label": frame["label"],
-        "name": frame["path"].map(lambda p: Path(p).name), "split": frame["split"],
+        "name": frame["name"], "split": frame["split"],
     })
     out = {stage: records[records["split"] == stage].drop(columns="split").to_dict("records") for stage in ("train", "val", "test")}
     for rows in out.values():  # pandas turns missing masks into NaN: the pipeline expects None
@@ -182,7 +184,7 @@ def detect_layout(path: Path) -> str:
 def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: int = 0, supervised: bool = False) -> Splits:
     """Train/val/test records of ``path`` in ``layout`` (auto-detected by default); checks the normal set.
 
-    ``supervised`` keeps abnormal training images (for the supervised classifier)."""
+    ``supervised`` keeps abnormal training images (for a supervised network such as the classifier)."""
     layout = detect_layout(path) if layout == "auto" else layout
     if layout == "folder":
         splits = read_folder(path, supervised)
@@ -195,7 +197,7 @@ def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: i
     if not any(r["label"] == 0 for r in splits["train"]):
         raise DataError(f"{path}: the normal training set is empty; anomaly detection trains on normal images only")
     if supervised and not any(r["label"] == 1 for r in splits["train"]):
-        raise DataError(f"{path}: data.supervised=true but the training split has no abnormal images")
+        raise DataError(f"{path}: the training split has no abnormal images, which a supervised network (model.net) needs")
     for stage in ("val", "test"):
         if not splits[stage]:
             raise DataError(f"{path}: the {stage} split is empty")
@@ -210,4 +212,4 @@ def list_images(path: Path) -> list[Record]:
         files = sorted(p for p in path.rglob("*") if _is_image(p) and not any(d in p.parts for d in MASK_DIRS))
     if not files:
         raise DataError(f"{path}: no images found (suffixes {', '.join(IMAGE_SUFFIXES)})")
-    return [{"image": str(p), "mask": None, "label": 0, "name": str(p.relative_to(path)) if path.is_dir() else p.name} for p in files]
+    return [{"image": str(p), "mask": None, "label": 0, "name": p.relative_to(path).as_posix() if path.is_dir() else p.name} for p in files]

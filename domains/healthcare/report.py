@@ -1,7 +1,13 @@
-"""Report sections (heatmap overlays, ROC curves vs baselines, score histograms) and heatmap PNGs for predict."""
+"""Every healthcare figure: per-image heatmap overlays (test and predict), and the report's heatmap grid, ROC
+curves vs the baselines, score histograms and decision thresholds (test).
+
+Nothing here runs the model or fits a baseline: the figures are drawn from the run's outputs
+(``ctx.outputs``, ``ctx.predictions``) and the baselines' results (``ctx.baselines``).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +16,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from sectorkit.core.io import save_figure  # noqa: E402
-from sectorkit.core.reporting import ReportSection  # noqa: E402
+from sectorkit.core.reporting import ReportSection, RunContext  # noqa: E402
 
 
 def _middle(x: np.ndarray) -> np.ndarray:
@@ -22,17 +29,28 @@ def _middle(x: np.ndarray) -> np.ndarray:
     return x[x.shape[0] // 2] if x.ndim == 3 else x
 
 
-def save_heatmaps(images: np.ndarray, maps: np.ndarray, names: list[str], folder: Path) -> list[str]:
-    """One PNG per image: the image in grey with the 0..1 anomaly map overlaid; returns the file paths."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _concat(outputs: list[Any], index: int) -> np.ndarray:
+    """One of the forward outputs (0 score, 1 map) over every batch."""
+    return torch.cat([o[index] for o in outputs]).float().numpy()
+
+
+def heatmap_name(row: int, name: str) -> str:
+    """The overlay file of a predictions row, ``heatmaps/<row>_<name>.png``: the row number keeps two inputs
+    with the same file name (``test/good/img/0000.png``, ``test/Ungood/img/0000.png``) apart."""
+    stem = re.sub(r"\.(nii\.gz|[A-Za-z0-9]+)$", "", name)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_.") or "image"
+    return f"heatmaps/{row:05d}_{slug}.png"
+
+
+def save_heatmaps(ctx: RunContext, images: np.ndarray, maps: np.ndarray, names: list[str]) -> list[Path]:
+    """One PNG per image under the run's plots: the image in grey with its 0..1 anomaly map overlaid."""
     paths = []
-    for image, amap, name in zip(images, maps, names, strict=True):
-        path = folder / (Path(name).name.split(".")[0] + "_heatmap.png")
+    for row, (image, amap, name) in enumerate(zip(images, maps, names, strict=True)):
         fig, ax = plt.subplots(figsize=(3, 3))
         ax.imshow(_middle(image), cmap="gray")
         ax.imshow(_middle(amap), cmap="jet", alpha=0.4, vmin=0, vmax=1)
         ax.axis("off")
-        paths.append(str(save_figure(fig, path)))
+        paths.append(save_figure(fig, ctx.plot_path(heatmap_name(row, name))))
     return paths
 
 
@@ -52,18 +70,30 @@ def overlay_grid(images: np.ndarray, maps: np.ndarray, masks: np.ndarray, scores
     return fig
 
 
-def build_report(ctx: Any) -> list[ReportSection]:
-    """Heatmap grid, ROC curves (model vs baselines) and per-class score histograms on the test split."""
-    from sectorkit.domains.healthcare.baselines import run_baselines
-    from sectorkit.domains.healthcare.module import predict_outputs
+def threshold_table(module: Any) -> str:
+    """The image and pixel thresholds in force and the rule that chose each (``threshold_rule``)."""
+    lines = ["| | threshold_rule | threshold (raw score) |", "|---|---|---|"]
+    for level, value in (("image", module.image_threshold), ("pixel", module.pixel_threshold)):
+        lines.append(f"| {level} | {module.threshold_rules[level]} | {float(value):.4g} |")
+    return "\n".join(lines)
 
-    dm, module = ctx.datamodule, ctx.module
-    images, masks, labels = dm.arrays("test")
-    scores, maps, _, _ = (t.numpy() for t in predict_outputs(module, dm.test_dataloader()))
+
+def build_report(ctx: RunContext) -> list[ReportSection]:
+    """Predict: one heatmap PNG per input beside the predictions file. Test: the same per test image, plus the
+    report's heatmap grid, ROC curves (model vs baselines), per-class score histograms and the thresholds."""
+    dm = ctx.datamodule
+    maps = _concat(ctx.outputs, 1)
+    names = ctx.predictions["name"].tolist()
+    if ctx.stage == "predict":
+        save_heatmaps(ctx, dm.arrays("predict")[0][: len(maps)], maps, names)
+        return []
+    images, masks, labels = (a[: len(maps)] for a in dm.arrays("test"))
+    scores = _concat(ctx.outputs, 0)
+    save_heatmaps(ctx, images, maps, names)
     grid = save_figure(overlay_grid(images, maps, masks, scores, labels), ctx.plot_path("heatmaps.png"))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    curves = {ctx.metrics.get("model_name", "model"): scores}
-    curves.update({f"{k} (baseline)": v["scores"] for k, v in run_baselines(dm).items()})
+    curves = {ctx.metrics["model_name"]: scores}
+    curves.update({f"{name} (baseline)": result.predictions["scores"][: len(scores)] for name, result in ctx.baselines.items()})
     for name, s in curves.items():
         fpr, tpr, _ = roc_curve(labels, s)
         ax.plot(fpr, tpr, label=name)
@@ -78,8 +108,12 @@ def build_report(ctx: Any) -> list[ReportSection]:
     ax.set_xlabel("normalised image score")
     ax.legend()
     hist = save_figure(fig, ctx.plot_path("score_histogram.png"))
+    folder = ctx.plot_path("heatmaps").relative_to(ctx.run_dir)
+    rule = f"`model.threshold={ctx.module.hparams.threshold}`"
     return [
-        ReportSection("Anomaly heatmaps", images=[grid]),
+        ReportSection("Anomaly heatmaps", body=f"One overlay per test image in `{folder}/` (`<row>_<name>.png`, rows of the predictions table).",
+                      images=[grid]),
         ReportSection("ROC curves vs baselines (test, image level)", images=[roc]),
         ReportSection("Score histograms per class", body="Scores are normalised so the validation-chosen threshold sits at 0.5.", images=[hist]),
+        ReportSection("Decision thresholds (chosen on validation)", body=f"{threshold_table(ctx.module)}\n\nRule: {rule}; the baselines use the same rule."),
     ]

@@ -1,1 +1,2 @@
-"""Anomaly models: reconstruction (MONAI AutoEncoder / VarAutoEncoder) and feature embedding (PatchCore, PaDiM)."""
+"""Anomaly networks (one per file, all :class:`~sectorkit.domains.healthcare.models.base.AnomalyNetwork`):
+reconstruction (MONAI AutoEncoder / VarAutoEncoder), memory banks of features (PatchCore, PaDiM) and a supervised classifier."""

@@ -22,7 +22,7 @@ def load_local_weights(net: nn.Module, path: str | Path, in_channels: int) -> in
     """Load matching tensors from a local state dict into ``net``; returns how many were loaded."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ConfigError(f"model.network_kwargs.weights_path={path}: no such file (ImageNet weights are only read from a local file)")
+        raise ConfigError(f"model.net.weights_path={path}: no such file (ImageNet weights are only read from a local file)")
     state = torch.load(file, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     own = net.state_dict()
@@ -34,7 +34,7 @@ def load_local_weights(net: nn.Module, path: str | Path, in_channels: int) -> in
         if name in own and own[name].shape == value.shape:
             loaded[name] = value
     if not loaded:
-        raise ConfigError(f"model.network_kwargs.weights_path={path}: no tensor matches a ResNet-18 (expected keys like conv1.weight, layer1.0.conv1.weight)")
+        raise ConfigError(f"model.net.weights_path={path}: no tensor matches a ResNet-18 (expected keys like conv1.weight, layer1.0.conv1.weight)")
     net.load_state_dict(loaded, strict=False)
     return len(loaded)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from sectorkit.domains.healthcare.models.base import MemoryBankNetwork
 from sectorkit.domains.healthcare.models.backbone import ResNetFeatures
 from sectorkit.domains.healthcare.models.common import GaussianBlur
 
@@ -48,37 +46,29 @@ def greedy_coreset(x: torch.Tensor, size: int, seed: int = 0, projection: int = 
     return chosen
 
 
-class PatchCoreDetector(nn.Module):
-    """Memory-based: ``collect`` training batches, ``fit_memory`` builds the coreset bank, forward gives the raw map."""
+class PatchCoreDetector(MemoryBankNetwork):
+    """``collect`` gathers patch embeddings of normal images, ``fit_memory`` keeps a greedy coreset of them as the bank;
+    forward gives the raw map (distance of each patch to its nearest bank patch)."""
 
-    memory_based = True
+    bank_buffers = ("bank",)
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, weights_path: str | None = None,
-                 coreset_size: int = 2000, sigma: float = 4.0, seed: int = 0, max_pool: bool = False, chunk: int = 4096,
-                 position_weight: float = 0.0) -> None:
-        super().__init__()
+                 coreset_size: int = 2000, sigma: float = 4.0, seed: int = 0, max_pool: bool = False, chunk: int = 4096) -> None:
+        super().__init__(spatial_dims, in_channels, image_size)
         self.backbone = ResNetFeatures(spatial_dims, in_channels, weights_path, seed, max_pool=max_pool)
         self.blur = GaussianBlur(spatial_dims, sigma)
         self.coreset_size, self.seed, self.chunk = coreset_size, seed, chunk
-        self.position_weight = position_weight
-        extra = spatial_dims if position_weight > 0 else 0
-        self.register_buffer("bank", torch.zeros(0, self.backbone.channels + extra))
-        self._collected: list[torch.Tensor] = []
+        self.register_buffer("bank", torch.zeros(0, self.backbone.channels))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embeddings (B, C, *s) at the resolution of the first feature map."""
         feats = self.backbone(x)
-        f = embed(feats, tuple(feats[0].shape[2:]))
-        if self.position_weight > 0:  # position-aware variant: neighbours must also lie near the same location
-            axes = [torch.linspace(-1, 1, n, device=f.device) for n in f.shape[2:]]
-            grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None].expand(f.shape[0], -1, *f.shape[2:])
-            f = torch.cat([f, self.position_weight * grid], dim=1)
-        return f
+        return embed(feats, tuple(feats[0].shape[2:]))
 
     @torch.no_grad()
-    def collect(self, x: torch.Tensor) -> None:
-        f = self.features(x)
-        self._collected.append(f.movedim(1, -1).reshape(-1, f.shape[1]).cpu())
+    def collect(self, images: torch.Tensor) -> None:
+        f = self.features(images)
+        self._collected.append(f.movedim(1, -1).reshape(-1, f.shape[1]).float().cpu())
 
     def fit_memory(self) -> None:
         if not self._collected:
@@ -86,13 +76,6 @@ class PatchCoreDetector(nn.Module):
         patches = torch.cat(self._collected)
         self._collected = []
         self.bank = patches[greedy_coreset(patches, self.coreset_size, self.seed)].to(self.bank.device)
-
-    @property
-    def fitted(self) -> bool:
-        return self.bank.numel() > 0
-
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("PatchCore is fitted from memory, not by gradient descent")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
@@ -104,8 +87,3 @@ class PatchCoreDetector(nn.Module):
         amap = dist.sqrt().reshape(f.shape[0], 1, *f.shape[2:])
         mode = "bilinear" if amap.ndim == 4 else "trilinear"
         return self.blur(F.interpolate(amap, size=x.shape[2:], mode=mode, align_corners=False))
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        if prefix + "bank" in state_dict:  # the bank's size is only known after fitting
-            self.bank = torch.empty_like(state_dict[prefix + "bank"])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -103,6 +103,8 @@ def test_benchmark_folder_layout_png(tmp_path):
     assert x.shape == (6, 1, 16, 16) and 0 <= x.min() and x.max() <= 1
     assert y.tolist() == [0, 0, 0, 1, 1, 1] and m[3:].sum() > 0 and m[:3].sum() == 0
     assert dm.arrays("train")[2].sum() == 0 and len(dm.arrays("val")[2]) == 6
+    # names are paths inside the folder: same-named files of two classes stay apart in tables and heatmaps
+    assert [r["name"] for r in dm.records["test"]][::3] == ["test/good/img/g0.png", "test/Ungood/img/u0.png"]
 
 
 def test_nifti_and_16bit_dicom_inputs(tmp_path):
@@ -189,6 +191,19 @@ def test_empty_normal_set(tmp_path):
         p.unlink()
     with pytest.raises(DataError, match="normal training set is empty"):
         _setup(root)
+
+
+def test_supervised_network_needs_abnormal_training_images(tmp_path):
+    from sectorkit.domains.healthcare.models.classifier import ClassifierDetector
+
+    root = _benchmark_folder(tmp_path / "sup")
+    with pytest.raises(DataError, match=r"sup: the training split has no abnormal images, which a supervised network"):
+        _setup(root, network=ClassifierDetector)
+    ph = make_phantoms(0, 2, size=24, seed=5)
+    for i in range(2):
+        _png(root / "train" / "Ungood" / f"a{i}.png", (np.clip(ph.images[i, 0], 0, 1) * 255).astype(np.uint8))
+    assert _setup(root, network=ClassifierDetector).arrays("train")[2].tolist() == [0] * 6 + [1, 1]
+    assert _setup(root).arrays("train")[2].sum() == 0  # an unsupervised network never sees them
 
 
 def test_nan_in_nifti_error_or_zero_policy(tmp_path):

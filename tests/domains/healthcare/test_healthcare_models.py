@@ -1,4 +1,5 @@
-"""Metrics, thresholds, baselines, models (2D and 3D), buffers in checkpoints, export parity and planted-signal wins."""
+"""Metrics, thresholds, baselines, models (2D and 3D), memory banks without an optimizer, buffers in checkpoints,
+export parity and planted-signal wins."""
 
 from __future__ import annotations
 
@@ -9,14 +10,29 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint
 from sectorkit.core.errors import ConfigError
+from sectorkit.core.thresholds import choose_threshold
 from sectorkit.domains.healthcare.baselines import KNNBaseline, PCABaseline, evaluate_detector
 from sectorkit.domains.healthcare.data import HealthcareDataModule
-from sectorkit.domains.healthcare.metrics import aupro, anomaly_metrics, choose_threshold, normalise
+from sectorkit.domains.healthcare.metrics import aupro, anomaly_metrics, normalise
+from sectorkit.domains.healthcare.models.autoencoder import AutoEncoderDetector
+from sectorkit.domains.healthcare.models.classifier import ClassifierDetector
+from sectorkit.domains.healthcare.models.padim import PaDiMDetector
+from sectorkit.domains.healthcare.models.patchcore import PatchCoreDetector
+from sectorkit.domains.healthcare.models.vae import VAEDetector
 from sectorkit.domains.healthcare.module import AnomalyDetector, predict_outputs
 
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 FAST_AE = {"channels": [8, 16], "strides": [2, 2]}
+NETWORKS = {"autoencoder": AutoEncoderDetector, "vae": VAEDetector, "patchcore": PatchCoreDetector, "padim": PaDiMDetector,
+            "classifier": ClassifierDetector}
+
+
+def _net(network: str, **kwargs) -> dict:
+    """The ``model.net`` config of a network."""
+    cls = NETWORKS[network]
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **kwargs}
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +72,23 @@ def test_metrics_on_perfect_and_random_maps():
 def test_thresholds_and_monotone_normalisation():
     scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9])
     labels = np.array([0, 0, 0, 1, 1])
-    assert 0.3 < choose_threshold(scores, labels, "f1") <= 0.8
-    assert choose_threshold(np.arange(100.0), None, "fpr", fpr=0.05) == pytest.approx(94.05)
-    assert choose_threshold(scores, np.zeros(5), "f1") == pytest.approx(np.quantile(scores, 0.95))  # no abnormal: FPR rule
+    assert 0.3 < choose_threshold(scores, labels, "f1").value <= 0.8
+    assert choose_threshold(np.arange(100.0), None, "fpr", fpr=0.05).value == pytest.approx(94.05)
+    fallback = choose_threshold(scores, np.zeros(5), "f1")  # no abnormal: FPR rule, and it says so
+    assert fallback.value == pytest.approx(np.quantile(scores, 0.95)) and "no positives" in fallback.rule
     x = torch.linspace(-5, 5, 101)
     y = normalise(x, torch.tensor(-1.0), torch.tensor(1.0), torch.tensor(0.3))
     assert (y.diff() > 0).all() and 0 < y.min() and y.max() < 1
     assert normalise(torch.tensor(0.3), torch.tensor(-1.0), torch.tensor(1.0), torch.tensor(0.3)) == 0.5
+
+
+def test_normal_only_validation_falls_back_to_the_normal_score_quantile_and_says_so():
+    model = AnomalyDetector(net=_net("autoencoder", **FAST_AE), image_size=16)
+    n = 101
+    model.calibrate({"score": torch.linspace(0, 1, n), "map": torch.rand(n, 1, 16, 16), "target": torch.zeros(n, dtype=torch.long),
+                     "mask": torch.zeros(n, 1, 16, 16)})
+    assert float(model.image_threshold) == pytest.approx(0.95)
+    assert all("no positives" in model.threshold_rules[level] for level in ("image", "pixel"))
 
 
 # --- baselines ---------------------------------------------------------------------------------
@@ -70,25 +96,26 @@ def test_baselines_find_planted_lesions(tiny):
     train, val, test = (tiny.arrays(s) for s in ("train", "val", "test"))
     for detector in (KNNBaseline(), PCABaseline()):
         result = evaluate_detector(detector, train, val, test)
-        assert result["maps"].shape == test[1].shape
-        assert result["metrics"]["pixel_auroc"] > 0.75, type(detector).__name__
+        assert result.predictions["maps"].shape == test[1].shape and result.predictions["scores"].shape == test[2].shape
+        assert result.metrics["pixel_auroc"] > 0.75, type(detector).__name__
 
 
 def test_knn_baseline_3d_volume():
     dm = HealthcareDataModule(image_size=12, spatial_dims=3, sample={"n_train": 8, "n_val": 4, "n_test": 4})
     dm.setup("fit")
     result = evaluate_detector(KNNBaseline(pool=6), *(dm.arrays(s) for s in ("train", "val", "test")))
-    assert result["maps"].shape == (4, 1, 12, 12, 12)
+    assert result.predictions["maps"].shape == (4, 1, 12, 12, 12)
 
 
 # --- models ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("network,kwargs", [("autoencoder", FAST_AE), ("vae", {**FAST_AE, "latent_size": 8}), ("padim", {"n_features": 16}), ("patchcore", {"coreset_size": 64})])
 def test_every_model_trains_calibrates_and_round_trips(tiny, network, kwargs, tmp_path):
     torch.manual_seed(0)
-    model = AnomalyDetector(network=network, network_kwargs=kwargs, **tiny.model_kwargs())
+    model = AnomalyDetector(net=_net(network, **kwargs), **tiny.model_kwargs())
     trainer = _trainer(1)
     trainer.fit(model, tiny)
     assert float(model.image_threshold) != 0.5 or float(model.image_max) != 1.0  # calibrated on validation
+    assert model.threshold_rules == {"image": "best F1 on validation", "pixel": "best F1 on validation"}
     test = trainer.test(model, tiny, verbose=False)[0]
     assert {"test/image_auroc", "test/pixel_auroc", "test/aupro", "test/dice", "test/image_f1_max"} <= set(test)
     score, amap, flag, pflag = predict_outputs(model, tiny.test_dataloader())
@@ -97,11 +124,10 @@ def test_every_model_trains_calibrates_and_round_trips(tiny, network, kwargs, tm
     # buffers (thresholds, memory banks) persist through a weights-only checkpoint round trip
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     ckpt = torch.load(tmp_path / "m.ckpt", weights_only=True)
-    restored = AnomalyDetector(**ckpt["hyper_parameters"])
-    restored.load_state_dict(ckpt["state_dict"])
+    restored = model_from_checkpoint(ckpt)
     again = predict_outputs(restored, tiny.test_dataloader())
     torch.testing.assert_close(again[0], score)
-    assert torch.equal(again[2], flag)
+    assert torch.equal(again[2], flag) and restored.threshold_rules == model.threshold_rules
 
 
 @pytest.mark.parametrize("network,kwargs", [("autoencoder", FAST_AE), ("patchcore", {"coreset_size": 64})])
@@ -109,7 +135,7 @@ def test_onnx_export_gives_the_same_decisions(tiny, tmp_path, network, kwargs):
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    model = AnomalyDetector(network=network, network_kwargs=kwargs, **tiny.model_kwargs())
+    model = AnomalyDetector(net=_net(network, **kwargs), **tiny.model_kwargs())
     _trainer(1).fit(model, tiny)
     model.eval()
     x = torch.as_tensor(tiny.arrays("test")[0])
@@ -127,19 +153,54 @@ def test_every_model_on_a_tiny_volume():
     dm.setup("fit")
     volume_models = (("autoencoder", FAST_AE), ("vae", {**FAST_AE, "latent_size": 8}), ("patchcore", {"coreset_size": 200}), ("padim", {"n_features": 16}))
     for network, kwargs in volume_models:
-        model = AnomalyDetector(network=network, network_kwargs=kwargs, **dm.model_kwargs())
+        model = AnomalyDetector(net=_net(network, **kwargs), **dm.model_kwargs())
         _trainer(1).fit(model, dm)
         score, amap, _, _ = predict_outputs(model, dm.test_dataloader())
         assert amap.shape == (4, 1, 16, 16, 16) and torch.isfinite(score).all()
 
 
 def test_unknown_network_and_threshold_are_config_errors():
-    with pytest.raises(ConfigError, match="model.network='unet'"):
-        AnomalyDetector(network="unet")
-    with pytest.raises(ConfigError, match="model.threshold"):
-        AnomalyDetector(threshold="otsu")
-    with pytest.raises(ConfigError, match="weights_path"):
-        AnomalyDetector(network="patchcore", network_kwargs={"weights_path": "/nonexistent/resnet18.pth"})
+    with pytest.raises(ConfigError, match=r"model.net._target_='sectorkit.domains.healthcare.models.unet.UNet': cannot import it"):
+        AnomalyDetector(net={"_target_": "sectorkit.domains.healthcare.models.unet.UNet"})
+    with pytest.raises(ConfigError, match=r"model.net._target_='torch.nn.Identity': not a network"):
+        AnomalyDetector(net={"_target_": "torch.nn.Identity"})
+    with pytest.raises(ConfigError, match=r"model.net: cannot build PatchCoreDetector \(.*coreset_sise"):
+        AnomalyDetector(net=_net("patchcore", coreset_sise=64))
+    with pytest.raises(ConfigError, match="model.threshold='otsu'"):
+        AnomalyDetector(net=_net("patchcore"), threshold="otsu")
+    with pytest.raises(ConfigError, match="model.net.weights_path=/nonexistent/resnet18.pth"):
+        AnomalyDetector(net=_net("patchcore", weights_path="/nonexistent/resnet18.pth"))
+    with pytest.raises(ConfigError, match="model.net.backbone='vgg'"):
+        AnomalyDetector(net=_net("classifier", backbone="vgg"))
+
+
+def test_networks_declare_what_they_need():
+    assert PatchCoreDetector.memory_bank and PaDiMDetector.memory_bank
+    assert not any(cls.memory_bank for cls in (AutoEncoderDetector, VAEDetector, ClassifierDetector))
+    assert ClassifierDetector.supervised and not any(cls.supervised for cls in (AutoEncoderDetector, VAEDetector, PatchCoreDetector, PaDiMDetector))
+    # the data module reads them: only a supervised network is given the abnormal training images
+    sample = {"n_train": 8, "n_val": 4, "n_test": 4}
+    for network, abnormal in ((PatchCoreDetector, 0), (ClassifierDetector, 4), (None, 0)):
+        dm = HealthcareDataModule(image_size=16, sample=sample, network=network)
+        dm.setup("fit")
+        assert dm.arrays("train")[2].sum() == abnormal
+
+
+@pytest.mark.parametrize("network,kwargs", [("patchcore", {"coreset_size": 64}), ("padim", {"n_features": 16})])
+def test_memory_bank_fits_without_optimizer_and_its_checkpoint_restores_the_bank(tiny, network, kwargs, tmp_path):
+    """No trainable parameter and no optimizer; one epoch fills the bank, ModelCheckpoint saves it, test reloads it."""
+    model = AnomalyDetector(net=_net(network, **kwargs), **tiny.model_kwargs())
+    assert not any(p.requires_grad for p in model.parameters()) and model.configure_optimizers() is None
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, monitor="val/image_auroc", mode="max", save_last=True)
+    trainer = pl.Trainer(max_epochs=3, logger=False, callbacks=[checkpoint], enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, tiny)
+    assert trainer.current_epoch == 1 and model.net.fitted and checkpoint.best_model_path
+    test = trainer.test(model, tiny, ckpt_path="best", verbose=False)[0]
+    assert np.isfinite(test["test/image_auroc"])
+    restored = model_from_checkpoint(load_checkpoint(checkpoint.best_model_path))
+    banks = model.net.bank_buffers
+    assert all(torch.equal(getattr(restored.net, b), getattr(model.net, b)) for b in banks) and restored.net.fitted
+    torch.testing.assert_close(predict_outputs(restored, tiny.test_dataloader())[0], predict_outputs(model, tiny.test_dataloader())[0])
 
 
 def test_default_patchcore_beats_baselines_on_planted_lesions():
@@ -149,8 +210,8 @@ def test_default_patchcore_beats_baselines_on_planted_lesions():
     torch.manual_seed(0)
     dm = HealthcareDataModule(image_size=32, sample={"n_train": 48, "n_val": 24, "n_test": 48}, batch_size=16, seed=0)
     dm.setup("fit")
-    baselines = {k: v["metrics"] for k, v in run_baselines(dm).items()}
-    model = AnomalyDetector(network="patchcore", network_kwargs={"coreset_size": 500}, **dm.model_kwargs())
+    baselines = {k: v.metrics for k, v in run_baselines(dm).items()}
+    model = AnomalyDetector(net=_net("patchcore", coreset_size=500), **dm.model_kwargs())
     trainer = _trainer(1)
     trainer.fit(model, dm)
     test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, verbose=False)[0].items()}
@@ -178,10 +239,10 @@ def test_local_resnet_weights_are_loaded_and_adapted(tmp_path):
 
 def test_supervised_classifier_learns_from_abnormal_training_labels():
     torch.manual_seed(0)
-    dm = HealthcareDataModule(image_size=32, supervised=True, sample={"n_train": 32, "n_val": 16, "n_test": 48}, batch_size=16, seed=0)
+    dm = HealthcareDataModule(image_size=32, sample={"n_train": 32, "n_val": 16, "n_test": 48}, batch_size=16, seed=0, network=ClassifierDetector)
     dm.setup("fit")
     assert dm.arrays("train")[2].sum() == 16
-    model = AnomalyDetector(network="classifier", network_kwargs={"backbone": "resnet18"}, **dm.model_kwargs())
+    model = AnomalyDetector(net=_net("classifier", backbone="resnet18"), **dm.model_kwargs())
     trainer = _trainer(2)
     trainer.fit(model, dm)
     test = trainer.test(model, dm, verbose=False)[0]
@@ -191,7 +252,7 @@ def test_supervised_classifier_learns_from_abnormal_training_labels():
 
 
 def test_memory_models_stop_after_one_pass(tiny):
-    model = AnomalyDetector(network="padim", network_kwargs={"n_features": 16}, **tiny.model_kwargs())
+    model = AnomalyDetector(net=_net("padim", n_features=16), **tiny.model_kwargs())
     trainer = _trainer(5)
     trainer.fit(model, tiny)
-    assert trainer.current_epoch == 1 and model.network.fitted
+    assert trainer.current_epoch == 1 and model.net.fitted
