@@ -15,13 +15,15 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.network import Network
 from sectorkit.domains.finance.features import build_features
+from sectorkit.domains.finance.models.base import fraud_network
 from sectorkit.domains.finance.models.numeric_encoding import tree_bin_edges
-from sectorkit.domains.finance.readers import ColumnSpec, kaggle_creditcard_spec, read_transactions, sample_spec, to_canonical
+from sectorkit.domains.finance.readers import ColumnSpec, read_transactions, sample_spec, to_canonical
 from sectorkit.domains.finance.sample import SimulatorConfig, load_sample
 from sectorkit.domains.finance.splits import Windows, resolve_start, split_frame
 
-PRESETS = {"sample": sample_spec, "kaggle_creditcard": kaggle_creditcard_spec, "custom": ColumnSpec}
+SPLIT_DEFAULTS = {"train_start": None, "train_days": 7, "delay_days": 7, "test_days": 7, "valid_days": 7, "drop_known_frauds": True}
 
 
 class TensorBatches(Dataset):
@@ -45,12 +47,15 @@ def log_flag(name: str) -> bool:
 
 
 class FraudDataModule(SectorDataModule):
-    """Transactions -> (numeric, categorical, target, card, day) batches for train/validation/test/predict."""
+    """Transactions -> (numeric, categorical, target, card, day) batches for train/validation/test/predict.
+
+    ``columns`` maps the columns of the file at ``path`` (the built-in simulator's table has a fixed layout).
+    ``network``, the class of the network fed, decides whether target-aware bins are fitted (``uses_bin_edges``).
+    """
 
     def __init__(
         self,
         path: str | None = None,
-        preset: str = "sample",
         columns: dict[str, Any] | None = None,
         simulator: dict[str, Any] | None = None,
         features: dict[str, Any] | None = None,
@@ -64,34 +69,21 @@ class FraudDataModule(SectorDataModule):
         persistent_workers: bool = True,
         seed: int = 0,
         cache_dir: str | None = None,
+        network: type[Network] | None = None,
     ) -> None:
-        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir)
-        if preset not in PRESETS:
-            raise ConfigError(f"data.preset={preset!r}: expected one of {sorted(PRESETS)}")
+        super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir, network)
         if sampler not in ("none", "balanced"):
             raise ConfigError(f"data.sampler={sampler!r}: expected 'none' or 'balanced'")
-        base = PRESETS[preset]()
-        overrides = {k: v for k, v in dict(columns or {}).items() if v is not None or k in ("card", "terminal", "label", "id")}
-        self.spec = ColumnSpec.from_config({**base.__dict__, **overrides})
-        self.preset = preset
-        try:
-            self.simulator = SimulatorConfig(**dict(simulator or {}))
-        except TypeError as exc:
-            raise ConfigError(f"data.simulator: {exc}") from exc
-        self.feature_cfg = {k: p.default for k, p in inspect.signature(build_features).parameters.items() if k != "frame"}
-        unknown = set(dict(features or {})) - set(self.feature_cfg)
-        if unknown:
-            raise ConfigError(f"unknown key(s) data.features.{sorted(unknown)}; expected some of {sorted(self.feature_cfg)}")
-        self.feature_cfg.update(dict(features or {}))
-        self.split_cfg = {"train_start": None, "train_days": 7, "delay_days": 7, "test_days": 7, "valid_days": 7, "drop_known_frauds": True}
-        unknown = set(dict(split or {})) - set(self.split_cfg)
-        if unknown:
-            raise ConfigError(f"unknown key(s) data.split.{sorted(unknown)}; expected some of {sorted(self.split_cfg)}")
-        self.split_cfg.update(dict(split or {}))
+        # without ``columns`` a file is read with the simulator's layout
+        self.spec = ColumnSpec(**dict(columns)) if self.path is not None and columns is not None else sample_spec()
+        self.simulator = SimulatorConfig(**dict(simulator or {}))
+        defaults = {k: p.default for k, p in inspect.signature(build_features).parameters.items() if k != "frame"}
+        self.feature_cfg = {**defaults, **dict(features or {})}
+        self.split_cfg = {**SPLIT_DEFAULTS, **dict(split or {})}
         self.sampler = sampler
-        self.numeric_bins = int(numeric_bins)
+        # bins are fitted for every network when it is not known
+        self.numeric_bins = int(numeric_bins) if network is None or fraud_network(network).uses_bin_edges else 0
         self.fitted: dict[str, Any] = {}
-        self.frame: pd.DataFrame | None = None
         self.tables: dict[str, pd.DataFrame] = {}
         self.datasets: dict[str, TensorBatches] = {}
         self.windows: Windows | None = None
@@ -225,7 +217,7 @@ class FraudDataModule(SectorDataModule):
         f = self.fitted
         return {
             "n_numeric": len(f["numeric"]), "cardinalities": [len(v) + 1 for v in f["vocab"].values()],
-            "feature_mean": f["mean"], "feature_std": f["std"], "log_features": f["log_features"], "bin_edges": f.get("bin_edges"),
+            "feature_mean": f["mean"], "feature_std": f["std"], "log_features": f["log_features"], "bin_edges": f["bin_edges"],
             "class_ratio": f["class_ratio"], "with_cards": self.spec.card is not None,
         }
 

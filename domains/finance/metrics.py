@@ -1,5 +1,5 @@
-"""Fraud-detection metrics: ROC AUC, average precision, Card Precision@k per day, recall at a fixed
-false-positive rate, and the alert-threshold policy (max F1 or minimum expected cost).
+"""Fraud-detection metrics: ROC AUC, average precision, Card Precision@k per day and recall at a fixed
+false-positive rate.
 
 Torchmetrics classes accumulate over batches for the Lightning module; :func:`evaluate_scores` computes
 the same numbers from arrays (scikit-learn) for the baselines, so model and baselines share one
@@ -15,8 +15,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinarySensitivityAtSpecificity
 from torchmetrics.utilities import dim_zero_cat
-
-from sectorkit.core.errors import ConfigError
 
 
 def metric_names(k: int = 100, fpr: float = 0.01) -> dict[str, str]:
@@ -110,32 +108,3 @@ def build_metrics(k: int = 100, fpr: float = 0.01, with_cards: bool = True) -> M
         metrics[names["cp"]] = CardPrecisionAtK(k)
     return MetricCollection(metrics, compute_groups=False)
 
-
-def choose_threshold(scores: np.ndarray, labels: np.ndarray, policy: str = "f1", cost_missed_fraud: float = 100.0, cost_alert: float = 1.0) -> float:
-    """Alert threshold (alert when score >= threshold) chosen on validation scores.
-
-    ``f1``: the threshold with the highest F1. ``cost``: the one minimising the expected cost
-    ``cost_missed_fraud * FN + cost_alert * (TP + FP)`` (every alert is investigated).
-    """
-    if policy not in ("f1", "cost"):
-        raise ConfigError(f"model.threshold_policy={policy!r}: expected 'f1' or 'cost'")
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.float64)
-    if len(scores) == 0:
-        return 0.5
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    last = np.r_[s[1:] != s[:-1], True]  # alert on all rows down to each distinct score
-    tp = np.cumsum(y)[last]
-    fp = np.cumsum(1 - y)[last]
-    thresholds = s[last]
-    positives = y.sum()
-    if policy == "f1":
-        value = np.divide(2 * tp, tp + fp + positives, out=np.zeros_like(tp), where=(tp + fp + positives) > 0)
-        best = int(np.argmax(value))
-    else:
-        cost = cost_missed_fraud * (positives - tp) + cost_alert * (tp + fp)
-        best = int(np.argmin(cost))
-        if cost_missed_fraud * positives <= cost[best]:  # alerting on nothing is cheapest
-            return float(np.nextafter(s[0], np.inf))
-    return float(thresholds[best])

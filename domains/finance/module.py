@@ -16,18 +16,25 @@ from torchmetrics import MetricCollection
 
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.module import SectorModule, plain_container
+from sectorkit.core.network import MemberEnsemble, build_network, network_class
+from sectorkit.core.thresholds import RULES, choose_threshold
 from sectorkit.domains.finance.losses import classification_loss
-from sectorkit.domains.finance.metrics import build_metrics, choose_threshold
-from sectorkit.domains.finance.models import ARCHITECTURES
-from sectorkit.domains.finance.models.ensemble import MemberEnsemble
+from sectorkit.domains.finance.metrics import build_metrics
+from sectorkit.domains.finance.models.base import fraud_network
 
 Batch = dict[str, torch.Tensor]
 
 
+def float32_at_least(value: float) -> float:
+    """The smallest float32 >= ``value``: the float32 threshold buffer then flags exactly the (float32) scores that
+    ``value`` flags (plain rounding could flag the top score under a "flag nothing" threshold)."""
+    rounded = np.float32(value)
+    return float(np.nextafter(rounded, np.float32(np.inf)) if float(rounded) < value else rounded)
 
 
 class FraudModule(SectorModule):
-    """Fraud scorer: supervised (``mlp``, ``ft_transformer``) or unsupervised (``autoencoder``)."""
+    """Fraud scorer around the network ``net`` names: supervised (logits, e.g. ``EmbeddingMLP``) or unsupervised
+    (reconstruction errors, ``TabularAutoencoder``), as the network class declares."""
 
     def __init__(
         self,
@@ -35,10 +42,9 @@ class FraudModule(SectorModule):
         cardinalities: list[int],
         feature_mean: list[float],
         feature_std: list[float],
+        net: dict[str, Any],
         log_features: list[bool] | None = None,
         bin_edges: list[list[float]] | None = None,
-        architecture: str = "mlp",
-        net: dict[str, Any] | None = None,
         ensemble: int = 1,
         loss: str = "bce",
         pos_weight: float | str | None = None,
@@ -56,41 +62,32 @@ class FraudModule(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
-        if architecture not in ARCHITECTURES:
-            raise ConfigError(f"model.architecture={architecture!r}: expected one of {sorted(ARCHITECTURES)}")
-        if threshold_policy not in ("f1", "cost"):
-            raise ConfigError(f"model.threshold_policy={threshold_policy!r}: expected 'f1' or 'cost'")
-        if int(ensemble) < 1:
-            raise ConfigError(f"model.ensemble={ensemble!r}: expected a whole number >= 1 (networks averaged)")
+        if threshold_policy not in RULES:
+            raise ConfigError(f"model.threshold_policy={threshold_policy!r}: expected one of {', '.join(RULES)}")
         self.top_k, self.fpr, self.with_cards = top_k, fpr, with_cards
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
         net, optimizer, scheduler, cardinalities = (plain_container(v) for v in (net, optimizer, scheduler, cardinalities))
         feature_mean, feature_std, log_features, bin_edges = (plain_container(v) for v in (feature_mean, feature_std, log_features, bin_edges))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
-        net_kwargs = dict(net or {})
-        if net_kwargs.pop("piecewise_linear", False):  # encodings on the datamodule's target-aware bins (MLP only)
-            if architecture != "mlp":
-                raise ConfigError(f"model.net.piecewise_linear=true needs model.architecture=mlp, not {architecture!r}")
-            if not bin_edges:
-                raise ConfigError("model.net.piecewise_linear=true needs bin edges: set data.numeric_bins > 0")
-            net_kwargs["bin_edges"] = bin_edges
-        def build() -> torch.nn.Module:
-            return ARCHITECTURES[architecture](n_numeric, list(cardinalities), **net_kwargs)
-
+        self.network = fraud_network(network_class(net))
+        sizes: dict[str, Any] = {"n_numeric": n_numeric, "cardinalities": list(cardinalities)}
+        if self.network.uses_bin_edges:
+            sizes["bin_edges"] = bin_edges
         # ensemble > 1: several networks trained side by side, scores averaged (one checkpoint, one ONNX graph)
-        self.net = build() if int(ensemble) == 1 else MemberEnsemble(build, int(ensemble))
-        self.unsupervised = architecture == "autoencoder"
+        if int(ensemble) == 1:
+            self.net = build_network(net, **sizes)
+        else:
+            self.net = MemberEnsemble(lambda: build_network(net, **sizes), int(ensemble))
         self.register_buffer("feature_mean", torch.tensor(feature_mean, dtype=torch.float32).reshape(-1))
         self.register_buffer("feature_std", torch.tensor(feature_std, dtype=torch.float32).reshape(-1).clamp_min(1e-6))
         self.register_buffer("log_mask", torch.tensor(log_features or [False] * n_numeric, dtype=torch.bool).reshape(-1))
         self.register_buffer("threshold", torch.tensor(0.5))
         self.register_buffer("error_scale", torch.tensor(1.0))
+        self.threshold_rule = "default 0.5 (not chosen on validation)"
         if pos_weight == "auto":
             pos_weight = class_ratio
         self.pos_weight = None if pos_weight is None else float(pos_weight)
-        self._val_scores: list[torch.Tensor] = []
-        self._val_targets: list[torch.Tensor] = []
 
     # --- inference path ---------------------------------------------------------------------
     def standardise(self, numeric: torch.Tensor) -> torch.Tensor:
@@ -100,14 +97,14 @@ class FraudModule(SectorModule):
         return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
     def raw_score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """Logit (supervised) or reconstruction error (autoencoder), one row per ensemble member: (members, batch)."""
+        """Logit (supervised) or reconstruction error (unsupervised), one row per ensemble member: (members, batch)."""
         raw = self.net(self.standardise(numeric), categorical)
         return raw if isinstance(self.net, MemberEnsemble) else raw.unsqueeze(0)
 
     def score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """Fraud score in [0, 1] (the mean over ensemble members)."""
         raw = self.raw_score(numeric, categorical)
-        if self.unsupervised:
+        if not self.network.supervised:
             return (1.0 - torch.exp(-raw / self.error_scale)).mean(0)
         return torch.sigmoid(raw).mean(0)
 
@@ -123,7 +120,7 @@ class FraudModule(SectorModule):
         return build_metrics(self.top_k, self.fpr, self.with_cards)
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
-        if self.unsupervised:
+        if not self.network.supervised:
             legit = batch["target"] == 0
             error = self.raw_score(batch["numeric"][legit], batch["categorical"][legit]).mean(0)
             with torch.no_grad():  # running mean of legitimate errors: the score's scale
@@ -141,21 +138,25 @@ class FraudModule(SectorModule):
                 metric.update(scores, target, batch["card"], batch["day"])
             else:
                 metric.update(scores, target)
-        if metrics is self.val_metrics:
-            self._val_scores.append(scores.detach().cpu())
-            self._val_targets.append(target.detach().cpu())
 
-    def on_validation_epoch_end(self) -> None:
-        if self._val_scores and not self.trainer.sanity_checking:
-            self.set_threshold(torch.cat(self._val_scores).numpy(), torch.cat(self._val_targets).numpy())
-        self._val_scores.clear()
-        self._val_targets.clear()
-        super().on_validation_epoch_end()
+    # --- alert threshold --------------------------------------------------------------------
+    def validation_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"score": self.score(*self.batch_inputs(batch)), "target": batch["target"]}
 
-    def set_threshold(self, scores: np.ndarray, targets: np.ndarray) -> float:
-        """Choose the alert threshold on validation scores with the configured policy."""
+    def calibrate(self, outputs: dict[str, torch.Tensor]) -> None:
+        """The alert threshold chosen on the validation scores by ``threshold_policy`` (``fpr``: the quantile of the
+        legitimate scores that flags ``fpr`` of them, also the fallback when validation holds no fraud)."""
         hp = self.hparams
-        value = choose_threshold(scores, targets, hp.threshold_policy, hp.cost_missed_fraud, hp.cost_alert)
+        chosen = choose_threshold(outputs["score"].numpy(), outputs["target"].numpy(), rule=hp.threshold_policy, fpr=hp.fpr,
+                                  cost_missed=hp.cost_missed_fraud, cost_alert=hp.cost_alert, key="model.threshold_policy")
+        value = float32_at_least(chosen.value)
         self.threshold.fill_(value)
-        self.log("val/threshold", float(value))
-        return value
+        self.threshold_rule = chosen.rule
+        self.log("val/threshold", value)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["threshold_rule"] = self.threshold_rule
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.threshold_rule = checkpoint["threshold_rule"]

@@ -9,10 +9,8 @@ and the column.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +23,7 @@ SECONDS_PER_DAY = 86_400.0
 
 @dataclass
 class ColumnSpec:
-    """Which columns of the user's file hold what (``columns`` block of the data config)."""
+    """Which columns of the user's file hold what (the ``columns`` section of the data config)."""
 
     time: str = "TX_DATETIME"
     amount: str = "TX_AMOUNT"
@@ -38,17 +36,10 @@ class ColumnSpec:
     time_unit: str = "auto"  # auto | datetime | seconds
     time_origin: str = "2018-04-01"  # date that a seconds offset counts from
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> ColumnSpec:
-        """Build from a dict/DictConfig, naming an unknown key as ``data.columns.<key>``."""
-        values = dict(cfg or {})
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown key(s) data.columns.{', data.columns.'.join(unknown)}; expected some of {sorted(cls.__dataclass_fields__)}")
-        spec = cls(**{k: (list(v) if k in ("numeric", "categorical") else v) for k, v in values.items()})
-        if spec.time_unit not in ("auto", "datetime", "seconds"):
-            raise ConfigError(f"data.columns.time_unit={spec.time_unit!r}: expected auto, datetime or seconds")
-        return spec
+    def __post_init__(self) -> None:
+        self.numeric, self.categorical = list(self.numeric), list(self.categorical)
+        if self.time_unit not in ("auto", "datetime", "seconds"):
+            raise ConfigError(f"data.columns.time_unit={self.time_unit!r}: expected auto, datetime or seconds")
 
     def required(self, with_label: bool) -> list[str]:
         """The columns the file must contain."""
@@ -153,10 +144,3 @@ def sample_spec() -> ColumnSpec:
     """The column roles of the built-in simulator's table."""
     return ColumnSpec(time="TX_DATETIME", amount="TX_AMOUNT", label="TX_FRAUD", card="CUSTOMER_ID", terminal="TERMINAL_ID", id="TRANSACTION_ID")
 
-
-def kaggle_creditcard_spec(v_columns: Sequence[str] | None = None) -> ColumnSpec:
-    """The Kaggle ``creditcard.csv`` layout: Time (seconds offset), V1..V28, Amount, Class; no card/terminal."""
-    return ColumnSpec(
-        time="Time", amount="Amount", label="Class", card=None, terminal=None, id=None,
-        numeric=list(v_columns or [f"V{i}" for i in range(1, 29)]), time_unit="seconds", time_origin="2013-09-01",
-    )

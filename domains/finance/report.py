@@ -1,39 +1,42 @@
-"""Finance sections of report.md: ROC/PR curves of model vs baselines, score distributions, the
-confusion matrix at the saved alert threshold and permutation feature importance."""
+"""Finance sections of report.md and the only place finance figures are drawn: after a test, ROC/PR curves of
+model vs baselines, score distributions, the confusion matrix at the saved alert threshold and permutation
+feature importance; after a predict, the distribution of the predicted scores."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
-
-from sectorkit.core.io import save_figure  # noqa: E402
-from sectorkit.core.reporting import ReportSection, RunContext  # noqa: E402
+from sectorkit.core.io import save_figure
+from sectorkit.core.reporting import ReportSection, RunContext  # also selects matplotlib's non-interactive Agg backend
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def model_scores(module: Any, tensors: dict[str, torch.Tensor], batch_size: int = 65_536) -> np.ndarray:
     """Fraud scores (column 0 of ``forward``) of the module on column tensors, in evaluation mode."""
-    module = module.eval().cpu()
-    parts = [module(n, c)[:, 0] for n, c in zip(tensors["numeric"].split(batch_size), tensors["categorical"].split(batch_size))]
+    module.eval()
+    device = module.threshold.device
+    parts = [module(n.to(device), c.to(device))[:, 0].cpu()
+             for n, c in zip(tensors["numeric"].split(batch_size), tensors["categorical"].split(batch_size))]
     return torch.cat(parts).numpy() if parts else np.zeros(0)
 
 
-def permutation_importance(module: Any, tensors: dict[str, torch.Tensor], names: list[str], seed: int = 0, max_rows: int = 50_000) -> list[tuple[str, float]]:
-    """Drop in average precision when one numeric feature is shuffled across test rows (largest first)."""
+def permutation_importance(module: Any, tensors: dict[str, torch.Tensor], scores: np.ndarray, names: list[str], seed: int = 0,
+                           max_rows: int = 50_000) -> list[tuple[str, float]]:
+    """Drop in average precision when one numeric feature is shuffled across test rows (largest first);
+    ``scores`` are the model's scores of the unshuffled rows."""
     n = len(tensors["target"])
     rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_rows]
     sub = {k: v[rows] for k, v in tensors.items()}
     y = sub["target"].numpy()
     if y.min() == y.max():
         return []
-    base = average_precision_score(y, model_scores(module, sub))
+    base = average_precision_score(y, scores[rows.numpy()])
     generator = torch.Generator().manual_seed(seed)
     drops = []
     for j, name in enumerate(names):
@@ -60,52 +63,64 @@ def curves_figure(y: np.ndarray, scores: dict[str, np.ndarray]) -> plt.Figure:
     return fig
 
 
-def distribution_figure(y: np.ndarray, s: np.ndarray, threshold: float) -> plt.Figure:
-    """Histogram of model scores for legitimate and fraudulent test transactions."""
+def distribution_figure(groups: dict[str, np.ndarray], threshold: float, stage: str) -> plt.Figure:
+    """Histogram of model scores per group of transactions (legitimate, fraud, unlabelled), alert threshold marked."""
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1, 51)
-    ax.hist(s[y == 0], bins=bins, alpha=0.6, label="legitimate", density=True)
-    ax.hist(s[y == 1], bins=bins, alpha=0.6, label="fraud", density=True)
+    for name, s in groups.items():
+        if len(s):
+            ax.hist(s, bins=bins, alpha=0.6, label=name, density=True)
     ax.axvline(threshold, color="k", ls="--", label=f"alert threshold {threshold:.3f}")
-    ax.set(yscale="log", xlabel="fraud score", ylabel="density", title="Score distributions (test)")
+    ax.set(yscale="log", xlabel="fraud score", ylabel="density", title=f"Score distributions ({stage})")
     ax.legend()
     return fig
 
 
-def build_report(ctx: RunContext) -> list[ReportSection]:
-    """The finance report sections for one run."""
-    dm, module = ctx.datamodule, ctx.module
-    tensors = dm.datasets["test"].tensors
-    y = tensors["target"].numpy().astype(int)
-    scores = {"model": model_scores(module, tensors)}
-    if not getattr(dm, "baseline_scores", None):  # the baselines hook keeps its scores; refit if it has not run
-        from sectorkit.domains.finance import run_baselines
+def score_groups(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The predicted scores split by label: legitimate, fraud and (where labels are unknown) unlabelled."""
+    scores = table["score"].to_numpy()
+    if "label" not in table:
+        return {"unlabelled": scores}
+    label = table["label"].to_numpy(np.float64)
+    return {"legitimate": scores[label == 0], "fraud": scores[label == 1], "unlabelled": scores[np.isnan(label)]}
 
-        run_baselines(dm, ctx.cfg)
-    scores.update(dm.baseline_scores)
+
+def threshold_text(module: Any) -> str:
+    """How the saved alert threshold was chosen, in words."""
+    hp = module.hparams
+    costs = f", missed fraud {hp.cost_missed_fraud:g}, alert {hp.cost_alert:g}" if hp.threshold_policy == "cost" else ""
+    return f"Threshold {float(module.threshold):.4f}, chosen on the validation window: {module.threshold_rule} (model.threshold_policy={hp.threshold_policy}{costs})"
+
+
+def build_report(ctx: RunContext) -> list[ReportSection]:
+    """The finance report sections for one run (``ctx.stage`` test) or the figure of a predict's scores."""
+    table, module = ctx.predictions, ctx.module
+    threshold = float(module.threshold)
+    path = save_figure(distribution_figure(score_groups(table), threshold, ctx.stage), ctx.plot_path("score_distributions.png"))
+    if ctx.stage == "predict":
+        return [ReportSection("Score distributions (predict)", f"{len(table)} transactions, {int(table['alert'].sum())} alerts. {threshold_text(module)}.", [path])]
+    y = table["label"].to_numpy().astype(int)
+    scores = {"model": table["score"].to_numpy(), **{name: result.predictions for name, result in ctx.baselines.items()}}
     sections = []
     if y.min() != y.max():
-        path = save_figure(curves_figure(y, scores), ctx.plot_path("roc_pr.png"))
-        sections.append(ReportSection("ROC and precision-recall curves (test window)", "Model against the in-run baselines on the same test rows.", [path]))
-    threshold = float(module.threshold)
-    path = save_figure(distribution_figure(y, scores["model"], threshold), ctx.plot_path("score_distributions.png"))
+        curves = save_figure(curves_figure(y, scores), ctx.plot_path("roc_pr.png"))
+        sections.append(ReportSection("ROC and precision-recall curves (test window)", "Model against the in-run baselines on the same test rows.", [curves]))
     sections.append(ReportSection("Score distributions", f"Test transactions: {len(y)}, frauds: {int(y.sum())}.", [path]))
-    tn, fp, fn, tp = confusion_matrix(y, scores["model"] >= threshold, labels=[0, 1]).ravel()
-    hp = module.hparams
-    policy = "max F1" if hp.threshold_policy == "f1" else f"min expected cost (missed fraud {hp.cost_missed_fraud:g}, alert {hp.cost_alert:g})"
+    tn, fp, fn, tp = confusion_matrix(y, table["alert"].to_numpy(), labels=[0, 1]).ravel()
     body = (
-        f"Threshold {threshold:.4f}, chosen on the validation window by {policy}; saved in the checkpoint and used by predict.\n\n"
+        f"{threshold_text(module)}; saved in the checkpoint and used by predict.\n\n"
         "| | predicted legitimate | predicted fraud (alert) |\n|---|---|---|\n"
         f"| legitimate | {tn} | {fp} |\n| fraud | {fn} | {tp} |\n\n"
         f"Precision {tp / max(tp + fp, 1):.3f}, recall {tp / max(tp + fn, 1):.3f}."
     )
     sections.append(ReportSection("Confusion matrix at the alert threshold", body))
-    importance = permutation_importance(module, tensors, dm.fitted["numeric"], seed=int(getattr(dm, "seed", 0)))
+    dm = ctx.datamodule
+    importance = permutation_importance(module, dm.datasets["test"].tensors, scores["model"], dm.fitted["numeric"], seed=int(dm.seed))
     if importance:
         rows = "\n".join(f"| {name} | {drop:+.4f} |" for name, drop in importance)
         fig, ax = plt.subplots(figsize=(6, 0.3 * len(importance) + 1))
         ax.barh([n for n, _ in importance][::-1], [d for _, d in importance][::-1])
         ax.set(xlabel="drop in AP when shuffled", title="Permutation importance (test)")
-        path = save_figure(fig, ctx.plot_path("permutation_importance.png"))
-        sections.append(ReportSection("Permutation feature importance", "| feature | AP drop |\n|---|---|\n" + rows, [path]))
+        bars = save_figure(fig, ctx.plot_path("permutation_importance.png"))
+        sections.append(ReportSection("Permutation feature importance", "| feature | AP drop |\n|---|---|\n" + rows, [bars]))
     return sections

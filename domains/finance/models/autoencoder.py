@@ -7,11 +7,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sectorkit.domains.finance.models.base import FraudNetwork
 from sectorkit.domains.finance.models.embeddings import CategoricalEmbeddings
 
 
-class TabularAutoencoder(nn.Module):
-    """[numeric | embeddings] -> encoder -> latent -> decoder -> numeric values + category logits."""
+class TabularAutoencoder(FraudNetwork):
+    """[numeric | embeddings] -> encoder -> latent -> decoder -> numeric values + category logits; trained on
+    legitimate transactions only."""
+
+    supervised = False
 
     def __init__(self, n_numeric: int, cardinalities: list[int], hidden: list[int] = (64, 32), latent: int = 8, dropout: float = 0.0) -> None:
         super().__init__()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sectorkit.domains.finance.models.base import FraudNetwork
+
 
 class FeatureTokenizer(nn.Module):
     """Numeric and categorical features -> (batch, n_features, d_token) tokens."""
@@ -27,7 +29,7 @@ class FeatureTokenizer(nn.Module):
         return torch.cat(tokens, dim=1) + self.bias
 
 
-class FTTransformer(nn.Module):
+class FTTransformer(FraudNetwork):
     """Feature tokenizer + [CLS] + Transformer encoder -> one logit."""
 
     def __init__(self, n_numeric: int, cardinalities: list[int], d_token: int = 32, n_layers: int = 2, n_heads: int = 4, ffn_factor: float = 4 / 3, dropout: float = 0.1) -> None:

@@ -3,6 +3,9 @@ trainer, baselines, report, weights-only checkpoint, predict on a new file, bad 
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, fields
+from inspect import signature
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +15,18 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from sectorkit.core.config import compose_config
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.core.config import compose_config
 from sectorkit.core.errors import DataError
+from sectorkit.core.network import network_class
+from sectorkit.core.pipeline import build_datamodule, build_model, run
 from sectorkit.core.reporting import RunContext
 from sectorkit.core.trainer import build_trainer
-from sectorkit.domains.finance import DOMAIN
+from sectorkit.domains.finance import DOMAIN, schemas
+from sectorkit.domains.finance.data import SPLIT_DEFAULTS, FraudDataModule
+from sectorkit.domains.finance.features import build_features
+from sectorkit.domains.finance.module import FraudModule
+from sectorkit.domains.finance.readers import ColumnSpec
 from sectorkit.domains.finance.sample import SimulatorConfig, load_sample
 
 
@@ -31,8 +40,8 @@ def test_every_experiment_composes(experiment) -> None:
 @pytest.mark.parametrize("data", DOMAIN.options("data"))
 def test_every_data_preset_composes(data) -> None:
     cfg = compose_config(DOMAIN, [f"data={data}", "data.path=/tmp/none.csv", "paths.output_dir=/tmp/x", "paths.data_dir=/tmp/x"])
-    dm = instantiate(cfg.data)
-    assert dm.preset in ("sample", "custom", "kaggle_creditcard")
+    dm = instantiate(cfg.data, network=network_class(cfg.model.net))
+    assert dm.path is not None and dm.spec.time == cfg.data.columns.time and dm.spec.numeric == list(cfg.data.columns.numeric)
 
 
 @pytest.mark.parametrize("model", DOMAIN.options("model"))
@@ -41,16 +50,32 @@ def test_every_model_config_builds(model) -> None:
     module = instantiate(cfg.model, n_numeric=4, cardinalities=[3], feature_mean=[0.0] * 4, feature_std=[1.0] * 4,
                          bin_edges=[[-1.0, 0.0, 1.0]] * 4, optimizer=cfg.optimizer, _recursive_=False)
     out = module(torch.randn(5, 4), torch.zeros(5, 1, dtype=torch.long))
-    assert out.shape == (5, 2) and module.hparams.architecture == cfg.model.architecture
+    network = network_class(cfg.model.net)
+    members = module.net.members if cfg.model.ensemble > 1 else [module.net]
+    assert out.shape == (5, 2) and module.network is network and all(type(m) is network for m in members)
+    assert len(members) == cfg.model.ensemble and module.hparams.net["_target_"] == cfg.model.net._target_
+
+
+def test_schema_defaults_are_the_python_defaults() -> None:
+    """The typed configs repeat the defaults of the classes they configure: they must not drift apart."""
+    assert asdict(schemas.SimulatorSection()) == asdict(SimulatorConfig())
+    assert asdict(schemas.ColumnsSection()) == asdict(ColumnSpec())
+    assert asdict(schemas.SplitSection()) == SPLIT_DEFAULTS
+    features = {k: list(p.default) if isinstance(p.default, tuple) else p.default for k, p in signature(build_features).parameters.items() if k != "frame"}
+    assert asdict(schemas.FeaturesSection()) == features
+    for schema, cls in ((schemas.FraudDataConfig, FraudDataModule), (schemas.FraudModelConfig, FraudModule)):
+        params = signature(cls).parameters
+        simple = [f for f in fields(schema) if f.name in params and f.name not in ("columns", "simulator", "features", "split", "net")]
+        assert len(simple) >= 10 and {f.name: f.default for f in simple} == {f.name: params[f.name].default for f in simple}
 
 
 def _fit(tmp_path: Path, overrides: list[str] = ()):
     cfg = compose_config(DOMAIN, ["experiment=quick", f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path / 'cache'}", "~logger",
                            "callbacks.progress_bar=null", "callbacks.model_summary=null", "callbacks.early_stopping=null", *overrides])
     pl.seed_everything(0, verbose=False)
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg, network_class(cfg.model.net))
     dm.setup("fit")
-    model = instantiate(cfg.model, **dm.model_kwargs(), optimizer=cfg.optimizer, _recursive_=False)
+    model = build_model(cfg, dm)
     trainer = build_trainer(cfg, enable_progress_bar=False, accelerator="cpu")
     trainer.fit(model, dm)
     test = {k.removeprefix("test/"): v for k, v in trainer.test(model, dm, ckpt_path="best", verbose=False)[0].items()}
@@ -61,13 +86,16 @@ def test_quick_pipeline_baselines_report_checkpoint_predict(tmp_path) -> None:
     cfg, dm, model, trainer, test = _fit(tmp_path)
     baselines = DOMAIN.baselines(dm, cfg)
     assert set(baselines) == {"logistic_regression", "hist_gradient_boosting"}
-    assert set(test) == set(baselines["logistic_regression"]) == {"ap", "auc", "cp_at_100", "recall_at_1pct_fpr"}
+    assert set(test) == set(baselines["logistic_regression"].metrics) == {"ap", "auc", "cp_at_100", "recall_at_1pct_fpr"}
     fraud_rate = float(dm.datasets["test"].tensors["target"].mean())
     assert test["ap"] > 10 * fraud_rate and test["auc"] > 0.7
     # planted scenarios: the model beats at least one in-run baseline on the same test rows
-    assert test["ap"] > min(b["ap"] for b in baselines.values())
-    metrics = {"domain": "finance", "model_name": "mlp", "primary_metric": "ap", "mode": "max", "test": test, "baselines": baselines}
-    sections = DOMAIN.report(RunContext(tmp_path, cfg, dm, model, metrics, trainer))
+    assert test["ap"] > min(b.metrics["ap"] for b in baselines.values())
+    metrics = {"domain": "finance", "model_name": "mlp", "primary_metric": "ap", "mode": "max", "test": test,
+               "baselines": {name: b.metrics for name, b in baselines.items()}}
+    outputs = model.predict_loader(dm.test_dataloader())
+    ctx = RunContext(tmp_path, cfg, dm, model, metrics, trainer, predictions=dm.predict_frame(outputs, "test"), outputs=outputs, baselines=baselines)
+    sections = DOMAIN.report(ctx)
     assert len(sections) == 4 and all(Path(img).is_file() for s in sections for img in s.images)
 
     # weights-only checkpoint: threshold and preprocessing come back
@@ -100,6 +128,8 @@ def test_quick_pipeline_baselines_report_checkpoint_predict(tmp_path) -> None:
 def test_other_models_and_imbalance_options_run(tmp_path, overrides) -> None:
     _, dm, model, _, test = _fit(tmp_path, overrides)
     assert np.isfinite(test["ap"]) and test["auc"] > 0.5
+    # bin edges are fitted only for a network that reads them (the MLP), never paired by hand
+    assert (dm.fitted["bin_edges"] is not None) == model.network.uses_bin_edges
 
 
 def test_user_csv_through_config(tmp_path) -> None:
@@ -114,3 +144,21 @@ def test_user_csv_through_config(tmp_path) -> None:
     assert dm.fitted["vocab"] == {"channel": ["pos", "web"]} and test["auc"] > 0.6
     with pytest.raises(DataError, match=r"user\.csv: missing column\(s\) \['amount'\]"):
         _fit(tmp_path, ["data=csv", f"data.path={path}", *cols, "data.columns.amount=amount"])
+
+
+def test_train_and_predict_runs_hand_over_baselines_and_plots(tmp_path) -> None:
+    """The core runs: baselines fitted once and reported, the report drawn from the run's predictions, and the
+    predict run's figure beside its output file."""
+    common = [f"paths.data_dir={tmp_path / 'cache'}", "~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null",
+              "trainer.max_epochs=2", "runtime.torch_threads=1"]
+    run(compose_config(DOMAIN, ["task=train", "experiment=quick", f"paths.output_dir={tmp_path / 'train'}", *common]))
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert set(metrics["baselines"]) == {"logistic_regression", "hist_gradient_boosting"} and "failures" not in metrics
+    report = Path(metrics["report"]).read_text()
+    assert "ROC and precision-recall" in report and "chosen on the validation window" in report
+    assert (tmp_path / "train" / "plots" / "roc_pr.png").is_file()
+    output = tmp_path / "scores.csv"
+    run(compose_config(DOMAIN, ["task=predict", "experiment=quick", f"ckpt_path={metrics['checkpoint']}", f"output={output}",
+                                f"paths.output_dir={tmp_path / 'predict'}", *common]))
+    assert len(pd.read_csv(output)) == len(pd.read_csv(metrics["predictions"]))  # the built-in sample's test window
+    assert (tmp_path / "scores_plots" / "score_distributions.png").stat().st_size > 1000

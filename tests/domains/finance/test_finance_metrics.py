@@ -1,4 +1,4 @@
-"""Metrics and the alert-threshold policy."""
+"""Fraud metrics: Card Precision@k, recall at a false-positive rate, torchmetrics against scikit-learn."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sectorkit.core.errors import ConfigError
-from sectorkit.domains.finance.metrics import build_metrics, card_precision_at_k, choose_threshold, evaluate_scores, recall_at_fpr
+from sectorkit.domains.finance.metrics import build_metrics, card_precision_at_k, evaluate_scores, recall_at_fpr
 
 
 def test_card_precision_at_k_by_hand() -> None:
@@ -48,15 +47,3 @@ def test_torchmetrics_match_sklearn() -> None:
     for name, value in reference.items():
         assert ours[name] == pytest.approx(value, abs=1e-4), name
 
-
-def test_threshold_policies() -> None:
-    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
-    labels = np.array([0, 0, 1, 0, 1, 1])
-    # max F1: alerting on >= 0.3 gives P=3/4, R=1 -> F1 0.857 (best)
-    assert choose_threshold(scores, labels, "f1") == pytest.approx(0.3)
-    # a missed fraud costs 100, an alert 1: catch everything
-    assert choose_threshold(scores, labels, "cost", 100, 1) == pytest.approx(0.3)
-    # alerts far dearer than misses: no alert at all
-    assert choose_threshold(scores, labels, "cost", 1, 100) > 0.9
-    with pytest.raises(ConfigError, match="threshold_policy"):
-        choose_threshold(scores, labels, "accuracy")

@@ -8,18 +8,33 @@ import pytorch_lightning as pl
 import torch
 
 from sectorkit.core.errors import ConfigError
+from sectorkit.core.network import MemberEnsemble
 from sectorkit.domains.finance.losses import classification_loss, focal_loss
-from sectorkit.domains.finance.models import ARCHITECTURES
+from sectorkit.domains.finance.models.autoencoder import TabularAutoencoder
+from sectorkit.domains.finance.models.ft_transformer import FTTransformer
+from sectorkit.domains.finance.models.mlp import EmbeddingMLP
 from sectorkit.domains.finance.module import FraudModule
 
+NETWORKS = {cls.__name__: cls for cls in (EmbeddingMLP, FTTransformer, TabularAutoencoder)}
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def net(name: str, **kwargs) -> dict:
+    """A ``model.net`` config naming one of the finance networks."""
+    cls = NETWORKS[name]
+    return {"_target_": f"{cls.__module__}.{cls.__name__}", **kwargs}
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_network_shapes(name) -> None:
-    net = ARCHITECTURES[name](5, [4, 3])
+    net = NETWORKS[name](5, [4, 3])
     out = net(torch.randn(8, 5), torch.randint(0, 3, (8, 2)))
     assert out.shape == (8,)
-    assert ARCHITECTURES[name](5, [])(torch.randn(8, 5), torch.zeros(8, 0, dtype=torch.long)).shape == (8,)
+    assert NETWORKS[name](5, [])(torch.randn(8, 5), torch.zeros(8, 0, dtype=torch.long)).shape == (8,)
+
+
+def test_networks_declare_what_they_need() -> None:
+    assert EmbeddingMLP.supervised and FTTransformer.supervised and not TabularAutoencoder.supervised
+    assert EmbeddingMLP.uses_bin_edges and not FTTransformer.uses_bin_edges and not TabularAutoencoder.uses_bin_edges
 
 
 def test_focal_loss_down_weights_easy_examples() -> None:
@@ -35,6 +50,7 @@ def test_focal_loss_down_weights_easy_examples() -> None:
 
 
 def _module(**kw) -> FraudModule:
+    kw.setdefault("net", net("EmbeddingMLP"))
     return FraudModule(n_numeric=3, cardinalities=[5], feature_mean=[10.0, 0.0, 0.0], feature_std=[2.0, 1.0, 1.0], log_features=[False, False, False], **kw)
 
 
@@ -46,8 +62,12 @@ def test_forward_standardises_fills_nan_and_flags_alerts() -> None:
     assert out.shape == (2, 2)
     assert torch.allclose(out[0], out[1])  # NaN -> training mean
     assert ((out[:, 0] >= 0.5).float() == out[:, 1]).all()
-    with pytest.raises(ConfigError, match="model.architecture"):
-        _module(architecture="resnet")
+    with pytest.raises(ConfigError, match=r"model\.net\._target_='sectorkit\.domains\.finance\.models\.resnet\.ResNet': cannot import it"):
+        _module(net={"_target_": "sectorkit.domains.finance.models.resnet.ResNet"})
+    with pytest.raises(ConfigError, match=r"model\.net\._target_: Network is not a finance network"):
+        _module(net={"_target_": "sectorkit.core.network.Network"})
+    with pytest.raises(ConfigError, match=r"model\.net: cannot build EmbeddingMLP .*hiden"):
+        _module(net=net("EmbeddingMLP", hiden=[8]))
 
 
 def _planted(n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -59,8 +79,8 @@ def _planted(n: int, seed: int) -> dict[str, torch.Tensor]:
     return {"numeric": numeric, "categorical": cat, "target": target, "card": torch.arange(n), "day": torch.zeros(n, dtype=torch.long)}
 
 
-@pytest.mark.parametrize("kw", [dict(architecture="mlp"), dict(architecture="mlp", loss="focal"), dict(architecture="mlp", ensemble=3),
-                                dict(architecture="ft_transformer", net={"d_token": 16, "n_layers": 1})])
+@pytest.mark.parametrize("kw", [dict(net=net("EmbeddingMLP")), dict(net=net("EmbeddingMLP"), loss="focal"), dict(net=net("EmbeddingMLP"), ensemble=3),
+                                dict(net=net("FTTransformer", d_token=16, n_layers=1))])
 def test_supervised_models_learn_planted_interaction(kw) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -87,8 +107,8 @@ def test_supervised_models_learn_planted_interaction(kw) -> None:
 
 def test_ensemble_score_is_the_mean_of_member_probabilities() -> None:
     torch.manual_seed(0)
-    module = _module(ensemble=3, net={"hidden": [8]}).eval()
-    assert len(module.net.members) == 3
+    module = _module(ensemble=3, net=net("EmbeddingMLP", hidden=[8])).eval()
+    assert isinstance(module.net, MemberEnsemble) and len(module.net.members) == 3
     x, codes = torch.randn(6, 3), torch.randint(0, 5, (6, 1))
     with torch.no_grad():
         members = torch.stack([torch.sigmoid(m(module.standardise(x), codes)) for m in module.net.members])
@@ -103,7 +123,7 @@ def test_ensemble_score_is_the_mean_of_member_probabilities() -> None:
 
 def test_autoencoder_scores_anomalies_higher() -> None:
     torch.manual_seed(0)
-    module = _module(architecture="autoencoder", net={"hidden": [16], "latent": 2})
+    module = _module(net=net("TabularAutoencoder", hidden=[16], latent=2))
     g = torch.Generator().manual_seed(0)
     z = torch.randn(1000, 1, generator=g)
     numeric = torch.cat([10 + 2 * z, z, -z], dim=1) + 0.05 * torch.randn(1000, 3, generator=g)  # a 1-d manifold
@@ -121,28 +141,50 @@ def test_autoencoder_scores_anomalies_higher() -> None:
     assert (odd >= 0).all() and (odd <= 1).all()
 
 
+def _calibrated(**kw) -> FraudModule:
+    """A module whose threshold was chosen on hand-made validation scores."""
+    module = _module(**kw)
+    module.calibrate({"score": torch.tensor([0.1, 0.2, 0.3, 0.6, 0.7, 0.9]), "target": torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 1.0])})
+    return module
+
+
+def test_threshold_policies() -> None:
+    # max F1: alerting on >= 0.3 gives P=3/4, R=1 -> F1 0.857 (best)
+    assert float(_calibrated(threshold_policy="f1").threshold) == pytest.approx(0.3)
+    # a missed fraud costs 100, an alert 1: catch everything
+    assert float(_calibrated(threshold_policy="cost", cost_missed_fraud=100, cost_alert=1).threshold) == pytest.approx(0.3)
+    # alerts far dearer than misses: no alert at all
+    silent = _calibrated(threshold_policy="cost", cost_missed_fraud=1, cost_alert=100)
+    assert float(silent.threshold) > 0.9 and silent.threshold_rule == "lowest cost on validation (flag nothing)"
+    with pytest.raises(ConfigError, match="model.threshold_policy='accuracy'"):
+        _module(threshold_policy="accuracy")
+    # a validation window without fraud: the legitimate-score quantile at model.fpr, and the run says so
+    module = _module(fpr=0.25)
+    module.calibrate({"score": torch.linspace(0, 1, 101), "target": torch.zeros(101)})
+    assert float(module.threshold) == pytest.approx(0.75) and "no positives" in module.threshold_rule
+
+
 def test_threshold_is_saved_with_the_checkpoint(tmp_path) -> None:
-    module = _module()
-    module.set_threshold = module.set_threshold  # noqa: PLW0127 (log() needs a trainer: set the buffer directly)
-    module.threshold.fill_(0.37)
+    module = _calibrated(threshold_policy="f1")
     path = tmp_path / "m.ckpt"
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
     loaded = FraudModule.load_from_checkpoint(path, weights_only=True)
-    assert float(loaded.threshold) == pytest.approx(0.37)
+    assert float(loaded.threshold) == pytest.approx(0.3)
+    assert loaded.threshold_rule == module.threshold_rule == "best F1 on validation"
 
 
-@pytest.mark.parametrize("architecture,ensemble", [(name, 1) for name in sorted(ARCHITECTURES)] + [("mlp", 3)])
-def test_onnx_export_carries_preprocessing_and_threshold(tmp_path, architecture, ensemble) -> None:
+@pytest.mark.parametrize("name,ensemble", [(name, 1) for name in sorted(NETWORKS)] + [("EmbeddingMLP", 3)])
+def test_onnx_export_carries_preprocessing_and_threshold(tmp_path, name, ensemble) -> None:
     ort = pytest.importorskip("onnxruntime")
     module = FraudModule(n_numeric=3, cardinalities=[4], feature_mean=[1.0, 0.0, 0.0], feature_std=[2.0, 1.0, 1.0],
-                         log_features=[True, False, False], architecture=architecture, ensemble=ensemble).eval()
+                         log_features=[True, False, False], net=net(name), ensemble=ensemble).eval()
     module.threshold.fill_(0.4)
     numeric = torch.randn(16, 3) * 3
     numeric[0, 1] = float("nan")
     codes = torch.randint(0, 4, (16, 1))
-    path = tmp_path / f"{architecture}_{ensemble}.onnx"
+    path = tmp_path / f"{name}_{ensemble}.onnx"
     torch.onnx.export(module, (numeric, codes), str(path), input_names=["numeric", "categorical"], output_names=["score_alert"],
                       dynamic_axes={"numeric": {0: "batch"}, "categorical": {0: "batch"}}, dynamo=False)
     got = ort.InferenceSession(str(path)).run(None, {"numeric": numeric[:5].numpy(), "categorical": codes[:5].numpy()})[0]

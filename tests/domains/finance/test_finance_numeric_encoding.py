@@ -38,6 +38,9 @@ def test_encoding_values_by_hand() -> None:
     assert torch.allclose(enc(x), expected)
 
 
+MLP = "sectorkit.domains.finance.models.mlp.EmbeddingMLP"
+
+
 def _module(**kw) -> FraudModule:
     return FraudModule(n_numeric=2, cardinalities=[], feature_mean=[0.0, 0.0], feature_std=[1.0, 1.0], **kw)
 
@@ -52,7 +55,7 @@ def test_piecewise_mlp_learns_a_sharp_threshold_better() -> None:
     aps = {}
     for piecewise in (False, True):
         torch.manual_seed(0)
-        module = _module(net={"hidden": [16], "dropout": 0.0, "piecewise_linear": piecewise}, bin_edges=edges)
+        module = _module(net={"_target_": MLP, "hidden": [16], "dropout": 0.0, "piecewise_linear": piecewise}, bin_edges=edges)
         optim = torch.optim.AdamW(module.parameters(), lr=3e-3)
         for _ in range(10):
             for idx in torch.randperm(6000, generator=g).split(256):
@@ -69,11 +72,12 @@ def test_piecewise_mlp_learns_a_sharp_threshold_better() -> None:
 
 
 def test_piecewise_option_errors_and_checkpoint(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="data.numeric_bins"):
-        _module(net={"piecewise_linear": True})
-    with pytest.raises(ConfigError, match="architecture=mlp"):
-        _module(architecture="ft_transformer", net={"piecewise_linear": True}, bin_edges=[[0.0, 1.0], [0.0, 1.0]])
-    module = _module(net={"hidden": [8], "piecewise_linear": True}, bin_edges=[[-1.0, 0.0, 1.0], [0.0, 1.0]]).eval()
+    with pytest.raises(ConfigError, match=r"model\.net\.piecewise_linear=true needs bin edges: set data\.numeric_bins > 0"):
+        _module(net={"_target_": MLP, "piecewise_linear": True})
+    with pytest.raises(ConfigError, match=r"cannot build FTTransformer .*piecewise_linear"):  # only the MLP reads bin edges
+        _module(net={"_target_": "sectorkit.domains.finance.models.ft_transformer.FTTransformer", "piecewise_linear": True},
+                bin_edges=[[0.0, 1.0], [0.0, 1.0]])
+    module = _module(net={"_target_": MLP, "hidden": [8], "piecewise_linear": True}, bin_edges=[[-1.0, 0.0, 1.0], [0.0, 1.0]]).eval()
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
@@ -87,7 +91,7 @@ def test_piecewise_option_errors_and_checkpoint(tmp_path) -> None:
 def test_onnx_export_with_encoding(tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     module = FraudModule(n_numeric=2, cardinalities=[3], feature_mean=[0.0, 0.0], feature_std=[1.0, 1.0], ensemble=2,
-                         net={"hidden": [8], "piecewise_linear": True}, bin_edges=[[-1.0, 0.0, 1.0], [0.0, 1.0]]).eval()
+                         net={"_target_": MLP, "hidden": [8], "piecewise_linear": True}, bin_edges=[[-1.0, 0.0, 1.0], [0.0, 1.0]]).eval()
     x, codes = torch.randn(16, 2) * 2, torch.randint(0, 3, (16, 1))
     path = tmp_path / "piecewise.onnx"
     torch.onnx.export(module, (x, codes), str(path), input_names=["numeric", "categorical"], output_names=["score_alert"],

@@ -10,12 +10,14 @@ from omegaconf import OmegaConf
 
 from sectorkit.core.reporting import RunContext
 from sectorkit.domains.finance import DOMAIN, run_baselines
+from sectorkit.domains.finance import baselines as finance_baselines
 from sectorkit.domains.finance.data import FraudDataModule
 from sectorkit.domains.finance.module import FraudModule
 from sectorkit.domains.finance.sample import SimulatorConfig, load_sample
 
 TINY = dict(n_customers=400, n_terminals=800, n_days=50, n_compromised_terminals=1, n_compromised_customers=1)
-
+MLP = "sectorkit.domains.finance.models.mlp.EmbeddingMLP"
+BASELINES_CFG = OmegaConf.create({"baselines": {"names": ["logistic_regression", "hist_gradient_boosting"]}, "model": {"top_k": 20, "fpr": 0.01}})
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def trained(tmp_path_factory):
     dm = FraudDataModule(simulator=TINY, split=dict(train_days=14), features=dict(amount_ratios=True), cache_dir=str(cache), batch_size=256)
     dm.setup("fit")
     pl.seed_everything(0, verbose=False)
-    module = FraudModule(**dm.model_kwargs(), net={"hidden": [64, 32]}, top_k=20)
+    module = FraudModule(**dm.model_kwargs(), net={"_target_": MLP, "hidden": [64, 32]}, top_k=20)
     trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, dm)
     metrics = trainer.test(module, dm, verbose=False)[0]
@@ -33,21 +35,28 @@ def trained(tmp_path_factory):
 
 def test_model_and_baselines_share_metric_names_and_model_learns(trained) -> None:
     dm, module, _, metrics, _ = trained
-    cfg = OmegaConf.create({"baselines": {"names": ["logistic_regression", "hist_gradient_boosting"]}, "model": {"top_k": 20, "fpr": 0.01}})
-    baselines = run_baselines(dm, cfg)
+    baselines = run_baselines(dm, BASELINES_CFG)
     model = {k.removeprefix("test/"): v for k, v in metrics.items()}
     assert set(baselines) == {"logistic_regression", "hist_gradient_boosting"}
-    for values in baselines.values():
-        assert set(values) == set(model) == {"ap", "auc", "cp_at_20", "recall_at_1pct_fpr"}
+    for result in baselines.values():
+        assert set(result.metrics) == set(model) == {"ap", "auc", "cp_at_20", "recall_at_1pct_fpr"}
+        assert result.predictions.shape == (len(dm.datasets["test"]),)  # test-split scores, row-aligned with the model's
     fraud_rate = float(dm.datasets["test"].tensors["target"].mean())
     assert model["ap"] > 3 * fraud_rate  # far above chance on the planted scenarios
     assert model["auc"] > 0.75
     assert 0.0 < float(module.threshold) < 1.0  # chosen on validation, not the 0.5 default
 
 
-def test_report_sections(trained, tmp_path) -> None:
+def test_report_sections(trained, tmp_path, monkeypatch) -> None:
     dm, module, trainer, metrics, _ = trained
-    ctx = RunContext(run_dir=tmp_path, cfg=OmegaConf.create({}), datamodule=dm, module=module, metrics={"test": metrics}, trainer=trainer)
+    baselines = run_baselines(dm, BASELINES_CFG)
+    outputs = module.predict_loader(dm.test_dataloader())
+    ctx = RunContext(run_dir=tmp_path, cfg=OmegaConf.create({}), datamodule=dm, module=module, metrics={"test": metrics}, trainer=trainer,
+                     predictions=dm.predict_frame(outputs, "test"), outputs=outputs, baselines=baselines)
+    def refit(*args, **kwargs):
+        raise AssertionError("the report refitted a baseline")
+
+    monkeypatch.setattr(finance_baselines, "fit_predict_baselines", refit)  # the report draws the run's baselines
     sections = DOMAIN.report(ctx)
     titles = [s.title for s in sections]
     assert any("ROC" in t for t in titles) and any("Confusion" in t for t in titles) and any("Permutation" in t for t in titles)
@@ -56,6 +65,19 @@ def test_report_sections(trained, tmp_path) -> None:
             assert image.is_file() and image.stat().st_size > 1000
     importance = next(s for s in sections if "Permutation" in s.title).body
     assert "terminal_risk" in importance
+    confusion = next(s for s in sections if "Confusion" in s.title).body
+    assert module.threshold_rule in confusion and module.threshold_rule == "best F1 on validation"
+
+
+def test_report_after_predict_draws_into_the_plots_folder(trained, tmp_path) -> None:
+    dm, module, *_ = trained
+    outputs = module.predict_loader(dm.predict_dataloader())
+    table = dm.predict_frame(outputs, "predict")
+    plots = tmp_path / "scores_plots"
+    ctx = RunContext(tmp_path, OmegaConf.create({}), dm, module, {}, stage="predict", predictions=table, outputs=outputs, plots_dir=plots)
+    (section,) = DOMAIN.report(ctx)
+    assert section.images == [plots / "score_distributions.png"] and section.images[0].stat().st_size > 1000
+    assert f"{int(table['alert'].sum())} alerts" in section.body
 
 
 def test_predict_on_a_new_file_reuses_training_state(trained, tmp_path) -> None:
@@ -84,5 +106,5 @@ def test_balanced_sampler_and_auto_pos_weight(trained) -> None:
     share = float(torch.cat([b["target"] for b in balanced.train_dataloader()]).mean())
     assert 0.4 < share < 0.6  # vs a few % frauds in the training window
     assert float(dm.datasets["train"].tensors["target"].mean()) < 0.1
-    module = FraudModule(**balanced.model_kwargs(), pos_weight="auto")
+    module = FraudModule(**balanced.model_kwargs(), net={"_target_": MLP}, pos_weight="auto")
     assert module.pos_weight == pytest.approx(balanced.fitted["class_ratio"]) and module.pos_weight > 10

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hydra.utils import instantiate
 
+from sectorkit.core.config import compose_config, validate_overrides
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.finance import DOMAIN
 from sectorkit.domains.finance.data import FraudDataModule
 from sectorkit.domains.finance.readers import ColumnSpec, read_transactions
 from sectorkit.domains.finance.sample import SimulatorConfig, simulate
@@ -86,23 +89,25 @@ def test_non_binary_label(tmp_path) -> None:
         read_transactions(_write(_table().assign(fraud=2), tmp_path / "t.csv"), SPEC)
 
 
-def test_unknown_column_key_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"data\.columns\.amount_col"):
-        ColumnSpec.from_config({"amount_col": "x"})
+def test_unknown_column_key_or_bad_value_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.columns\.amount_col' \(did you mean 'data\.columns\.amount'"):
+        validate_overrides(DOMAIN, ["data=csv", "data.path=x.csv", "data.columns.amount_col=x"])
+    with pytest.raises(ConfigError, match=r"data\.columns\.time_unit='hours'"):
+        ColumnSpec(time_unit="hours")
 
 
 def test_training_window_without_fraud(tmp_path) -> None:
     table = _table()
     table.loc[table["when"] < pd.Timestamp("2024-01-10"), "fraud"] = 0
     path = _write(table, tmp_path / "t.csv")
-    dm = FraudDataModule(str(path), preset="custom", columns=SPEC.__dict__, split=dict(train_start="2024-01-05", train_days=3, delay_days=2, test_days=3, valid_days=3))
+    dm = FraudDataModule(str(path), columns=SPEC.__dict__, split=dict(train_start="2024-01-05", train_days=3, delay_days=2, test_days=3, valid_days=3))
     with pytest.raises(DataError, match=r"t\.csv: the training window \[4, 7\) days has no fraud"):
         dm.setup("fit")
 
 
 def test_empty_window_names_the_split_keys(tmp_path) -> None:
     path = _write(_table(), tmp_path / "t.csv")
-    dm = FraudDataModule(str(path), preset="custom", columns=SPEC.__dict__, split=dict(train_start=40))
+    dm = FraudDataModule(str(path), columns=SPEC.__dict__, split=dict(train_start=40))
     with pytest.raises(DataError, match=r"the valid window \[33, 40\) days has no transactions.*data\.split\.train_start"):
         dm.setup("fit")
 
@@ -116,12 +121,14 @@ def test_kaggle_preset_and_unseen_categories(tmp_path) -> None:
     table["Amount"] = rng.gamma(2, 40, n).round(2)
     table["Class"] = (rng.random(n) < 0.05).astype(int)
     path = _write(table, tmp_path / "creditcard.csv")
-    dm = FraudDataModule(str(path), preset="kaggle_creditcard", split=dict(train_start=0.25, train_days=0.75, delay_days=0.25, test_days=0.75, valid_days=0.25), features=dict(calendar=False))
+    split = ["data.split.train_start=0.25", "data.split.train_days=0.75", "data.split.delay_days=0.25", "data.split.test_days=0.75", "data.split.valid_days=0.25"]
+    cfg = compose_config(DOMAIN, ["data=kaggle_creditcard", f"data.path={path}", f"paths.data_dir={tmp_path}", f"paths.output_dir={tmp_path}", *split])
+    dm = instantiate(cfg.data)
     dm.setup("fit")
     assert dm.fitted["numeric"] == ["amount", *[f"V{i}" for i in range(1, 29)]]
     assert dm.model_kwargs()["with_cards"] is False
     # unseen category at predict time -> code 0
-    custom = FraudDataModule("x.csv", preset="custom", columns=SPEC.__dict__)
+    custom = FraudDataModule("x.csv", columns=SPEC.__dict__)
     custom.fit_preprocessing(read_transactions(_write(_table(), tmp_path / "u.csv"), SPEC).assign(**{f: 0.0 for f in []}).pipe(lambda f: f))
     codes = custom.encode(read_transactions(tmp_path / "u.csv", SPEC).assign(mcc="zzz"))["categorical"]
     assert (codes == 0).all()

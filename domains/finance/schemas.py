@@ -1,0 +1,126 @@
+"""Typed configs of the finance data and model groups, stored in Hydra's ConfigStore.
+
+Each YAML of ``conf/data`` and ``conf/model`` lists its schema first in ``defaults``, so a misspelt key or a
+wrongly typed value fails when the config is composed, naming the key. Defaults are those of the Python
+classes they configure; the YAML presets set the chosen values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class SimulatorSection:
+    """The built-in transaction simulator (``sample.SimulatorConfig``; the handbook's design)."""
+
+    n_customers: int = 5_000
+    n_terminals: int = 10_000
+    n_days: int = 183
+    start_date: str = "2018-04-01"
+    radius: float = 5.0
+    grid_size: float = 100.0
+    amount_threshold: float = 220.0
+    n_compromised_terminals: int = 2
+    terminal_days: int = 28
+    n_compromised_customers: int = 3
+    customer_days: int = 14
+    customer_fraud_share: float = 1 / 3
+    customer_amount_factor: float = 5.0
+    seed: int = 0
+
+
+@dataclass
+class ColumnsSection:
+    """Which columns of a user's file (``data.path``) hold what (``readers.ColumnSpec``); null: no such column."""
+
+    time: str = "TX_DATETIME"
+    amount: str = "TX_AMOUNT"
+    label: Optional[str] = "TX_FRAUD"
+    card: Optional[str] = "CUSTOMER_ID"
+    terminal: Optional[str] = "TERMINAL_ID"
+    id: Optional[str] = None
+    numeric: List[str] = field(default_factory=list)
+    categorical: List[str] = field(default_factory=list)
+    time_unit: str = "auto"
+    time_origin: str = "2018-04-01"
+
+
+@dataclass
+class FeaturesSection:
+    """The engineered features (arguments of ``features.build_features``); windows and delays in days."""
+
+    windows: List[float] = field(default_factory=lambda: [1.0, 7.0, 30.0])
+    delay_days: float = 7.0
+    card_features: bool = True
+    terminal_features: bool = True
+    calendar: bool = True
+    amount_ratios: bool = False
+    card_history: bool = False
+    card_history_lag_days: float = 14.0
+    card_history_days: float = 90.0
+    terminal_recency: bool = False
+    terminal_recency_days: float = 30.0
+
+
+@dataclass
+class SplitSection:
+    """The time windows, in days; ``train_start``: a date, a number of days or null (test ends at the data end)."""
+
+    train_start: Any = None
+    train_days: float = 7.0
+    delay_days: float = 7.0
+    test_days: float = 7.0
+    valid_days: float = 7.0
+    drop_known_frauds: bool = True
+
+
+@dataclass
+class FraudDataConfig:
+    """``FraudDataModule``'s arguments."""
+
+    _target_: str = "sectorkit.domains.finance.data.FraudDataModule"
+    path: Optional[str] = None
+    columns: ColumnsSection = field(default_factory=ColumnsSection)
+    simulator: SimulatorSection = field(default_factory=SimulatorSection)
+    features: FeaturesSection = field(default_factory=FeaturesSection)
+    split: SplitSection = field(default_factory=SplitSection)
+    numeric_bins: int = 8
+    sampler: str = "none"
+    batch_size: int = 512
+    eval_batch_size: Optional[int] = 4096
+    num_workers: int = 0
+    pin_memory: Optional[bool] = None
+    persistent_workers: bool = True
+    seed: int = 0
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class FraudModelConfig:
+    """``FraudModule``'s arguments: the network node and the module's loss, threshold and metric options."""
+
+    _target_: str = "sectorkit.domains.finance.module.FraudModule"
+    net: Dict[str, Any] = field(default_factory=dict)
+    ensemble: int = 1
+    loss: str = "bce"
+    pos_weight: Any = None  # null, a number, or auto (the legit/fraud ratio of the training window)
+    focal_gamma: float = 2.0
+    focal_alpha: Optional[float] = 0.25
+    threshold_policy: str = "f1"
+    cost_missed_fraud: float = 100.0
+    cost_alert: float = 1.0
+    top_k: int = 100
+    fpr: float = 0.01
+    compile: bool = False
+    channels_last: bool = False
+
+
+def register() -> None:
+    """Store the schemas under the names the YAML files' defaults lists use."""
+    store = ConfigStore.instance()
+    store.store(group="data", name="_schema_finance", node=FraudDataConfig)
+    store.store(group="model", name="_schema_finance", node=FraudModelConfig)
