@@ -186,7 +186,8 @@ def _overhead(cfg: DictConfig, dm: Any, steps: int, repeats: int) -> dict[str, A
 
 
 def _model_name(cfg: DictConfig) -> str:
-    name = f"{cfg.model.architecture} hidden {'x'.join(str(h) for h in cfg.model.net.hidden)}"
+    network = str(cfg.model.net._target_).rsplit(".", 1)[-1]
+    name = f"{network} hidden {'x'.join(str(h) for h in cfg.model.net.hidden)}"
     if cfg.model.net.get("piecewise_linear"):
         name += " + piecewise-linear inputs"
     ensemble = int(cfg.model.get("ensemble", 1))

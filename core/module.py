@@ -102,6 +102,11 @@ class SectorModule(pl.LightningModule):
         """What :meth:`calibrate` needs from one validation batch (default: None, nothing is calibrated)."""
         return None
 
+    def decisions(self) -> dict[str, Any]:
+        """What the model chose on the validation split (thresholds and the rules behind them), written to
+        metrics.json and shown at the end of a run. Default: nothing."""
+        return {}
+
     def calibrate(self, outputs: dict[str, torch.Tensor]) -> None:
         """Fit what is chosen on the validation split from the outputs of every validation batch, concatenated
         (on the CPU). Called at the end of each validation epoch, before its metrics are logged; not during

@@ -171,6 +171,8 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
         **extra,
         "run_dir": str(folder),
     }
+    if model.decisions():
+        metrics["decisions"] = model.decisions()
     atomic_write_json(folder / "metrics.json", metrics)  # the model's results first: nothing later can cost them
     outputs, table = collect_predictions(model, datamodule, "test")
     if cfg.get("write_predictions", True):
@@ -196,6 +198,8 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
     console = Console()
     console.print(verdict_table(metrics))
     console.print(f"[bold]{verdict.text}[/bold]")
+    for name, value in metrics.get("decisions", {}).items():
+        console.print(f"{name}: {value}", soft_wrap=True)
     for step, error in metrics.get("failures", {}).items():
         console.print(f"[red]{step} failed[/red]: {error} (recorded in metrics.json and report.md)", soft_wrap=True)
     console.print(f"metrics: {folder / 'metrics.json'} | report: {metrics['report']}", soft_wrap=True)

@@ -20,10 +20,21 @@ RULES = ("f1", "cost", "fpr")
 
 @dataclass(frozen=True)
 class Threshold:
-    """A threshold (flag when ``score >= value``) and the rule that chose it, in words."""
+    """A threshold (flag when ``score >= value``) and the rule that chose it, in words.
+
+    ``value`` is representable in float32 and never below the chosen value, so a float32 threshold buffer
+    flags exactly the (float32) scores the rule flags: plain rounding could flag the top score under a
+    "flag nothing" threshold.
+    """
 
     value: float
     rule: str
+
+    def __post_init__(self) -> None:
+        rounded = np.float32(self.value)
+        if float(rounded) < self.value:
+            rounded = np.nextafter(rounded, np.float32(np.inf))
+        object.__setattr__(self, "value", float(rounded))
 
 
 def choose_threshold(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torchmetrics import MetricCollection
 
@@ -23,13 +22,6 @@ from sectorkit.domains.finance.metrics import build_metrics
 from sectorkit.domains.finance.models.base import fraud_network
 
 Batch = dict[str, torch.Tensor]
-
-
-def float32_at_least(value: float) -> float:
-    """The smallest float32 >= ``value``: the float32 threshold buffer then flags exactly the (float32) scores that
-    ``value`` flags (plain rounding could flag the top score under a "flag nothing" threshold)."""
-    rounded = np.float32(value)
-    return float(np.nextafter(rounded, np.float32(np.inf)) if float(rounded) < value else rounded)
 
 
 class FraudModule(SectorModule):
@@ -149,10 +141,13 @@ class FraudModule(SectorModule):
         hp = self.hparams
         chosen = choose_threshold(outputs["score"].numpy(), outputs["target"].numpy(), rule=hp.threshold_policy, fpr=hp.fpr,
                                   cost_missed=hp.cost_missed_fraud, cost_alert=hp.cost_alert, key="model.threshold_policy")
-        value = float32_at_least(chosen.value)
+        value = chosen.value
         self.threshold.fill_(value)
         self.threshold_rule = chosen.rule
         self.log("val/threshold", value)
+
+    def decisions(self) -> dict[str, Any]:
+        return {"alert_threshold": float(self.threshold), "threshold_rule": self.threshold_rule}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

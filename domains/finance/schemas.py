@@ -12,17 +12,19 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from sectorkit.core.schema import bounded
+
 
 @dataclass
 class SimulatorSection:
     """The built-in transaction simulator (``sample.SimulatorConfig``; the handbook's design)."""
 
-    n_customers: int = 5_000
-    n_terminals: int = 10_000
-    n_days: int = 183
+    n_customers: int = bounded(5_000, 1)
+    n_terminals: int = bounded(10_000, 1)
+    n_days: int = bounded(183, 1)
     start_date: str = "2018-04-01"
-    radius: float = 5.0
-    grid_size: float = 100.0
+    radius: float = bounded(5.0, 0.0, low_open=True)
+    grid_size: float = bounded(100.0, 0.0, low_open=True)
     amount_threshold: float = 220.0
     n_compromised_terminals: int = 2
     terminal_days: int = 28
@@ -54,14 +56,14 @@ class FeaturesSection:
     """The engineered features (arguments of ``features.build_features``); windows and delays in days."""
 
     windows: List[float] = field(default_factory=lambda: [1.0, 7.0, 30.0])
-    delay_days: float = 7.0
+    delay_days: float = bounded(7.0, 0.0)
     card_features: bool = True
     terminal_features: bool = True
     calendar: bool = True
     amount_ratios: bool = False
     card_history: bool = False
     card_history_lag_days: float = 14.0
-    card_history_days: float = 90.0
+    card_history_days: float = bounded(90.0, 0.0, low_open=True)
     terminal_recency: bool = False
     terminal_recency_days: float = 30.0
 
@@ -71,10 +73,10 @@ class SplitSection:
     """The time windows, in days; ``train_start``: a date, a number of days or null (test ends at the data end)."""
 
     train_start: Any = None
-    train_days: float = 7.0
-    delay_days: float = 7.0
-    test_days: float = 7.0
-    valid_days: float = 7.0
+    train_days: float = bounded(7.0, 0.0, low_open=True)
+    delay_days: float = bounded(7.0, 0.0)
+    test_days: float = bounded(7.0, 0.0, low_open=True)
+    valid_days: float = bounded(7.0, 0.0, low_open=True)
     drop_known_frauds: bool = True
 
 
@@ -88,11 +90,11 @@ class FraudDataConfig:
     simulator: SimulatorSection = field(default_factory=SimulatorSection)
     features: FeaturesSection = field(default_factory=FeaturesSection)
     split: SplitSection = field(default_factory=SplitSection)
-    numeric_bins: int = 8
+    numeric_bins: int = bounded(8, 0)
     sampler: str = "none"
-    batch_size: int = 512
-    eval_batch_size: Optional[int] = 4096
-    num_workers: int = 0
+    batch_size: int = bounded(512, 1)
+    eval_batch_size: Optional[int] = bounded(4096, 1)
+    num_workers: int = bounded(0, 0)
     pin_memory: Optional[bool] = None
     persistent_workers: bool = True
     seed: int = 0
@@ -105,16 +107,16 @@ class FraudModelConfig:
 
     _target_: str = "sectorkit.domains.finance.module.FraudModule"
     net: Dict[str, Any] = field(default_factory=dict)
-    ensemble: int = 1
+    ensemble: int = bounded(1, 1)
     loss: str = "bce"
     pos_weight: Any = None  # null, a number, or auto (the legit/fraud ratio of the training window)
-    focal_gamma: float = 2.0
+    focal_gamma: float = bounded(2.0, 0.0)
     focal_alpha: Optional[float] = 0.25
     threshold_policy: str = "f1"
-    cost_missed_fraud: float = 100.0
-    cost_alert: float = 1.0
-    top_k: int = 100
-    fpr: float = 0.01
+    cost_missed_fraud: float = bounded(100.0, 0.0)
+    cost_alert: float = bounded(1.0, 0.0)
+    top_k: int = bounded(100, 1)
+    fpr: float = bounded(0.01, 0.0, 1.0, low_open=True)
     compile: bool = False
     channels_last: bool = False
 

@@ -150,6 +150,10 @@ class AnomalyDetector(SectorModule):
         device = self.image_threshold.device
         self.val_metrics.update(self.decide(outputs["score"].to(device), outputs["map"].to(device)), target.to(device), mask.to(device))
 
+    def decisions(self) -> dict[str, Any]:
+        return {"image_threshold": float(self.image_threshold), "image_threshold_rule": self.threshold_rules["image"],
+                "pixel_threshold": float(self.pixel_threshold), "pixel_threshold_rule": self.threshold_rules["pixel"]}
+
     # --- checkpoints: the rule texts travel with the thresholds --------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -70,11 +70,11 @@ def test_member_ensemble_stacks_independent_members() -> None:
 
 
 def test_thresholds_f1_cost_and_the_normal_only_fallback() -> None:
-    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 0.35])
+    scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 0.35], dtype=np.float32)
     labels = np.array([0, 0, 0, 1, 1, 0])
     best = choose_threshold(scores, labels, "f1")
-    assert best.value == 0.8 and best.rule == "best F1 on validation"
-    assert choose_threshold(scores, labels, "cost", cost_missed=100, cost_alert=1).value == 0.8
+    assert best.value == float(np.float32(0.8)) and best.rule == "best F1 on validation"
+    assert choose_threshold(scores, labels, "cost", cost_missed=100, cost_alert=1).value == best.value
     nothing = choose_threshold(scores, labels, "cost", cost_missed=0.1, cost_alert=10)
     assert nothing.value > scores.max() and "flag nothing" in nothing.rule
     normal = np.linspace(0, 1, 1001)
@@ -146,3 +146,11 @@ def test_a_failing_baseline_is_recorded_and_the_run_goes_on() -> None:
     results, failures = fit_baselines(Domain("x", "", "sectorkit", baselines=working), None, cfg)
     assert results["mean"].metrics == {"ap": 0.5} and failures == {}
     assert fit_baselines(Domain("x", "", "sectorkit", baselines=working), None, OmegaConf.create({"with_baselines": False})) == ({}, {})
+
+
+def test_a_threshold_stored_in_float32_flags_exactly_what_the_rule_flags() -> None:
+    scores = np.array([0.1, 0.30000001192092896, 0.7], dtype=np.float32)
+    nothing = choose_threshold(scores, np.array([0, 1, 0]), "cost", cost_missed=0.1, cost_alert=10)
+    buffer = torch.tensor(nothing.value, dtype=torch.float32)
+    assert not (torch.from_numpy(scores) >= buffer).any()  # "flag nothing" stays nothing in float32
+    assert choose_threshold(scores, np.array([0, 1, 1]), "f1").value == float(np.float32(0.30000001192092896))
