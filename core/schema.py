@@ -2,8 +2,8 @@
 
 A typo or a wrongly typed value under ``trainer``, ``runtime`` or ``optimizer`` fails when the config is
 composed, naming the key, instead of minutes into a run. A field may declare its valid range with
-:func:`bounded`; :func:`check_ranges` checks every such field of a composed config (domains use it in their
-own schemas too).
+:func:`bounded` or its valid values with :func:`one_of`; :func:`check_ranges` checks every such field of a
+composed config before anything is built (domains use both in their own schemas).
 """
 
 from __future__ import annotations
@@ -24,20 +24,34 @@ def bounded(default: Any, low: float | None = None, high: float | None = None, l
     return field(default=default, metadata={"range": (low, high, low_open)})
 
 
+def one_of(default: str | None, *choices: str) -> Any:
+    """A dataclass field whose value must be one of ``choices`` (None passes when the field is Optional)."""
+    return field(default=default, metadata={"choices": choices})
+
+
 def check_ranges(cfg: DictConfig, prefix: str = "") -> None:
-    """Raise a one-line ConfigError for the first value outside the range its schema field declares."""
+    """Raise a one-line ConfigError for the first value outside the range or the choices its schema field declares."""
     schema = OmegaConf.get_type(cfg)
-    bounds = {f.name: f.metadata["range"] for f in dataclasses.fields(schema) if "range" in f.metadata} if dataclasses.is_dataclass(schema) else {}
-    for key, node in cfg.items_ex(resolve=False):
+    declared = {f.name: f.metadata for f in dataclasses.fields(schema) if f.metadata} if dataclasses.is_dataclass(schema) else {}
+    for key in cfg.keys():
         path = f"{prefix}{key}"
+        if path == "hydra" or OmegaConf.is_missing(cfg, key):
+            continue
+        node = cfg._get_node(key)
         if isinstance(node, DictConfig):
             check_ranges(node, f"{path}.")
             continue
-        if key not in bounds:
+        if key not in declared:
             continue
-        value = cfg[key]  # resolved here: only bounded keys are, so run-time interpolations elsewhere stay untouched
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            low, high, low_open = bounds[key]
+        value = cfg[key]  # resolved here: only declared keys are, so run-time interpolations elsewhere stay untouched
+        choices = declared[key].get("choices")
+        if choices is not None:
+            if value is not None and value not in choices:
+                raise ConfigError(f"{path}={value!r}: expected one of {', '.join(choices)}")
+            continue
+        bounds = declared[key].get("range")
+        if bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high, low_open = bounds
             below = low is not None and (value <= low if low_open else value < low)
             if below or (high is not None and value > high) or (isinstance(value, float) and math.isnan(value)):
                 lower = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
