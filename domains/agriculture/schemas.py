@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sectorkit.core.schema import bounded
+from sectorkit.core.schema import bounded, one_of
 
 
 @dataclass
@@ -48,7 +48,7 @@ class WeatherDataConfig:
     horizon: int = bounded(7, 1)
     quantiles: List[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
     split: List[float] = field(default_factory=lambda: [0.6, 0.15])
-    fill_gaps: Optional[str] = None
+    fill_gaps: Optional[str] = one_of(None, "interpolate")
     max_gap: int = bounded(3, 0)
     units_column: str = "units"
     expected_units: Optional[str] = "degC"
@@ -106,7 +106,7 @@ class ForecasterConfig:
     calibrate: bool = True
     local_lags: int = bounded(14, 0)
     local_covariates: List[str] = field(default_factory=list)
-    reference: str = "none"
+    reference: str = one_of("none", "none", "ridge_ar")
     ridge_combination: float = bounded(0.0, 0.0, 1.0)
     series_embedding: int = bounded(0, 0)
     ensemble: int = bounded(1, 1)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, WeightedRandomSampler
 
 from sectorkit.core.datamodule import SectorDataModule
-from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.errors import DataError
 from sectorkit.core.network import Network
 from sectorkit.domains.finance.features import build_features
 from sectorkit.domains.finance.models.base import fraud_network
@@ -72,8 +72,6 @@ class FraudDataModule(SectorDataModule):
         network: type[Network] | None = None,
     ) -> None:
         super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir, network)
-        if sampler not in ("none", "balanced"):
-            raise ConfigError(f"data.sampler={sampler!r}: expected 'none' or 'balanced'")
         # without ``columns`` a file is read with the simulator's layout
         self.spec = ColumnSpec(**dict(columns)) if self.path is not None and columns is not None else sample_spec()
         self.simulator = SimulatorConfig(**dict(simulator or {}))

@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from torchmetrics import MetricCollection
 
-from sectorkit.core.errors import ConfigError
 from sectorkit.core.module import SectorModule, plain_container
 from sectorkit.core.network import MemberEnsemble, build_network, network_class
-from sectorkit.core.thresholds import RULES, choose_threshold
+from sectorkit.core.thresholds import choose_threshold
 from sectorkit.domains.finance.losses import classification_loss
 from sectorkit.domains.finance.metrics import build_metrics
 from sectorkit.domains.finance.models.base import fraud_network
@@ -54,8 +53,6 @@ class FraudModule(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
-        if threshold_policy not in RULES:
-            raise ConfigError(f"model.threshold_policy={threshold_policy!r}: expected one of {', '.join(RULES)}")
         self.top_k, self.fpr, self.with_cards = top_k, fpr, with_cards
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
         net, optimizer, scheduler, cardinalities = (plain_container(v) for v in (net, optimizer, scheduler, cardinalities))

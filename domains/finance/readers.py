@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.errors import DataError
 from sectorkit.core.io import read_table
 
 SECONDS_PER_DAY = 86_400.0
@@ -38,8 +38,6 @@ class ColumnSpec:
 
     def __post_init__(self) -> None:
         self.numeric, self.categorical = list(self.numeric), list(self.categorical)
-        if self.time_unit not in ("auto", "datetime", "seconds"):
-            raise ConfigError(f"data.columns.time_unit={self.time_unit!r}: expected auto, datetime or seconds")
 
     def required(self, with_label: bool) -> list[str]:
         """The columns the file must contain."""

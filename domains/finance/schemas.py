@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sectorkit.core.schema import bounded
+from sectorkit.core.schema import bounded, one_of
 
 
 @dataclass
@@ -47,7 +47,7 @@ class ColumnsSection:
     id: Optional[str] = None
     numeric: List[str] = field(default_factory=list)
     categorical: List[str] = field(default_factory=list)
-    time_unit: str = "auto"
+    time_unit: str = one_of("auto", "auto", "datetime", "seconds")
     time_origin: str = "2018-04-01"
 
 
@@ -91,7 +91,7 @@ class FraudDataConfig:
     features: FeaturesSection = field(default_factory=FeaturesSection)
     split: SplitSection = field(default_factory=SplitSection)
     numeric_bins: int = bounded(8, 0)
-    sampler: str = "none"
+    sampler: str = one_of("none", "none", "balanced")
     batch_size: int = bounded(512, 1)
     eval_batch_size: Optional[int] = bounded(4096, 1)
     num_workers: int = bounded(0, 0)
@@ -108,11 +108,11 @@ class FraudModelConfig:
     _target_: str = "sectorkit.domains.finance.module.FraudModule"
     net: Dict[str, Any] = field(default_factory=dict)
     ensemble: int = bounded(1, 1)
-    loss: str = "bce"
+    loss: str = one_of("bce", "bce", "focal")
     pos_weight: Any = None  # null, a number, or auto (the legit/fraud ratio of the training window)
     focal_gamma: float = bounded(2.0, 0.0)
     focal_alpha: Optional[float] = 0.25
-    threshold_policy: str = "f1"
+    threshold_policy: str = one_of("f1", "f1", "cost", "fpr")
     cost_missed_fraud: float = bounded(100.0, 0.0)
     cost_alert: float = bounded(1.0, 0.0)
     top_k: int = bounded(100, 1)

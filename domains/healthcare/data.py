@@ -68,12 +68,6 @@ class HealthcareDataModule(SectorDataModule):
     ) -> None:
         super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir,
                          anomaly_network(network) if network is not None else None)
-        if cache not in ("memory", "disk", "none"):
-            raise ConfigError(f"data.cache={cache!r}; expected memory, disk or none")
-        if nan_policy not in ("error", "zero"):
-            raise ConfigError(f"data.nan_policy={nan_policy!r}; expected error or zero")
-        if spatial_dims not in (2, 3):
-            raise ConfigError(f"data.spatial_dims={spatial_dims}; expected 2 or 3")
         if cache == "disk" and cache_dir is None:
             raise ConfigError("data.cache=disk needs data.cache_dir (the PersistentDataset folder)")
         self.layout, self.normal_label = layout, normal_label

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torchmetrics import MetricCollection
 
-from sectorkit.core.errors import ConfigError
 from sectorkit.core.module import SectorModule, plain_container
 from sectorkit.core.network import build_network, network_class
 from sectorkit.core.thresholds import choose_threshold
@@ -24,7 +23,6 @@ from sectorkit.domains.healthcare.models.common import image_score
 
 Batch = dict[str, torch.Tensor]
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-THRESHOLD_RULES = ("f1", "fpr")
 MAX_CALIBRATION_PIXELS = 500_000  # pixel thresholds are chosen on an evenly strided subset beyond this many pixels
 
 
@@ -53,8 +51,6 @@ class AnomalyDetector(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
-        if threshold not in THRESHOLD_RULES:
-            raise ConfigError(f"model.threshold={threshold!r}; expected one of {', '.join(THRESHOLD_RULES)}")
         # plain containers only: checkpoints are read back with torch.load(weights_only=True)
         net, optimizer, scheduler = (plain_container(v) for v in (net, optimizer, scheduler))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)

@@ -2,8 +2,8 @@
 
 Every data and model YAML lists ``_schema_healthcare`` first in its defaults, so a misspelt key
 (``data.batch_sise=3``) or a wrongly typed value (``data.batch_size=abc``) fails when the config is composed,
-naming the key; a number outside its range (``bounded``) fails before a run starts. The allowed words of
-``data.layout``, ``data.cache``, ``data.nan_policy`` and ``model.threshold`` are checked by the constructors.
+naming the key; a number outside its range (``bounded``) or a word outside its choices (``one_of``) fails before
+a run starts.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from sectorkit.core.schema import bounded
+from sectorkit.core.schema import bounded, one_of
 
 SCHEMA_NAME = "_schema_healthcare"
 
@@ -35,15 +35,15 @@ class HealthcareDataConfig:
 
     _target_: str = "sectorkit.domains.healthcare.data.HealthcareDataModule"
     path: Optional[str] = None
-    layout: str = "auto"  # auto | folder | medmnist | manifest
+    layout: str = one_of("auto", "auto", "folder", "medmnist", "manifest")
     normal_label: int = 0
     image_size: int = bounded(64, 8)
     spatial_dims: int = bounded(2, 2, 3)
     channels: int = bounded(1, 1)
-    cache: str = "memory"  # memory | disk | none
+    cache: str = one_of("memory", "memory", "disk", "none")
     cache_dir: Optional[str] = None
     augment: bool = False
-    nan_policy: str = "error"  # error | zero
+    nan_policy: str = one_of("error", "error", "zero")
     sample: SampleConfig = field(default_factory=SampleConfig)
     batch_size: int = bounded(32, 1)
     eval_batch_size: Optional[int] = bounded(None, 1)
@@ -59,7 +59,7 @@ class AnomalyDetectorConfig:
 
     _target_: str = "sectorkit.domains.healthcare.module.AnomalyDetector"
     net: Dict[str, Any] = MISSING  # _target_: sectorkit.domains.healthcare.models.<file>.<Class> + its arguments
-    threshold: str = "f1"  # f1 | fpr
+    threshold: str = one_of("f1", "f1", "fpr")
     fpr: float = bounded(0.05, 0.0, 1.0, low_open=True)  # the normal-image false-positive rate of the fpr rule (and the fallback)
     top_fraction: float = bounded(0.01, 0.0, 1.0, low_open=True)  # image score = mean of this top share of the map
     compile: bool = False

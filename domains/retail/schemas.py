@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sectorkit.core.schema import bounded
+from sectorkit.core.schema import bounded, one_of
 
 
 @dataclass
@@ -35,9 +35,9 @@ class SampleConfig:
 class SplitConfig:
     """How interactions are split: ``method`` ratio | leave_one_out | temporal; ``order`` random | temporal (ratio)."""
 
-    method: str = "ratio"
+    method: str = one_of("ratio", "ratio", "leave_one_out", "temporal")
     ratios: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    order: str = "random"
+    order: str = one_of("random", "random", "temporal")
 
 
 @dataclass
@@ -46,15 +46,15 @@ class RetailDataConfig:
 
     _target_: str = "sectorkit.domains.retail.data.RetailDataModule"
     path: Optional[str] = None
-    format: str = "auto"
+    format: str = one_of("auto", "auto", "udata", "movielens_csv", "inter", "csv", "parquet")
     user_column: str = "user_id"
     item_column: str = "item_id"
     rating_column: Optional[str] = "rating"
     timestamp_column: Optional[str] = "timestamp"
     separator: Optional[str] = None
     rating_threshold: Optional[float] = None
-    duplicates: str = "last"
-    missing_timestamps: str = "auto"
+    duplicates: str = one_of("last", "last", "first", "keep", "error")
+    missing_timestamps: str = one_of("auto", "auto", "error", "row_order", "drop")
     min_user_interactions: int = bounded(0, 0)
     min_item_interactions: int = bounded(0, 0)
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -4,6 +4,8 @@ export parity, checkpoint refusal, thread defaults."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from sectorkit.core.io import atomic_write_json, atomic_write_table, atomic_writ
 from sectorkit.core.module import plain_container
 from sectorkit.core.registry import lazy
 from sectorkit.core.runtime import default_torch_threads
+from sectorkit.core.schema import bounded, check_ranges, one_of
 from sectorkit.core.trainer import resolve_precision
 
 
@@ -160,3 +163,30 @@ def test_device_settings_beyond_the_machine_are_refused_before_anything_runs(mon
         check_devices(OmegaConf.create({"accelerator": "cpu", "devices": 99}))
     check_devices(OmegaConf.create({"accelerator": "cpu", "devices": 2}))
     check_devices(OmegaConf.create({"accelerator": "auto", "devices": "auto"}))
+
+
+@dataclass
+class SplitSchema:
+    order: str = one_of("random", "random", "temporal")
+
+
+@dataclass
+class DataSchema:
+    batch_size: int = bounded(32, 1)
+    share: float = bounded(0.5, 0.0, 1.0, low_open=True)
+    fill: Optional[str] = one_of(None, "interpolate")
+    split: SplitSchema = field(default_factory=SplitSchema)
+
+
+def test_schema_ranges_and_choices_are_checked_with_the_key() -> None:
+    def cfg(**values):
+        return OmegaConf.merge(OmegaConf.create({"data": OmegaConf.structured(DataSchema)}), {"data": values})
+
+    check_ranges(cfg(batch_size=1, share=1.0, fill=None))
+    check_ranges(cfg(fill="interpolate", split={"order": "temporal"}))
+    for values, message in [({"batch_size": 0}, r"data\.batch_size=0: expected a value >= 1"),
+                            ({"share": 0.0}, r"data\.share=0\.0: expected a value > 0 and <= 1"),
+                            ({"fill": "linear"}, r"data\.fill='linear': expected one of interpolate"),
+                            ({"split": {"order": "time"}}, r"data\.split\.order='time': expected one of random, temporal")]:
+        with pytest.raises(ConfigError, match=message):
+            check_ranges(cfg(**values))

@@ -75,10 +75,6 @@ class WeatherDataModule(SectorDataModule):
                 f"model.net._target_: {self.network.__name__} trains on {self.network.input_type!r} batches, not on weather "
                 "windows; choose a weather model (model=gru|dlinear|nhits|patchtst) or the yield data (data=yield)"
             )
-        if lookback < 14 or horizon < 1:
-            raise ConfigError(
-                f"data.lookback={lookback} / data.horizon={horizon}: expected lookback >= 14 and horizon >= 1"
-            )
         self.stations, self.target, self.covariates = list(stations), target, list(covariates)
         self.optional_covariates = [c for c in optional_covariates if c not in (target, *covariates)]
         self.id_column, self.date_column = id_column, date_column

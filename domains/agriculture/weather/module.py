@@ -18,7 +18,6 @@ from sectorkit.domains.agriculture.weather.baselines import AR_LAGS, ridge_ar_sc
 from sectorkit.domains.agriculture.weather.intervals import fit_intervals, with_intervals
 
 Batch = dict[str, torch.Tensor]
-REFERENCES = ("none", "ridge_ar")
 
 
 class WeatherForecaster(SectorModule):
@@ -79,12 +78,6 @@ class WeatherForecaster(SectorModule):
         network = network_class(net)
         if not issubclass(network, WindowForecaster):
             raise ConfigError(f"model.net._target_={net['_target_']!r}: not a weather network (expected a WindowForecaster)")
-        if reference not in REFERENCES:
-            raise ConfigError(f"model.reference={reference!r}: expected one of {REFERENCES}")
-        if not 0.0 <= float(ridge_combination) <= 1.0:
-            raise ConfigError(f"model.ridge_combination={ridge_combination!r}: expected a weight in [0, 1] (0: off)")
-        if int(series_embedding) < 0:
-            raise ConfigError(f"model.series_embedding={series_embedding!r}: expected a size >= 0 (0: off)")
         if series_embedding and not network.known_ahead:
             raise ConfigError(f"model.series_embedding={series_embedding}: {network.__name__} does not read known-ahead inputs, "
                               "where the embedding is fed; set model.series_embedding=0")

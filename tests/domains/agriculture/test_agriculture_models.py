@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from agriculture_nets import net
+from sectorkit.core.config import validate_overrides
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.agriculture import DOMAIN
 from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
 from sectorkit.domains.agriculture.crop_yield.module import YieldRegressor
 from sectorkit.domains.agriculture.crop_yield.protocols import expanding_window, fit_predict_yield
@@ -216,8 +217,8 @@ def test_residual_on_ridge_ensemble_trains_and_keeps_reference(tmp_path):
     with torch.no_grad():
         out = again.eval()(*again.batch_inputs(batch))
     assert out.shape == (len(batch["series"]), 7, 3) and torch.isfinite(out).all()
-    with pytest.raises(ConfigError, match="reference"):
-        WeatherForecaster(net=net("gru"), reference="ridge")
+    with pytest.raises(ConfigError, match="model.reference='ridge': expected one of none, ridge_ar"):
+        validate_overrides(DOMAIN, ["domain=agriculture", "model.reference=ridge"])
     with pytest.raises(ConfigError, match="ensemble"):
         WeatherForecaster(net=net("gru"), ensemble=0)
 
@@ -251,8 +252,8 @@ def test_ridge_combination_moves_the_forecast_not_the_training(tmp_path):
     ridge = half.reference(batch["past"], batch["series"])
     assert torch.allclose(combined[..., 1:2], (raw[..., 1:2] + ridge) / 2, atol=1e-5)
     assert torch.allclose(combined[..., 2] - combined[..., 0], raw[..., 2] - raw[..., 0], atol=1e-5)  # same spread
-    with pytest.raises(ConfigError, match="ridge_combination"):
-        WeatherForecaster(net=net("gru"), ridge_combination=1.5)
+    with pytest.raises(ConfigError, match=r"model.ridge_combination=1.5: expected a value >= 0 and <= 1"):
+        validate_overrides(DOMAIN, ["domain=agriculture", "model.ridge_combination=1.5"])
     # without the training span handed over (prepare_fit) the ridge is unfitted: training around it is refused
     bare = WeatherForecaster(net=net("gru"), ridge_combination=0.25, **dm.model_kwargs())
     fresh = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -356,8 +357,8 @@ def test_series_embedding_learns_what_the_window_cannot_tell(tmp_path):
         target = dm.panel.target[o[:, None] + np.arange(1, 8)]
         pinball[size] = score_forecasts(preds, target, dm.stats.mase_scale[dm.panel.series_index[o]])["pinball"]
     assert pinball[2] < 0.98 * pinball[0], pinball
-    with pytest.raises(ConfigError, match="series_embedding"):
-        WeatherForecaster(net=net("gru"), series_embedding=-1)
+    with pytest.raises(ConfigError, match="model.series_embedding=-1: expected a value >= 0"):
+        validate_overrides(DOMAIN, ["domain=agriculture", "model.series_embedding=-1"])
 
 
 def test_local_adapter_reads_the_covariates_it_is_given(tmp_path):

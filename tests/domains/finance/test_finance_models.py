@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-
+from sectorkit.core.config import validate_overrides
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.network import MemberEnsemble
+from sectorkit.domains.finance import DOMAIN
 from sectorkit.domains.finance.losses import classification_loss, focal_loss
 from sectorkit.domains.finance.models.autoencoder import TabularAutoencoder
 from sectorkit.domains.finance.models.ft_transformer import FTTransformer
@@ -156,8 +157,8 @@ def test_threshold_policies() -> None:
     # alerts far dearer than misses: no alert at all
     silent = _calibrated(threshold_policy="cost", cost_missed_fraud=1, cost_alert=100)
     assert float(silent.threshold) > 0.9 and silent.threshold_rule == "lowest cost on validation (flag nothing)"
-    with pytest.raises(ConfigError, match="model.threshold_policy='accuracy'"):
-        _module(threshold_policy="accuracy")
+    with pytest.raises(ConfigError, match="model.threshold_policy='accuracy': expected one of f1, cost, fpr"):
+        validate_overrides(DOMAIN, ["domain=finance", "model.threshold_policy=accuracy"])
     # a validation window without fraud: the legitimate-score quantile at model.fpr, and the run says so
     module = _module(fpr=0.25)
     module.calibrate({"score": torch.linspace(0, 1, 101), "target": torch.zeros(101)})

@@ -92,8 +92,8 @@ def test_non_binary_label(tmp_path) -> None:
 def test_unknown_column_key_or_bad_value_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"unknown config key 'data\.columns\.amount_col' \(did you mean 'data\.columns\.amount'"):
         validate_overrides(DOMAIN, ["data=csv", "data.path=x.csv", "data.columns.amount_col=x"])
-    with pytest.raises(ConfigError, match=r"data\.columns\.time_unit='hours'"):
-        ColumnSpec(time_unit="hours")
+    with pytest.raises(ConfigError, match=r"data\.columns\.time_unit='hours': expected one of auto, datetime, seconds"):
+        validate_overrides(DOMAIN, ["data=csv", "data.path=x.csv", "data.columns.time_unit=hours"])
 
 
 def test_training_window_without_fraud(tmp_path) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
+from sectorkit.core.config import validate_overrides
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.domains.healthcare import DOMAIN
 from sectorkit.domains.healthcare.data import HealthcareDataModule
 from sectorkit.domains.healthcare.sample import SIZE_BUCKETS, make_phantoms
 
@@ -222,8 +223,8 @@ def test_nan_in_nifti_error_or_zero_policy(tmp_path):
 
 
 def test_bad_config_values():
-    with pytest.raises(ConfigError, match="data.cache"):
-        HealthcareDataModule(cache="ram")
+    with pytest.raises(ConfigError, match="data.cache='ram': expected one of memory, disk, none"):
+        validate_overrides(DOMAIN, ["domain=healthcare", "data.cache=ram"])
     with pytest.raises(ConfigError, match="data.cache_dir"):
         HealthcareDataModule(cache="disk")
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint
+from sectorkit.core.config import validate_overrides
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.thresholds import choose_threshold
+from sectorkit.domains.healthcare import DOMAIN
 from sectorkit.domains.healthcare.baselines import KNNBaseline, PCABaseline, evaluate_detector
 from sectorkit.domains.healthcare.data import HealthcareDataModule
-from sectorkit.domains.healthcare.metrics import aupro, anomaly_metrics, normalise
+from sectorkit.domains.healthcare.metrics import anomaly_metrics, aupro, normalise
 from sectorkit.domains.healthcare.models.autoencoder import AutoEncoderDetector
 from sectorkit.domains.healthcare.models.classifier import ClassifierDetector
 from sectorkit.domains.healthcare.models.padim import PaDiMDetector
@@ -166,8 +167,8 @@ def test_unknown_network_and_threshold_are_config_errors():
         AnomalyDetector(net={"_target_": "torch.nn.Identity"})
     with pytest.raises(ConfigError, match=r"model.net: cannot build PatchCoreDetector \(.*coreset_sise"):
         AnomalyDetector(net=_net("patchcore", coreset_sise=64))
-    with pytest.raises(ConfigError, match="model.threshold='otsu'"):
-        AnomalyDetector(net=_net("patchcore"), threshold="otsu")
+    with pytest.raises(ConfigError, match="model.threshold='otsu': expected one of f1, fpr"):
+        validate_overrides(DOMAIN, ["domain=healthcare", "model.threshold=otsu"])
     with pytest.raises(ConfigError, match="model.net.weights_path=/nonexistent/resnet18.pth"):
         AnomalyDetector(net=_net("patchcore", weights_path="/nonexistent/resnet18.pth"))
     with pytest.raises(ConfigError, match="model.net.backbone='vgg'"):
@@ -222,7 +223,6 @@ def test_default_patchcore_beats_baselines_on_planted_lesions():
 def test_local_resnet_weights_are_loaded_and_adapted(tmp_path):
     """A torchvision-style ResNet-18 state dict (3-channel conv1, 'module.' prefix) loads into the 1-channel MONAI trunk."""
     from monai.networks.nets import ResNet
-
     from sectorkit.domains.healthcare.models.backbone import ResNetFeatures
 
     donor = ResNet(block="basic", layers=[2, 2, 2, 2], block_inplanes=[64, 128, 256, 512], spatial_dims=2, n_input_channels=3, num_classes=1000)
