@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sectorkit.core.errors import ConfigError
 
@@ -57,6 +57,33 @@ def check_ranges(cfg: DictConfig, prefix: str = "") -> None:
                 lower = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
                 upper = "" if high is None else f"<= {high:g}"
                 raise ConfigError(f"{path}={value!r}: expected a value {' and '.join(p for p in (lower, upper) if p)}")
+
+
+@dataclass
+class DataConfig:
+    """The arguments every :class:`~sectorkit.core.datamodule.SectorDataModule` takes; each domain's data schema
+    extends it (and may redeclare a field to change its default)."""
+
+    _target_: str = MISSING
+    path: Optional[str] = None  # null: the domain's built-in sample
+    batch_size: int = bounded(256, 1)
+    eval_batch_size: Optional[int] = bounded(None, 1)  # null: batch_size
+    num_workers: int = bounded(0, 0)
+    pin_memory: Optional[bool] = None  # null: pinned when CUDA is available
+    persistent_workers: bool = True
+    seed: int = 0
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    """The arguments every :class:`~sectorkit.core.module.SectorModule` of a domain takes from its config: the
+    module, its network node and the core options; each domain's model schema extends it."""
+
+    _target_: str = MISSING
+    net: Dict[str, Any] = field(default_factory=dict)  # _target_: a sectorkit.core.network.Network + its arguments
+    compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass

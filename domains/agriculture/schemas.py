@@ -10,11 +10,11 @@ range a field declares (:func:`~sectorkit.core.schema.bounded`) fails before a r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sectorkit.core.schema import bounded, one_of
+from sectorkit.core.schema import DataConfig, ModelConfig, bounded, one_of
 
 
 @dataclass
@@ -30,13 +30,12 @@ class SyntheticWeatherConfig:
 
 
 @dataclass
-class WeatherDataConfig:
+class WeatherDataConfig(DataConfig):
     """``WeatherDataModule``'s arguments: a long daily table (or the bundled / synthetic stations) cut into
     lookback/horizon windows."""
 
     _target_: str = "sectorkit.domains.agriculture.weather.data.WeatherDataModule"
     problem: str = "weather"
-    path: Optional[str] = None
     stations: List[str] = field(default_factory=lambda: ["seattle", "champion"])
     synthetic: SyntheticWeatherConfig = field(default_factory=SyntheticWeatherConfig)
     target: str = "tmax"
@@ -55,12 +54,6 @@ class WeatherDataConfig:
     valid_range: Optional[List[float]] = field(default_factory=lambda: [-70.0, 60.0])
     balance_series: bool = False
     batch_size: int = bounded(128, 1)
-    eval_batch_size: Optional[int] = bounded(None, 1)
-    num_workers: int = bounded(0, 0)
-    pin_memory: Optional[bool] = None
-    persistent_workers: bool = True
-    seed: int = 0
-    cache_dir: Optional[str] = None
 
 
 @dataclass
@@ -73,12 +66,11 @@ class SyntheticYieldConfig:
 
 
 @dataclass
-class YieldDataConfig:
+class YieldDataConfig(DataConfig):
     """``YieldDataModule``'s arguments: region x year yields, optional daily weather and covariates."""
 
     _target_: str = "sectorkit.domains.agriculture.crop_yield.data.YieldDataModule"
     problem: str = "yield"
-    path: Optional[str] = None
     weather_path: Optional[str] = None
     use_weather: bool = True
     synthetic: SyntheticYieldConfig = field(default_factory=SyntheticYieldConfig)
@@ -89,20 +81,13 @@ class YieldDataConfig:
     val_years: int = bounded(3, 1)
     test_years: int = bounded(5, 1)
     batch_size: int = bounded(32, 1)
-    eval_batch_size: Optional[int] = bounded(None, 1)
-    num_workers: int = bounded(0, 0)
-    pin_memory: Optional[bool] = None
-    persistent_workers: bool = True
-    seed: int = 0
-    cache_dir: Optional[str] = None
 
 
 @dataclass
-class ForecasterConfig:
+class ForecasterConfig(ModelConfig):
     """``WeatherForecaster``'s arguments: the network node and the module's options."""
 
     _target_: str = "sectorkit.domains.agriculture.weather.module.WeatherForecaster"
-    net: Dict[str, Any] = field(default_factory=dict)
     calibrate: bool = True
     local_lags: int = bounded(14, 0)
     local_covariates: List[str] = field(default_factory=list)
@@ -110,16 +95,13 @@ class ForecasterConfig:
     ridge_combination: float = bounded(0.0, 0.0, 1.0)
     series_embedding: int = bounded(0, 0)
     ensemble: int = bounded(1, 1)
-    compile: bool = False
 
 
 @dataclass
-class YieldModelConfig:
+class YieldModelConfig(ModelConfig):
     """``YieldRegressor``'s arguments: the network node."""
 
     _target_: str = "sectorkit.domains.agriculture.crop_yield.module.YieldRegressor"
-    net: Dict[str, Any] = field(default_factory=dict)
-    compile: bool = False
 
 
 def register() -> None:

@@ -8,11 +8,11 @@ classes they configure; the YAML presets set the chosen values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sectorkit.core.schema import bounded, one_of
+from sectorkit.core.schema import DataConfig, ModelConfig, bounded, one_of
 
 
 @dataclass
@@ -81,11 +81,10 @@ class SplitSection:
 
 
 @dataclass
-class FraudDataConfig:
+class FraudDataConfig(DataConfig):
     """``FraudDataModule``'s arguments."""
 
     _target_: str = "sectorkit.domains.finance.data.FraudDataModule"
-    path: Optional[str] = None
     columns: ColumnsSection = field(default_factory=ColumnsSection)
     simulator: SimulatorSection = field(default_factory=SimulatorSection)
     features: FeaturesSection = field(default_factory=FeaturesSection)
@@ -94,19 +93,13 @@ class FraudDataConfig:
     sampler: str = one_of("none", "none", "balanced")
     batch_size: int = bounded(512, 1)
     eval_batch_size: Optional[int] = bounded(4096, 1)
-    num_workers: int = bounded(0, 0)
-    pin_memory: Optional[bool] = None
-    persistent_workers: bool = True
-    seed: int = 0
-    cache_dir: Optional[str] = None
 
 
 @dataclass
-class FraudModelConfig:
+class FraudModelConfig(ModelConfig):
     """``FraudModule``'s arguments: the network node and the module's loss, threshold and metric options."""
 
     _target_: str = "sectorkit.domains.finance.module.FraudModule"
-    net: Dict[str, Any] = field(default_factory=dict)
     ensemble: int = bounded(1, 1)
     loss: str = one_of("bce", "bce", "focal")
     pos_weight: Any = None  # null, a number, or auto (the legit/fraud ratio of the training window)
@@ -117,8 +110,6 @@ class FraudModelConfig:
     cost_alert: float = bounded(1.0, 0.0)
     top_k: int = bounded(100, 1)
     fpr: float = bounded(0.01, 0.0, 1.0, low_open=True)
-    compile: bool = False
-    channels_last: bool = False
 
 
 def register() -> None:

@@ -9,12 +9,12 @@ a run starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from sectorkit.core.schema import bounded, one_of
+from sectorkit.core.schema import DataConfig, ModelConfig, bounded, one_of
 
 SCHEMA_NAME = "_schema_healthcare"
 
@@ -29,32 +29,25 @@ class SampleConfig:
 
 
 @dataclass
-class HealthcareDataConfig:
+class HealthcareDataConfig(DataConfig):
     """:class:`~sectorkit.domains.healthcare.data.HealthcareDataModule`: the phantom sample (``path: null``) or a
     folder / MedMNIST .npz / CSV manifest (presets ``phantom`` and ``folder``)."""
 
     _target_: str = "sectorkit.domains.healthcare.data.HealthcareDataModule"
-    path: Optional[str] = None
     layout: str = one_of("auto", "auto", "folder", "medmnist", "manifest")
     normal_label: int = 0
     image_size: int = bounded(64, 8)
     spatial_dims: int = bounded(2, 2, 3)
     channels: int = bounded(1, 1)
     cache: str = one_of("memory", "memory", "disk", "none")
-    cache_dir: Optional[str] = None
     augment: bool = False
     nan_policy: str = one_of("error", "error", "zero")
     sample: SampleConfig = field(default_factory=SampleConfig)
     batch_size: int = bounded(32, 1)
-    eval_batch_size: Optional[int] = bounded(None, 1)
-    num_workers: int = bounded(0, 0)
-    pin_memory: Optional[bool] = None
-    persistent_workers: bool = True
-    seed: int = 0
 
 
 @dataclass
-class AnomalyDetectorConfig:
+class AnomalyDetectorConfig(ModelConfig):
     """:class:`~sectorkit.domains.healthcare.module.AnomalyDetector` with its network under ``net`` (every model preset)."""
 
     _target_: str = "sectorkit.domains.healthcare.module.AnomalyDetector"
@@ -62,8 +55,6 @@ class AnomalyDetectorConfig:
     threshold: str = one_of("f1", "f1", "fpr")
     fpr: float = bounded(0.05, 0.0, 1.0, low_open=True)  # the normal-image false-positive rate of the fpr rule (and the fallback)
     top_fraction: float = bounded(0.01, 0.0, 1.0, low_open=True)  # image score = mean of this top share of the map
-    compile: bool = False
-    channels_last: bool = False
 
 
 def register() -> None:

@@ -8,11 +8,11 @@ fields declared with :func:`~sectorkit.core.schema.bounded` are checked against 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from sectorkit.core.schema import bounded, one_of
+from sectorkit.core.schema import DataConfig, ModelConfig, bounded, one_of
 
 
 @dataclass
@@ -41,11 +41,10 @@ class SplitConfig:
 
 
 @dataclass
-class RetailDataConfig:
+class RetailDataConfig(DataConfig):
     """``RetailDataModule``: an interaction log (``path``) or the built-in sample (``path: null``)."""
 
     _target_: str = "sectorkit.domains.retail.data.RetailDataModule"
-    path: Optional[str] = None
     format: str = one_of("auto", "auto", "udata", "movielens_csv", "inter", "csv", "parquet")
     user_column: str = "user_id"
     item_column: str = "item_id"
@@ -63,23 +62,16 @@ class RetailDataConfig:
     top_k: int = bounded(10, 1)
     batch_size: int = bounded(2048, 1)
     eval_batch_size: int = bounded(512, 1)
-    num_workers: int = bounded(0, 0)
-    pin_memory: Optional[bool] = None
-    persistent_workers: bool = True
-    seed: int = 0
-    cache_dir: Optional[str] = None
 
 
 @dataclass
-class RecommenderModelConfig:
+class RecommenderModelConfig(ModelConfig):
     """``RecommenderModule``: the network (``net``, its ``_target_`` and constructor arguments) and module options."""
 
     _target_: str = "sectorkit.domains.retail.module.RecommenderModule"
-    net: Dict[str, Any] = field(default_factory=dict)
     n_negatives: int = bounded(1, 1)
     ks: List[int] = field(default_factory=lambda: [5, 10, 20])
     top_k: int = bounded(10, 1)
-    compile: bool = False
 
 
 def register() -> None:
