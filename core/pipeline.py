@@ -126,8 +126,8 @@ def announce_ddp_job(cfg: DictConfig) -> None:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return
+    if not HydraConfig.initialized() or OmegaConf.is_missing(HydraConfig.get().runtime, "output_dir"):
+        return  # not a run started by the CLI (a config composed in Python): no worker will look for the job
     hydra_cfg = HydraConfig.get()
     searchpath = [o for o in hydra_cfg.overrides.hydra if o.startswith("hydra.searchpath=")][-1:]  # the user's config folders
     job = {"overrides": [*hydra_cfg.overrides.task, *searchpath], "run_dir": str(hydra_cfg.runtime.output_dir), "domain": str(cfg.domain)}
