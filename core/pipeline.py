@@ -32,6 +32,7 @@ from sectorkit.core.network import Network, network_class
 from sectorkit.core.registry import Domain, get_domain
 from sectorkit.core.reporting import RunContext, primary_metric_plot, write_report
 from sectorkit.core.run_lock import claim_run_folder
+from sectorkit.core.run_record import RecordRun, checked_record, data_config, run_record
 from sectorkit.core.runtime import DDP_JOB_ENV, configure_runtime
 from sectorkit.core.schema import check_ranges
 from sectorkit.core.trainer import build_trainer, checkpoint_callback
@@ -158,12 +159,12 @@ def strip_prefix(values: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, model: SectorModule, trainer: pl.Trainer | None,
-               test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+               test: dict[str, float], extra: dict[str, Any], name: str) -> dict[str, Any]:
     """Baselines, predictions, metrics.json and report.md for a tested model (global rank 0 only)."""
     folder = run_dir(cfg)
     metrics: dict[str, Any] = {
         "domain": domain.name,
-        "model_name": model_name(cfg),
+        "model_name": name,
         "primary_metric": str(cfg.monitor.metric),
         "mode": str(cfg.monitor.mode),
         "test": test,
@@ -193,6 +194,9 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
     except Exception as err:  # noqa: BLE001 - a failing figure must never cost the run's results
         log.warning("the report's domain sections failed (%s: %s); metrics and predictions are kept", type(err).__name__, err)
         metrics.setdefault("failures", {})["report"] = f"{type(err).__name__}: {err}"
+    breakdowns = {key: value for section in sections for key, value in section.metrics.items()}
+    if breakdowns:
+        metrics["breakdowns"] = breakdowns
     metrics["report"] = str(write_report(ctx, sections))
     atomic_write_json(folder / "metrics.json", metrics)
     console = Console()
@@ -226,6 +230,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
     trainer = build_trainer(cfg)
+    trainer.callbacks.append(RecordRun(run_record(cfg, model_name(cfg))))
     announce_ddp_job(cfg)
     weights_only = not cfg.allow_unsafe_checkpoint
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only)
@@ -249,35 +254,45 @@ def train(cfg: DictConfig) -> float | None:
         "torch_threads": torch.get_num_threads(),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0] if tested else {}, "test/"), extra)
+    finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0] if tested else {}, "test/"), extra, model_name(cfg))
     return score
 
 
-def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModule, SectorDataModule]:
-    """The checkpoint's model and a datamodule carrying the checkpoint's fitted preprocessing."""
+def user_overrides() -> list[str]:
+    """The overrides the user gave on the command line (none outside a CLI run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModule, SectorDataModule, str]:
+    """The checkpoint's model and a datamodule rebuilt from the data config the checkpoint was trained with (the
+    user's ``data.*`` overrides on top), carrying the checkpoint's fitted preprocessing; and the model's name."""
     domain = start(cfg)
     checkpoint = load_checkpoint(cfg.get("ckpt_path"), bool(cfg.allow_unsafe_checkpoint))
+    record = checked_record(checkpoint, domain.name, str(cfg.ckpt_path))
     model = model_from_checkpoint(checkpoint)
-    datamodule = build_datamodule(cfg, network_class(model.hparams.get("net"), "the checkpoint's net"))
+    network = network_class(model.hparams.get("net"), "the checkpoint's net")
+    datamodule = instantiate_or_explain(data_config(cfg, record, user_overrides()), network=network)
     restore_datamodule_state(datamodule, checkpoint)
     datamodule.prepare_data()
     datamodule.setup(stage)
-    return domain, model, datamodule
+    return domain, model, datamodule, record["model_name"] if record else model_name(cfg)
 
 
 def run_evaluate(cfg: DictConfig) -> None:
     """Test metrics, baselines and report for ``ckpt_path`` on the configured data's test split."""
-    domain, model, datamodule = load_for_inference(cfg, "fit")
+    domain, model, datamodule, name = load_for_inference(cfg, "fit")
     trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto")
     tested = trainer.test(model, datamodule=datamodule, verbose=False)
     extra = {"checkpoint": str(cfg.ckpt_path), "seed": int(cfg.seed)}
-    finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0], "test/"), extra)
+    finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0], "test/"), extra, name)
 
 
 def run_predict(cfg: DictConfig) -> None:
     """Predictions of ``ckpt_path`` for ``data.path`` (or the built-in sample's test split), written to a table;
     the domain's figures of them (forecast plots, heatmaps) go to ``<output stem>_plots/`` beside it."""
-    domain, model, datamodule = load_for_inference(cfg, "predict")
+    domain, model, datamodule, _ = load_for_inference(cfg, "predict")
     output = Path(cfg.output) if cfg.get("output") else run_dir(cfg) / "predictions.csv"
     outputs, table = collect_predictions(model, datamodule, "predict")
     atomic_write_table(table, output)
@@ -290,7 +305,7 @@ def run_predict(cfg: DictConfig) -> None:
 
 def run_export(cfg: DictConfig) -> None:
     """Export ``ckpt_path`` to ONNX or TorchScript and check its outputs against the PyTorch model."""
-    _, model, datamodule = load_for_inference(cfg, "test")
+    _, model, datamodule, _ = load_for_inference(cfg, "test")
     suffix = {"onnx": ".onnx", "torchscript": ".pt"}.get(str(cfg.format))
     if suffix is None:
         raise ConfigError(f"format={cfg.format!r}; valid choices: onnx, torchscript")

@@ -17,11 +17,14 @@ from sectorkit.core.io import atomic_write_text, save_figure  # noqa: E402
 
 @dataclass
 class ReportSection:
-    """One titled part of report.md: markdown text and PNG images (paths inside the run folder)."""
+    """One titled part of report.md: markdown text and PNG images (paths inside the run folder), and the numbers
+    behind its tables that belong in metrics.json too (``metrics``: e.g. per-series or per-segment test metrics,
+    kept there under ``breakdowns``)."""
 
     title: str
     body: str = ""
     images: list[Path] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

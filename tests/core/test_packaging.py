@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -27,7 +28,13 @@ def fresh_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     come from this environment's site-packages (added as a plain path: its ``.pth`` hooks, such as the
     editable install's finder, are not run)."""
     base = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(base / "dist"), str(ROOT)], base)
+    source = base / "source"  # the tracked files only, so nothing stale in the checkout (build/, caches) can ship
+    tracked = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(base / "dist"), str(source)], base)
     wheel = next((base / "dist").glob("sectorkit-*.whl"))
     venv = base / "venv"
     run([sys.executable, "-m", "venv", str(venv)], base)

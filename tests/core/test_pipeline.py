@@ -53,14 +53,42 @@ def test_train_writes_metrics_report_predictions_and_checkpoints(toy_run) -> Non
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
 
 
-def test_evaluate_reproduces_the_test_metrics_of_the_best_checkpoint(toy_domain, toy_run, tmp_path) -> None:
-    result = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={toy_run.metrics['checkpoint']}", *QUIET)
+def test_a_checkpoint_carries_its_data_settings(toy_domain, toy_run, tmp_path) -> None:
+    """evaluate with nothing but the best checkpoint scores the data the run was trained on (the quick experiment's
+    smaller sample): the run's test metrics exactly, written beside the run; another domain's command refuses it."""
+    checkpoint = toy_run.metrics["checkpoint"]
+    record = torch.load(checkpoint, weights_only=True)["sectorkit_run"]
+    assert record["domain"] == "toy" and record["model_name"] == "mlp" and record["data"]["sample"]["n_rows"] == 3000
+    assert set(record["versions"]) == {"sectorkit", "torch", "pytorch_lightning", "python"}
+    result = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", f"ckpt_path={checkpoint}", *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
-    (metrics_file,) = (tmp_path / "outputs" / "toy" / "runs").glob("*/metrics.json")
-    evaluated = json.loads(metrics_file.read_text())
-    assert evaluated["test"] == pytest.approx(toy_run.metrics["test"], abs=1e-6)
+    (evaluation,) = (toy_run.run_dir / "evaluate").glob("*/metrics.json")  # beside the run, not among the training runs
+    evaluated = json.loads(evaluation.read_text())
+    assert evaluated["test"] == toy_run.metrics["test"] and evaluated["model_name"] == "mlp"
     for name, values in toy_run.metrics["baselines"].items():
         assert evaluated["baselines"][name] == pytest.approx(values)
+    assert not (tmp_path / "outputs").exists()
+    other = run_cli(toy_domain, tmp_path, "evaluate", "domain=finance", f"ckpt_path={checkpoint}", *QUIET)
+    assert other.returncode == 2 and "trained for domain 'toy', not 'finance'; use domain=toy" in other.stderr
+
+
+def test_a_model_trained_on_a_renamed_file_predicts_a_new_file_without_repeating_the_mapping(toy_domain, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((600, 3))
+    frame = pd.DataFrame({"age": x[:, 0], "income": x[:, 1], "tenure": x[:, 2], "churned": (x[:, 0] * x[:, 1] > 0).astype(int)})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    metrics = train(toy_domain, tmp_path, "data=csv", f"data.path={tmp_path / 'train.csv'}", "data.label=churned", "data.features=[age,income]",
+                    "trainer.max_epochs=3")
+    frame.drop(columns=["churned"]).head(40).to_csv(tmp_path / "new.csv", index=False)
+    output = tmp_path / "scored.csv"
+    result = run_cli(toy_domain, tmp_path, "predict", "domain=toy", f"ckpt_path={metrics['checkpoint']}", f"data.path={tmp_path / 'new.csv'}",
+                     f"output={output}", *QUIET)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(output)) == 40
+    evaluated = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}",
+                        *QUIET)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"] == metrics["test"]
 
 
 def test_predict_scores_a_user_file_with_the_training_preprocessing(toy_domain, toy_run, tmp_path) -> None:
@@ -123,8 +151,8 @@ def test_unsafe_checkpoint_is_refused_unless_allowed(toy_domain, toy_run, tmp_pa
     assert allowed.returncode == 0, allowed.stderr[-3000:]
 
 
-@pytest.mark.parametrize("task", ["evaluate", "predict", "export"])
-@pytest.mark.parametrize("crafted", ["model_class", "network"])
+# every command loads a checkpoint through the same checks: each command and each crafted entry is tried once
+@pytest.mark.parametrize(("task", "crafted"), [("evaluate", "model_class"), ("predict", "network"), ("export", "data"), ("predict", "model_class")])
 def test_a_crafted_checkpoint_cannot_run_code(toy_domain, toy_run, tmp_path, task, crafted) -> None:
     """A file torch.load(weights_only=True) accepts, naming subprocess.Popen as the model or as its network."""
     marker = tmp_path / "ran"
@@ -133,14 +161,17 @@ def test_a_crafted_checkpoint_cannot_run_code(toy_domain, toy_run, tmp_path, tas
     if crafted == "model_class":
         checkpoint["sectorkit_model_class"] = "subprocess.Popen"
         checkpoint["hyper_parameters"] = {k: v for k, v in payload.items() if k != "_target_"}
-    else:
+    elif crafted == "network":
         checkpoint["hyper_parameters"]["net"] = payload
+    else:
+        checkpoint["sectorkit_run"]["data"] = payload
     crafted_file = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted_file)
     result = run_cli(toy_domain, tmp_path, task, "domain=toy", "experiment=quick", f"ckpt_path={crafted_file}", f"output={tmp_path / 'out.onnx'}",
                      *QUIET)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert "subprocess.Popen" in result.stderr and ("not a model of a registered domain" in result.stderr or "not a network" in result.stderr)
+    assert "subprocess.Popen" in result.stderr
+    assert any(refusal in result.stderr for refusal in ("not a model of a registered domain", "not a network", "not a data module of a registered domain"))
     assert not marker.exists()
 
 
