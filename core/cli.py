@@ -104,7 +104,22 @@ def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Seq
     root = Path(os.environ.setdefault("SECTORKIT_ROOT", os.getcwd()))  # paths.root_dir and sweep storage follow it
     if multirun:
         (root / "outputs").mkdir(parents=True, exist_ok=True)
-    _run_hydra(domain, [*(["--multirun"] if multirun else []), *flags, f"task={task}", *overrides])
+    _run_hydra(domain, [*(["--multirun"] if multirun else []), *flags, f"task={task}", *overrides, *beside_the_run(task, overrides)])
+
+
+def beside_the_run(task: str, overrides: Sequence[str]) -> list[str]:
+    """For evaluate, predict and export of a checkpoint of a run folder: the override that puts this command's
+    folder inside that run (``<run>/<task>/<timestamp>``) rather than among the training runs; none when the user
+    chose ``hydra.run.dir`` or the checkpoint is not in a run's ``checkpoints/`` folder."""
+    if task == "train" or any(o.startswith("hydra.run.dir=") for o in overrides):
+        return []
+    paths = [o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")]
+    if not paths:
+        return []
+    checkpoint = Path(paths[-1]).expanduser().resolve()
+    if checkpoint.parent.name != "checkpoints":
+        return []
+    return [f"hydra.run.dir={checkpoint.parent.parent / task}/${{now:%Y-%m-%d_%H-%M-%S_%f}}"]
     return 0
 
 

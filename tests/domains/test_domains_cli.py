@@ -1,5 +1,6 @@
-"""Every built-in domain through the real command line: train its quick experiment (1 epoch), then predict
-with the best checkpoint. The domain folders test quality; this checks the wiring users run."""
+"""Every built-in domain through the real command line: train its quick experiment (1 epoch), then evaluate and
+predict with the best checkpoint alone (the checkpoint carries its data settings). The domain folders test
+quality; this checks the wiring users run."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def sectorkit(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("domain", list(discover()))
-def test_train_then_predict_through_the_cli(domain, tmp_path) -> None:
+def test_train_then_evaluate_and_predict_through_the_cli(domain, tmp_path) -> None:
     trained = sectorkit(tmp_path, "train", f"domain={domain}", *QUICK)
     assert trained.returncode == 0, trained.stderr[-3000:]
     (metrics_file,) = (tmp_path / "outputs" / domain / "runs").glob("*/metrics.json")
@@ -34,7 +35,13 @@ def test_train_then_predict_through_the_cli(domain, tmp_path) -> None:
     assert all(primary in values for values in metrics["baselines"].values())
     assert (metrics_file.parent / "report.md").is_file() and (metrics_file.parent / "predictions.csv").is_file()
 
+    quiet = QUICK[2:]  # no experiment: the checkpoint's own data settings apply
+    evaluated = sectorkit(tmp_path, "evaluate", f"domain={domain}", *quiet, f"ckpt_path={metrics['checkpoint']}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    (evaluation,) = (metrics_file.parent / "evaluate").glob("*/metrics.json")
+    assert json.loads(evaluation.read_text())["test"] == metrics["test"]  # the run's test metrics, exactly
+
     output = tmp_path / "predicted.csv"
-    predicted = sectorkit(tmp_path, "predict", f"domain={domain}", *QUICK, f"ckpt_path={metrics['checkpoint']}", f"output={output}")
+    predicted = sectorkit(tmp_path, "predict", f"domain={domain}", *quiet, f"ckpt_path={metrics['checkpoint']}", f"output={output}")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert len(pd.read_csv(output)) > 0
