@@ -63,6 +63,12 @@ class SectorDataModule(pl.LightningDataModule):
         """Turn ``trainer.predict`` outputs on ``stage`` ('test' or 'predict') into a table."""
         raise NotImplementedError(f"{type(self).__name__} does not implement predict_frame")
 
+    def export_contract(self) -> dict[str, Any]:
+        """What a caller of an exported model must know about its inputs (feature names and order, units, the
+        preprocessing that is not inside the graph), stored in the export's metadata. Default: nothing beyond
+        the input names and shapes."""
+        return {}
+
     def example_batch(self) -> dict[str, torch.Tensor]:
         """One test batch (after ``setup('test')``), used to trace exports and check their parity."""
         return next(iter(self.test_dataloader()))

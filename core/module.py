@@ -83,6 +83,8 @@ class SectorModule(pl.LightningModule):
         """The positional inputs of :meth:`forward` taken from a batch."""
         return (batch["inputs"],)
 
+    export_outputs: tuple[str, ...] = ()  # names of forward's outputs in an exported graph (default: output_0, ...)
+
     def export_dynamic_axes(self, inputs: tuple[torch.Tensor, ...]) -> list[dict[int, str]]:
         """Which dimensions of each forward input vary in an exported graph (default: the batch dimension)."""
         return [{0: "batch"} for _ in inputs]

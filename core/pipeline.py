@@ -21,6 +21,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sectorkit.core import __version__
 from sectorkit.core.baselines import BaselineResult
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, newest_readable, restore_datamodule_state
 from sectorkit.core.datamodule import SectorDataModule
@@ -305,11 +306,13 @@ def run_predict(cfg: DictConfig) -> None:
 
 def run_export(cfg: DictConfig) -> None:
     """Export ``ckpt_path`` to ONNX or TorchScript and check its outputs against the PyTorch model."""
-    _, model, datamodule, _ = load_for_inference(cfg, "test")
+    domain, model, datamodule, name = load_for_inference(cfg, "test")
     suffix = {"onnx": ".onnx", "torchscript": ".pt"}.get(str(cfg.format))
     if suffix is None:
         raise ConfigError(f"format={cfg.format!r}; valid choices: onnx, torchscript")
     output = Path(cfg.output) if cfg.get("output") else run_dir(cfg) / f"model{suffix}"
-    report = export_model(model, datamodule.example_batch(), output, str(cfg.format))
+    metadata = {"domain": domain.name, "model_name": name, "sectorkit_version": __version__, "decisions": model.decisions(),
+                "input_contract": datamodule.export_contract()}
+    report = export_model(model, datamodule.example_batch(), output, str(cfg.format), metadata)
     atomic_write_json(output.with_suffix(".json"), report)
     print(f"{cfg.format} → {output} (parity: max abs difference {report['max_abs_diff']:.2e})")

@@ -121,6 +121,10 @@ def test_export_matches_the_pytorch_model(toy_domain, toy_run, tmp_path, fmt) ->
     if fmt == "onnx":  # raw features in, probabilities out: preprocessing travels inside the graph
         session = ort.InferenceSession(str(output))
         (name,) = [i.name for i in session.get_inputs()]
+        assert name == "inputs"  # forward's own parameter name, not input_0
+        metadata = session.get_modelmeta().custom_metadata_map
+        assert metadata["domain"] == "toy" and metadata["model_name"] == "mlp" and json.loads(metadata["inputs"]) == ["inputs"]
+        assert metadata["sectorkit_version"] and "decisions" in metadata
         probs = session.run(None, {name: np.random.default_rng(0).standard_normal((7, 8)).astype(np.float32)})[0]
         assert probs.shape[0] == 7 and ((probs >= 0) & (probs <= 1)).all()
 
