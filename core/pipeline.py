@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +163,11 @@ def strip_prefix(values: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, model: SectorModule, trainer: pl.Trainer | None,
                test: dict[str, float], extra: dict[str, Any], name: str) -> dict[str, Any]:
-    """Baselines, predictions, metrics.json and report.md for a tested model (global rank 0 only)."""
+    """Predictions, baselines, metrics.json and report.md for a tested model (global rank 0 only), each phase
+    shown while it runs; the model's metrics are written first, so no later failure can cost them."""
     folder = run_dir(cfg)
+    console = Console()
+    smoke = bool(trainer is not None and trainer.fast_dev_run)
     metrics: dict[str, Any] = {
         "domain": domain.name,
         "model_name": name,
@@ -171,44 +176,58 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
         "test": test,
         "baselines": {},
         **extra,
+        **({"smoke_run": "debug=fast_dev_run: one batch through every step, to check the wiring; not a result"} if smoke else {}),
         "run_dir": str(folder),
     }
     if model.decisions():
         metrics["decisions"] = model.decisions()
-    atomic_write_json(folder / "metrics.json", metrics)  # the model's results first: nothing later can cost them
-    outputs, table = collect_predictions(model, datamodule, "test")
-    if cfg.get("write_predictions", True):
-        atomic_write_table(table, folder / "predictions.csv")
-        metrics["predictions"] = str(folder / "predictions.csv")
-    baselines, failures = fit_baselines(domain, datamodule, cfg)
+    atomic_write_json(folder / "metrics.json", metrics)
+    with phase(console, "predictions on the test split"):
+        outputs, table = collect_predictions(model, datamodule, "test")
+        if cfg.get("write_predictions", True):
+            atomic_write_table(table, folder / "predictions.csv")
+            metrics["predictions"] = str(folder / "predictions.csv")
+    with phase(console, "baselines"):
+        baselines, failures = fit_baselines(domain, datamodule, cfg)
     metrics["baselines"] = {name: result.metrics for name, result in baselines.items()}
     if failures:
         metrics["failures"] = failures
-    atomic_write_json(folder / "metrics.json", metrics)
     verdict = judge(metrics)
-    metrics["verdict"] = {"text": verdict.text, "best_baseline": verdict.best_baseline, "margin": verdict.margin}
+    text = f"smoke run, not a result: {verdict.text}" if smoke else verdict.text
+    metrics["verdict"] = {"text": text, "best_baseline": verdict.best_baseline, "margin": verdict.margin}
     atomic_write_json(folder / "metrics.json", metrics)
     ctx = RunContext(folder, cfg, datamodule, model, metrics, trainer, predictions=table, outputs=outputs, baselines=baselines)
-    sections = [s for s in [primary_metric_plot(ctx)] if s is not None]
-    try:
-        sections += domain.report(ctx) if domain.report else []
-    except Exception as err:  # noqa: BLE001 - a failing figure must never cost the run's results
-        log.warning("the report's domain sections failed (%s: %s); metrics and predictions are kept", type(err).__name__, err)
-        metrics.setdefault("failures", {})["report"] = f"{type(err).__name__}: {err}"
-    breakdowns = {key: value for section in sections for key, value in section.metrics.items()}
-    if breakdowns:
-        metrics["breakdowns"] = breakdowns
-    metrics["report"] = str(write_report(ctx, sections))
+    with phase(console, "report"):
+        sections = [s for s in [primary_metric_plot(ctx)] if s is not None]
+        try:
+            sections += domain.report(ctx) if domain.report else []
+        except Exception as err:  # noqa: BLE001 - a failing figure must never cost the run's results
+            log.warning("the report's domain sections failed (%s: %s); metrics and predictions are kept", type(err).__name__, err)
+            metrics.setdefault("failures", {})["report"] = f"{type(err).__name__}: {err}"
+        breakdowns = {key: value for section in sections for key, value in section.metrics.items()}
+        if breakdowns:
+            metrics["breakdowns"] = breakdowns
+        metrics["report"] = str(write_report(ctx, sections))
     atomic_write_json(folder / "metrics.json", metrics)
-    console = Console()
     console.print(verdict_table(metrics))
-    console.print(f"[bold]{verdict.text}[/bold]")
-    for name, value in metrics.get("decisions", {}).items():
-        console.print(f"{name}: {value}", soft_wrap=True)
+    console.print(f"[bold]{text}[/bold]")
+    for key, value in metrics.get("decisions", {}).items():
+        console.print(f"{key}: {value}", soft_wrap=True)
     for step, error in metrics.get("failures", {}).items():
         console.print(f"[red]{step} failed[/red]: {error} (recorded in metrics.json and report.md)", soft_wrap=True)
     console.print(f"metrics: {folder / 'metrics.json'} | report: {metrics['report']}", soft_wrap=True)
     return metrics
+
+
+@contextmanager
+def phase(console: Console, name: str) -> Iterator[None]:
+    """Show a spinner while a phase runs and one line with its duration when it ends (longer than a second)."""
+    started = time.perf_counter()
+    with console.status(f"{name}..."):
+        yield
+    seconds = time.perf_counter() - started
+    if seconds >= 1.0:
+        console.print(f"{name}: {seconds:.1f} s")
 
 
 # --- the runs -------------------------------------------------------------------------------------------

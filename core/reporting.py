@@ -100,6 +100,7 @@ def write_report(ctx: RunContext, sections: list[ReportSection]) -> Path:
         f"best checkpoint: `{m.get('checkpoint') or 'none (last weights)'}`",
         "",
         *([f"**Verdict: {m['verdict']['text']}.**", ""] if m.get("verdict") else []),
+        *([f"> **Smoke run** ({m['smoke_run']}).", ""] if m.get("smoke_run") else []),
         *[f"**{step} failed:** `{error}` (the model's results above are complete)." for step, error in m.get("failures", {}).items()],
         "",
         "## Test metrics (same split for model and baselines)",

@@ -214,3 +214,9 @@ def test_demo_runs_the_quick_pipeline_and_prints_model_vs_baseline(toy_domain, t
     assert f"{metrics['baselines']['logistic_regression']['auroc']:.4f}" in table_row
     missing = run_cli(toy_domain, tmp_path, "demo", "--domains", "nope")
     assert missing.returncode == 2 and "unknown domain(s): nope" in missing.stdout
+
+
+def test_a_fast_dev_run_says_it_is_a_smoke_run(toy_domain, tmp_path) -> None:
+    metrics = train(toy_domain, tmp_path, "debug=fast_dev_run")
+    assert metrics["smoke_run"].startswith("debug=fast_dev_run") and metrics["verdict"]["text"].startswith("smoke run, not a result: ")
+    assert "> **Smoke run**" in (Path(metrics["run_dir"]) / "report.md").read_text()
