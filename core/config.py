@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.registry import Domain, discover, get_domain
-from sectorkit.core.schema import check_ranges, register_resolvers, register_schemas
+from sectorkit.core.schema import check_ranges, check_run_keys, register_resolvers, register_schemas
 
 CORE_CONF_DIR = Path(str(files("sectorkit.conf")))
 DOMAIN_GROUPS = ("data", "model", "experiment")
@@ -110,7 +110,9 @@ def validate_overrides(domain: Domain, overrides: Sequence[str]) -> None:
     plain = [o.input_line for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
     plain += [o for o in overrides if o.startswith("hydra.searchpath=")]
     try:
-        check_ranges(compose_config(domain, plain))
+        composed = compose_config(domain, plain)
+        check_run_keys(composed)
+        check_ranges(composed)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(err, domain, plain)) from None
 

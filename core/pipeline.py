@@ -37,7 +37,7 @@ from sectorkit.core.reporting import RunContext, primary_metric_plot, write_repo
 from sectorkit.core.run_lock import claim_run_folder
 from sectorkit.core.run_record import RecordRun, checked_record, data_config, run_record
 from sectorkit.core.runtime import DDP_JOB_ENV, configure_runtime
-from sectorkit.core.schema import check_ranges
+from sectorkit.core.schema import check_ranges, check_run_keys
 from sectorkit.core.trainer import build_trainer, checkpoint_callback
 from sectorkit.core.verdict import judge, verdict_table
 
@@ -62,6 +62,7 @@ def run_dir(cfg: DictConfig) -> Path:
 def start(cfg: DictConfig) -> Domain:
     """Apply runtime settings, seed every generator and return the run's domain."""
     domain = get_domain(cfg.get("domain"))
+    check_run_keys(cfg)
     check_ranges(cfg)
     configure_runtime(cfg.runtime, cfg.trainer)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -60,6 +60,34 @@ def check_ranges(cfg: DictConfig, prefix: str = "") -> None:
 
 
 @dataclass
+class RunKeys:
+    """The top-level keys of ``conf/base.yaml`` every run reads (the groups have schemas of their own)."""
+
+    task: str = one_of("train", "train", "evaluate", "predict", "export")
+    seed: int = 42
+    ckpt_path: Optional[str] = None
+    allow_unsafe_checkpoint: bool = False
+    format: str = one_of("onnx", "onnx", "torchscript")
+    output: Optional[str] = None
+    with_baselines: bool = True
+    write_predictions: bool = True
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """Raise a one-line ConfigError for a top-level run key of the wrong type or outside its choices."""
+    from omegaconf.errors import ValidationError
+
+    names = [f.name for f in dataclasses.fields(RunKeys)]
+    values = {name: cfg[name] for name in names if name in cfg}
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(RunKeys), values)
+    except ValidationError as err:
+        key = str(getattr(err, "full_key", "") or "")
+        raise ConfigError(f"{key}={values.get(key)!r}: {str(err).splitlines()[0]}" if key else str(err).splitlines()[0]) from None
+    check_ranges(typed)
+
+
+@dataclass
 class DataConfig:
     """The arguments every :class:`~sectorkit.core.datamodule.SectorDataModule` takes; each domain's data schema
     extends it (and may redeclare a field to change its default)."""

@@ -97,3 +97,12 @@ def test_typed_data_and_model_configs_reject_typos_wrong_types_and_bad_ranges(do
         validate_overrides(d, [f"domain={domain}", "data.batch_size=0"])
     with pytest.raises(ConfigError, match=r"trainer\.max_epochs=-5: expected a value >= -1"):
         validate_overrides(d, [f"domain={domain}", "trainer.max_epochs=-5"])
+
+
+def test_top_level_run_keys_are_typed() -> None:
+    retail = get_domain("retail")
+    for override, message in [("seed=", r"seed='': Value '' of type 'str' could not be converted to Integer"),
+                              ("format=pt", r"format='pt': expected one of onnx, torchscript"),
+                              ("with_baselines=maybe", r"with_baselines='maybe'")]:
+        with pytest.raises(ConfigError, match=message):
+            validate_overrides(retail, ["domain=retail", override])
