@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.registry import Domain, discover, get_domain
-from sectorkit.core.schema import check_ranges, check_run_keys, register_resolvers, register_schemas
+from sectorkit.core.schema import check_ranges, check_run_keys, check_targets, register_resolvers, register_schemas
 
 CORE_CONF_DIR = Path(str(files("sectorkit.conf")))
 DOMAIN_GROUPS = ("data", "model", "experiment")
@@ -113,6 +113,7 @@ def validate_overrides(domain: Domain, overrides: Sequence[str]) -> None:
         composed = compose_config(domain, plain)
         check_run_keys(composed)
         check_ranges(composed)
+        check_targets(composed, [d.package for d in discover().values()])
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(err, domain, plain)) from None
 

@@ -32,12 +32,12 @@ from sectorkit.core.export import export_model
 from sectorkit.core.io import atomic_write_json, atomic_write_table
 from sectorkit.core.module import SectorModule
 from sectorkit.core.network import Network, network_class
-from sectorkit.core.registry import Domain, get_domain
+from sectorkit.core.registry import Domain, discover, get_domain
 from sectorkit.core.reporting import RunContext, primary_metric_plot, write_report
 from sectorkit.core.run_lock import claim_run_folder
 from sectorkit.core.run_record import RecordRun, checked_record, data_config, run_record
 from sectorkit.core.runtime import DDP_JOB_ENV, configure_runtime
-from sectorkit.core.schema import check_ranges, check_run_keys
+from sectorkit.core.schema import check_ranges, check_run_keys, check_targets
 from sectorkit.core.trainer import build_trainer, checkpoint_callback
 from sectorkit.core.verdict import judge, verdict_table
 
@@ -64,6 +64,7 @@ def start(cfg: DictConfig) -> Domain:
     domain = get_domain(cfg.get("domain"))
     check_run_keys(cfg)
     check_ranges(cfg)
+    check_targets(cfg, [d.package for d in discover().values()])
     configure_runtime(cfg.runtime, cfg.trainer)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     return domain

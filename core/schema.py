@@ -71,6 +71,7 @@ class RunKeys:
     output: Optional[str] = None
     with_baselines: bool = True
     write_predictions: bool = True
+    allow_any_target: bool = False
 
 
 def check_run_keys(cfg: DictConfig) -> None:
@@ -85,6 +86,33 @@ def check_run_keys(cfg: DictConfig) -> None:
         key = str(getattr(err, "full_key", "") or "")
         raise ConfigError(f"{key}={values.get(key)!r}: {str(err).splitlines()[0]}" if key else str(err).splitlines()[0]) from None
     check_ranges(typed)
+
+
+# What a config may name in ``_target_`` (besides sectorkit and the registered domains): a shared experiment or
+# data preset cannot make a run call an arbitrary function (``torch.load``, ``shutil.copyfile``, ...).
+ALLOWED_TARGETS = ("torch.optim.", "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.", "pytorch_lightning.strategies.",
+                   "pytorch_lightning.profilers.", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.",
+                   "lightning.pytorch.strategies.", "lightning.pytorch.profilers.", "optuna.samplers.", "optuna.pruners.")
+
+
+def check_targets(cfg: DictConfig, packages: list[str], prefix: str = "") -> None:
+    """Refuse a ``_target_`` outside sectorkit, the registered domains' ``packages`` and :data:`ALLOWED_TARGETS`
+    (unless ``allow_any_target=true``). ``model.net`` may name any class: it is built only if it is a
+    :class:`~sectorkit.core.network.Network` (checked before anything is called), so users can add networks of their own."""
+    if not prefix and cfg.get("allow_any_target", False):
+        return
+    allowed = ("sectorkit.", *(f"{package}." for package in packages), *ALLOWED_TARGETS)
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if path == "hydra" or OmegaConf.is_missing(cfg, key):
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and path != "model.net":
+            check_targets(node, packages, f"{path}.")
+        elif key == "_target_" and not str(cfg[key]).startswith(allowed):
+            raise ConfigError(f"{path}={cfg[key]!r}: not a target a config may name (sectorkit, the registered domains, "
+                              "torch optimizers and schedulers, Lightning callbacks, loggers, strategies and profilers); "
+                              "pass allow_any_target=true to allow it")
 
 
 @dataclass

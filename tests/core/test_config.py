@@ -106,3 +106,20 @@ def test_top_level_run_keys_are_typed() -> None:
                               ("with_baselines=maybe", r"with_baselines='maybe'")]:
         with pytest.raises(ConfigError, match=message):
             validate_overrides(retail, ["domain=retail", override])
+
+
+def test_a_shared_preset_cannot_make_a_run_call_arbitrary_code(tmp_path) -> None:
+    """A preset in a config folder of someone else's naming torch.load (which would unpickle a payload, bypassing
+    allow_unsafe_checkpoint) or pathlib.Path.touch is refused before anything runs; allow_any_target=true opts out."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "shared.yaml").write_text(
+        "# @package _global_\ncallbacks:\n  payload:\n    _target_: torch.load\n    f: /tmp/payload.pkl\n    weights_only: false\n")
+    finance = get_domain("finance")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    with pytest.raises(ConfigError, match=r"callbacks\.payload\._target_='torch\.load': not a target a config may name"):
+        validate_overrides(finance, ["domain=finance", searchpath, "experiment=shared"])
+    with pytest.raises(ConfigError, match=r"callbacks\.x\._target_='pathlib\.Path\.touch'"):
+        validate_overrides(finance, ["domain=finance", "+callbacks.x._target_=pathlib.Path.touch", "+callbacks.x.self=/tmp/x"])
+    validate_overrides(finance, ["domain=finance", searchpath, "experiment=shared", "allow_any_target=true"])
+    for preset in ("tensorboard", "mlflow", "csv"):  # every shipped preset passes
+        validate_overrides(finance, ["domain=finance", f"logger={preset}"])
