@@ -9,7 +9,9 @@ intervals come from validation error quantiles. Figures are per station, mean ±
 the best strong baseline also gets a 95 % interval from a paired moving-block bootstrap over the test origins.
 
 Yield protocol: expanding window (predict year t from years < t, one refit per test year, last
-``--yield-years`` years) and leave-one-year-out (every year held out once), NRMSE = 100 RMSE / mean.
+``--yield-years`` years) and leave-one-year-out (every year held out once), NRMSE = 100 RMSE / mean; the folds
+are those of ``data.protocol`` without validation years (``crop_yield.protocols.make_folds``), and
+``benchmarks/agriculture_yield_protocols.py`` measures the protocols as a training run runs them.
 
     python benchmarks/agriculture.py --quick      # a few minutes on 2 CPU cores
     python benchmarks/agriculture.py              # full: 3 seeds, more epochs, all networks

@@ -1,8 +1,9 @@
 """Agriculture: daily weather forecasting (quantile, multi-horizon) and seasonal crop-yield forecasting.
 
 The domain holds two problems, each with its own data module, LightningModule, baselines and report
-(``weather/`` and ``crop_yield/``); the data preset names its problem in ``data.problem``, which the hooks below
-dispatch on. Readers, features, metrics, the samples and the networks are shared.
+(``weather/`` and ``crop_yield/``); the data preset names its problem in ``data.problem``, which its data module
+keeps as ``problem`` and the hooks below dispatch on. Readers, features, metrics, the samples and the networks are
+shared.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ PROBLEMS = {
 }
 
 
-def problem_of(cfg: Any) -> Problem:
-    """The problem ``cfg.data.problem`` names."""
-    name = cfg.data.problem
+def problem_of(datamodule: Any) -> Problem:
+    """The problem the run's data module holds (its ``problem``, set from ``data.problem``): the data module, not the
+    composed ``cfg.data``, since ``evaluate`` / ``predict`` may rebuild the data a checkpoint recorded."""
+    name = getattr(datamodule, "problem", None)
     if name not in PROBLEMS:
         raise ConfigError(f"data.problem={name!r}: expected one of {', '.join(PROBLEMS)}")
     return PROBLEMS[name]
@@ -49,12 +51,12 @@ def problem_of(cfg: Any) -> Problem:
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, BaselineResult]:
     """Each baseline of the run's problem: test metrics (named as the model's) and test-split forecasts."""
-    return problem_of(cfg).baselines(datamodule)
+    return problem_of(datamodule).baselines(datamodule)
 
 
 def build_report(ctx: RunContext) -> list[ReportSection]:
     """The report sections (after a test) or the forecast figures (after ``predict``) of the run's problem."""
-    return problem_of(ctx.cfg).report(ctx)
+    return problem_of(ctx.datamodule).report(ctx)
 
 
 DOMAIN = Domain(

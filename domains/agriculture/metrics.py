@@ -82,6 +82,30 @@ def score_forecasts(
     return out
 
 
+def scores_by_series(
+    preds: np.ndarray,
+    target: np.ndarray,
+    mase_scale: np.ndarray,
+    series: np.ndarray,
+    names: Sequence[str],
+    quantiles: Sequence[float] = QUANTILES,
+    per_horizon: Sequence[str] = ("mae", "pinball", "coverage"),
+) -> dict[str, dict[str, object]]:
+    """:func:`score_forecasts` of each series on its own rows (``series`` indexes ``names``): ``{name: {n_origins,
+    mae, ..., per_horizon: {metric: [h1..hH]}}}``, per-horizon lists kept for the ``per_horizon`` metrics only."""
+    out: dict[str, dict[str, object]] = {}
+    for s in np.unique(series):
+        rows = series == s
+        scores = score_forecasts(preds[rows], target[rows], mase_scale[rows], quantiles)
+        horizons = scores.pop("per_horizon")
+        out[str(names[int(s)])] = {
+            "n_origins": int(rows.sum()),
+            **scores,
+            "per_horizon": {k: horizons[k] for k in per_horizon},
+        }
+    return out
+
+
 def nrmse(pred: np.ndarray, actual: np.ndarray) -> float:
     """Normalised RMSE in percent: ``100 * RMSE / mean(actual)`` (the CY-Bench yield metric)."""
     pred, actual = np.asarray(pred, float), np.asarray(actual, float)

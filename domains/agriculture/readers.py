@@ -9,6 +9,10 @@ handled as documented):
 
 * unsorted rows: sorted by series then date (harmless, so handled silently);
 * duplicated (series, date) rows: error;
+* an infinite value (``inf``, ``-inf``, ``1e400``) in a column that is read: error naming the file, column and row
+  (rows are counted from 0 after the header);
+* dates whose day and month both fit either way (``03/04/2001``, every day <= 12): error naming the file, column
+  and both readings, unless ``date_format`` says which; a column where some day is > 12 reads unambiguously;
 * gaps in dates or NaN values: error, unless ``fill_gaps`` is set ("interpolate" fills runs of at most
   ``max_gap`` days linearly, longer runs are still an error);
 * a series shorter than ``min_length`` (lookback + horizon): error;
@@ -21,11 +25,13 @@ handled as documented):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 from pandas.tseries.offsets import MonthEnd
 
 from sectorkit.core.errors import ConfigError, DataError
@@ -35,21 +41,26 @@ from sectorkit.domains.agriculture.features import SEASON_MONTHS
 AQUACROP_DATE = ["Day", "Month", "Year"]
 AQUACROP_VALUES = ("tmin", "tmax", "precip", "et0")
 SEASON_KEY = "\x1f"  # joins region and year into one series id while a season is checked
+SEASON_VALUES = ("tmax", "tmin", "precip")  # the daily columns the yield features are built from
 
 
-def read_series_table(path: str | Path, id_column: str = "series_id") -> pd.DataFrame:
+def read_series_table(path: str | Path, id_column: str = "series_id", values: Sequence[str] = ()) -> pd.DataFrame:
     """A long-format daily table from one file or from a folder of station files (CSV, Parquet or AquaCrop
     climate files, read in name order). In a folder, a file without ``id_column`` is one series named after the
-    file (``brussels.csv`` -> ``brussels``); every file must have the same columns."""
+    file (``brussels.csv`` -> ``brussels``); every file must have the same columns. An infinite number in one of the
+    ``values`` columns is an error naming the file, the column and the row."""
     path = Path(path)
     if not path.is_dir():
-        return _read_station_file(path)
+        frame = _read_station_file(path)
+        require_finite(frame, values, str(path))
+        return frame
     files = sorted(f for f in path.iterdir() if f.is_file() and f.name.lower().endswith(TABLE_SUFFIXES))
     if not files:
         raise DataError(f"{path}: the folder has no station files (.csv, .csv.gz, .parquet or AquaCrop .txt)")
     frames = []
     for file in files:
         frame = _read_station_file(file)
+        require_finite(frame, values, str(file))
         if id_column not in frame.columns:
             frame.insert(0, id_column, series_name(file))
         if frames and set(frame.columns) != set(frames[0].columns):
@@ -59,6 +70,89 @@ def read_series_table(path: str | Path, id_column: str = "series_id") -> pd.Data
             )
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def require_finite(frame: pd.DataFrame, columns: Sequence[str], source: str, where: str = "") -> None:
+    """Raise a DataError naming ``source``, the column and the row (the frame's index label) of the first infinite
+    value in ``columns`` (those present); NaN passes, it is a gap for the gap rules. ``where`` names a column whose
+    value is added to the row (the series or region)."""
+    for col in columns:
+        if col not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        bad = np.isinf(values)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            context = f", {where} {frame[where].iloc[pos]!r}" if where and where in frame.columns else ""
+            raise DataError(
+                f"{source}: column {col!r} has {int(bad.sum())} infinite value(s), the first {values[pos]} in row "
+                f"{frame.index[pos]}{context}; expected finite numbers (leave a missing value empty)"
+            )
+
+
+def parse_dates(values: pd.Series, source: str, column: str, date_format: str | None = None) -> pd.Series:
+    """``values`` as dates: with ``date_format`` (strptime codes, e.g. ``%d/%m/%Y``) when given, else the format
+    inferred from the column. Numeric day and month that fit either way in every row (``03/04/2001``) are an
+    error naming both readings, so a column is never read month-first without a word; an unparseable or empty
+    date is an error naming its row."""
+    if date_format:
+        dates = pd.to_datetime(values, format=date_format, errors="coerce")
+    elif pd.api.types.is_datetime64_any_dtype(values):
+        dates = values
+    else:
+        dates = _inferred_dates(values, source, column)
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        expected = f" (expected data.date_format={date_format!r})" if date_format else ""
+        raise DataError(
+            f"{source}: column {column!r} has an unparseable date {values.iloc[row]!r} (row {values.index[row]}){expected}"
+        )
+    return dates
+
+
+def _inferred_dates(values: pd.Series, source: str, column: str) -> pd.Series:
+    """Dates in the format of the column's first value; day-first or month-first when only one reads every row."""
+    text = values.dropna().astype(str)
+    guessed = guess_datetime_format(text.iloc[0]) if len(text) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pandas' note on falling back to per-value parsing
+        if guessed is not None and not _day_and_month_numeric(guessed):
+            return pd.to_datetime(values, errors="coerce")  # year first (ISO) or a month name: one reading
+        if guessed is None:
+            formats = (None, None)
+            month_first = pd.to_datetime(values, errors="coerce")
+            day_first = pd.to_datetime(values, errors="coerce", dayfirst=True)
+        else:
+            formats = (_month_before_day(guessed), _month_before_day(guessed, swap=True))
+            month_first, day_first = (pd.to_datetime(values, format=f, errors="coerce") for f in formats)
+    missed_month, missed_day = (int((d.isna() & values.notna()).sum()) for d in (month_first, day_first))
+    if missed_month == missed_day == 0:
+        differ = np.flatnonzero(((month_first != day_first) & month_first.notna()).to_numpy())
+        if len(differ):
+            row = int(differ[0])
+            hint = " or ".join(f"'{f}'" for f in (formats[1], formats[0]) if f) or "'%d/%m/%Y' or '%m/%d/%Y'"
+            raise DataError(
+                f"{source}: column {column!r} has dates that read both day-first and month-first: "
+                f"{values.iloc[row]!r} (row {values.index[row]}) is {day_first.iloc[row].date()} day-first or "
+                f"{month_first.iloc[row].date()} month-first; set data.date_format ({hint})"
+            )
+    return day_first if missed_day < missed_month else month_first
+
+
+def _day_and_month_numeric(fmt: str) -> bool:
+    """Whether a strptime format has numeric day and month whose order is not fixed by a leading year."""
+    if "%d" not in fmt or "%m" not in fmt:
+        return False
+    year = min((fmt.index(y) for y in ("%Y", "%y") if y in fmt), default=len(fmt))
+    return year > min(fmt.index("%d"), fmt.index("%m"))
+
+
+def _month_before_day(fmt: str, swap: bool = False) -> str:
+    """``fmt`` with its numeric month first (``%m/%d/%Y``), or day first with ``swap``."""
+    first, second = ("%d", "%m") if swap else ("%m", "%d")
+    earlier, later = ("%d", "%m") if fmt.index("%d") < fmt.index("%m") else ("%m", "%d")
+    return fmt.replace(earlier, "\0").replace(later, second).replace("\0", first)
 
 
 def series_name(path: str | Path) -> str:
@@ -121,12 +215,14 @@ def validate_series(
     expected_units: str | None = "degC",
     valid_range: Sequence[float] | None = (-70.0, 60.0),
     optional_covariates: Sequence[str] = (),
+    date_format: str | None = None,
 ) -> pd.DataFrame:
     """Check and normalise a long-format daily table into ``series_id, date, target, *covariates,
     *optional_covariates``.
 
     Without an id column the whole file is one series named after the file. The result is sorted, daily and
-    gap-free; it is NaN-free except for an optional covariate in the series that lack it entirely.
+    gap-free; it is NaN-free except for an optional covariate in the series that lack it entirely, and free of
+    infinite values (an error). Dates are read with ``date_format`` when given (see :func:`parse_dates`).
     """
     if fill_gaps not in (None, "interpolate"):
         raise ConfigError(f"data.fill_gaps={fill_gaps!r}: expected null or 'interpolate'")
@@ -145,17 +241,13 @@ def validate_series(
                 f"{source}: column {units_column!r} has {sorted(bad.astype(str).unique())[:3]}, "
                 f"expected {expected_units!r} for every row (convert the values first)"
             )
-    dates = pd.to_datetime(frame[date_column], errors="coerce")
-    if dates.isna().any():
-        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
-        raise DataError(
-            f"{source}: column {date_column!r} has an unparseable date {frame[date_column].iloc[row]!r} (row {row})"
-        )
+    dates = parse_dates(frame[date_column], source, date_column, date_format)
     out = pd.DataFrame({"series_id": frame[id_column].astype(str).to_numpy(), "date": dates.dt.normalize().to_numpy()})
     for col in [target, *covariates, *optional]:
         values = pd.to_numeric(frame[col], errors="coerce")
         if (values.isna() & frame[col].notna()).any():
             raise DataError(f"{source}: column {col!r} has non-numeric values")
+        require_finite(frame.assign(**{col: values}), [col], source, where=id_column)
         out[col] = values.astype("float64").to_numpy()
     out = out.sort_values(["series_id", "date"], kind="stable").reset_index(drop=True)
     # a series without an optional covariate holds 0 there while gaps are checked, NaN again afterwards
@@ -232,20 +324,22 @@ def validate_season_weather(
     region_column: str = "region",
     months: tuple[int, int] = SEASON_MONTHS,
     max_gap: int = 3,
+    date_format: str | None = None,
 ) -> pd.DataFrame:
     """Daily weather for the yield model as ``region, date, tmax, tmin, precip``: only each region-year's growing
-    season (``months``, inclusive) is kept and checked like a daily series (duplicates, non-numeric values, units;
-    gaps of up to ``max_gap`` days interpolated, longer ones an error), so files holding the seasons only are fine.
+    season (``months``, inclusive) is kept and checked like a daily series (duplicates, non-numeric and infinite
+    values, units; gaps of up to ``max_gap`` days interpolated, longer ones an error), so files holding the seasons
+    only are fine. Every date of the file is read (with ``date_format`` when given; see :func:`parse_dates`).
     Seasons that do not run from the first to the last day of the season are dropped: a yield year that needs
     one then fails with an error naming its region and year."""
     if region_column not in raw.columns:
         raise DataError(f"{source}: missing column {region_column!r} (data.region_column); found {list(raw.columns)}")
     _require(raw, ["date"], source)
-    dates = pd.to_datetime(raw["date"], errors="coerce")
-    # rows with an unparseable date are kept so that validate_series reports them
-    keep = dates.dt.month.between(*months) | dates.isna()
+    dates = parse_dates(raw["date"], source, "date", date_format)
+    keep = dates.dt.month.between(*months)
+    require_finite(raw.loc[keep], SEASON_VALUES, source, where=region_column)
     frame = raw.loc[keep].assign(
-        season=raw.loc[keep, region_column].astype(str) + SEASON_KEY + dates[keep].dt.year.astype("Int64").astype(str)
+        date=dates[keep], season=raw.loc[keep, region_column].astype(str) + SEASON_KEY + dates[keep].dt.year.astype(str)
     )
     checked = validate_series(
         frame, source, "tmax", ["tmin", "precip"], "season", fill_gaps="interpolate", max_gap=max_gap
@@ -266,8 +360,10 @@ def validate_yield(
     year_column: str = "year",
     target: str = "yield",
     covariates: Sequence[str] = (),
+    allow_missing_target: bool = False,
 ) -> pd.DataFrame:
-    """Check a region x year yield table: required columns, integer years, one row per region-year, no NaN yield."""
+    """Check a region x year yield table: required columns, integer years, one row per region-year, no NaN yield
+    (``allow_missing_target``: an empty yield marks a season to forecast), no infinite value."""
     _require(frame, [region_column, year_column, target, *covariates], source)
     out = pd.DataFrame({"region": frame[region_column].astype(str).to_numpy()})
     years = pd.to_numeric(frame[year_column], errors="coerce")
@@ -276,8 +372,12 @@ def validate_yield(
     out["year"] = years.astype(int).to_numpy()
     for col in [target, *covariates]:
         values = pd.to_numeric(frame[col], errors="coerce")
-        if values.isna().any():
-            raise DataError(f"{source}: column {col!r} has {int(values.isna().sum())} missing or non-numeric value(s)")
+        missing = values.isna()
+        if allow_missing_target and col == target:
+            missing &= frame[col].notna()  # a blank yield marks a season to forecast
+        if missing.any():
+            raise DataError(f"{source}: column {col!r} has {int(missing.sum())} missing or non-numeric value(s)")
+        require_finite(frame.assign(**{col: values}), [col], source, where=region_column)
         out["yield" if col == target else col] = values.to_numpy(dtype=float)
     dup = out.duplicated(["region", "year"])
     if dup.any():

@@ -43,6 +43,7 @@ class WeatherDataConfig(DataConfig):
     optional_covariates: List[str] = field(default_factory=list)
     id_column: str = "series_id"
     date_column: str = "date"
+    date_format: Optional[str] = None  # e.g. "%d/%m/%Y"; null: inferred, and day/month dates that read both ways fail
     lookback: int = bounded(56, 14)
     horizon: int = bounded(7, 1)
     quantiles: List[float] = field(default_factory=lambda: [0.1, 0.5, 0.9])
@@ -67,7 +68,9 @@ class SyntheticYieldConfig:
 
 @dataclass
 class YieldDataConfig(DataConfig):
-    """``YieldDataModule``'s arguments: region x year yields, optional daily weather and covariates."""
+    """``YieldDataModule``'s arguments: region x year yields, optional daily weather and covariates, and the evaluation
+    protocol (``protocol``: the folds; ``test_years`` is how many last years are tested by ``last_years`` and
+    ``expanding_window``, unused by ``leave_one_year_out``, which tests every year)."""
 
     _target_: str = "sectorkit.domains.agriculture.crop_yield.data.YieldDataModule"
     problem: str = "yield"
@@ -78,8 +81,10 @@ class YieldDataConfig(DataConfig):
     year_column: str = "year"
     target: str = "yield"
     covariates: List[str] = field(default_factory=list)
+    protocol: str = one_of("last_years", "last_years", "leave_one_year_out", "expanding_window")
     val_years: int = bounded(3, 1)
     test_years: int = bounded(5, 1)
+    date_format: Optional[str] = None  # of data.weather_path's dates, e.g. "%d/%m/%Y" (see WeatherDataConfig)
     batch_size: int = bounded(32, 1)
 
 

@@ -1,5 +1,5 @@
 """Crop-yield baselines: historical average, previous year and per-region linear trend, each fitted on the
-training years only."""
+training years only (per fold of the evaluation protocol in a run)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,16 @@ def yield_baselines(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Baseli
 
 
 def baseline_results(datamodule: YieldDataModule) -> dict[str, BaselineResult]:
-    """The baselines hook of the yield problem: fitted on the training and validation years, scored on the
-    test years."""
-    frames = datamodule.frames
-    return yield_baselines(pd.concat([frames["train"], frames["val"]]), frames["test"])
+    """The baselines hook of the yield problem, under the data's protocol: each fold's baselines are fitted on
+    the fold's training and validation years and predict its test years; the metrics pool every fold's test rows
+    (the predictions are aligned with ``datamodule.frames["test"]``)."""
+    table, test = datamodule.frames["all"], datamodule.frames["test"]
+    predictions = {name: np.full(len(test), np.nan) for name in YIELD_BASELINES}
+    for k, fold in enumerate(datamodule.folds):
+        rows = (test["fold"] == k).to_numpy()
+        if rows.any():
+            history = table[table["year"].isin(fold.history_years)]
+            for name, pred in yield_baseline_predictions(history, test[rows]).items():
+                predictions[name][rows] = pred
+    actual = test["yield"].to_numpy()
+    return {name: BaselineResult(yield_scores(pred, actual), predictions=pred) for name, pred in predictions.items()}

@@ -16,18 +16,30 @@ from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.io import read_table
 from sectorkit.domains.agriculture import sample
 from sectorkit.domains.agriculture.crop_yield.baselines import trend_predictions
+from sectorkit.domains.agriculture.crop_yield.protocols import Fold, make_folds
 from sectorkit.domains.agriculture.features import season_aggregates
-from sectorkit.domains.agriculture.readers import read_series_table, validate_season_weather, validate_yield
+from sectorkit.domains.agriculture.readers import (
+    SEASON_VALUES,
+    read_series_table,
+    validate_season_weather,
+    validate_yield,
+)
 
 
 class YieldDataModule(SectorDataModule):
     """Region x year yields with optional daily weather (aggregated over the growing season) and covariates.
 
     Features: season aggregates (when weather is given), tabular ``covariates``, the centred year and the
-    region's linear trend (fit on all years before the test span). Splits by year: the last ``test_years``
-    are the test span (predicted from earlier years only: one expanding-window cut), the ``val_years``
-    before them serve early stopping. ``path=None`` uses the synthetic crop-response sample (options in
-    ``synthetic``). ``problem`` is the config key the agriculture hooks dispatch on (always ``yield`` here).
+    region's linear trend. ``protocol`` chooses the folds (:func:`~sectorkit.domains.agriculture.crop_yield.
+    protocols.make_folds`): ``last_years`` (one fold: the last ``test_years`` years predicted from the earlier
+    ones), ``expanding_window`` (one fold per year of the last ``test_years``, each from the earlier years only) or
+    ``leave_one_year_out`` (one fold per year, from all the other years). Each fold keeps ``val_years`` of its
+    training years for early stopping; its trend, standardisation and baselines are fitted on its own years, and
+    every test row is predicted by the fold that held it out. Batches carry each row's inputs for every fold
+    (``features (K, F)``, ``trend (K,)``), which folds train or validate on it (``mask (K,)``) and the fold that
+    tests it (``fold``; -1 for a season no fold saw, which the model predicts with the mean of its folds).
+    ``path=None`` uses the synthetic crop-response sample (options in ``synthetic``). ``problem`` is the config
+    key the agriculture hooks dispatch on (always ``yield`` here).
     """
 
     def __init__(
@@ -39,14 +51,17 @@ class YieldDataModule(SectorDataModule):
         year_column: str = "year",
         target: str = "yield",
         covariates: Sequence[str] = (),
+        protocol: str = "last_years",
         val_years: int = 3,
         test_years: int = 5,
+        date_format: str | None = None,
         synthetic: dict[str, Any] | None = None,
         problem: str = "yield",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("batch_size", 32)
         super().__init__(path=path, **kwargs)
+        self.problem = problem  # what the agriculture hooks dispatch on
         if problem != "yield":
             raise ConfigError(f"data.problem={problem!r}: the YieldDataModule forecasts crop yield (data.problem=yield)")
         if self.network is not None and self.network.input_type != "season_features":
@@ -57,30 +72,38 @@ class YieldDataModule(SectorDataModule):
         self.weather_path, self.use_weather = weather_path, use_weather
         self.region_column, self.year_column, self.target = region_column, year_column, target
         self.covariates, self.val_years, self.test_years = list(covariates), int(val_years), int(test_years)
+        self.protocol, self.date_format = protocol, date_format
         self.synthetic = dict(synthetic or {})
         self.feature_names: list[str] = []
-        self.feature_mean: np.ndarray | None = None
+        self.feature_mean: np.ndarray | None = None  # (K, F): per fold, on its training years
         self.feature_std: np.ndarray | None = None
         self.year_center = 0.0
-        self.y_mean, self.y_std = 0.0, 1.0
+        self.y_mean, self.y_std = [0.0], [1.0]
+        self.folds: list[Fold] = []
+        self.trained_protocol: str | None = None  # the protocol of a restored checkpoint
         self.frames: dict[str, pd.DataFrame] = {}
+        self.fold_inputs: dict[str, dict[str, np.ndarray]] = {}
+
+    def source(self) -> str:
+        """The yield data's name in messages: the file, or the built-in sample."""
+        return "synthetic yield sample" if self.path is None else str(self.path)
 
     def load_tables(self, allow_missing: bool = False) -> pd.DataFrame:
         """Yields joined with season aggregates (when weather is used); rows without a yield kept only for predict."""
         if self.path is None:
             yields, weather = sample.synthetic_yield(**self.synthetic)
-            source = "synthetic yield sample"
         else:
             source = str(self.require_path())
             raw = read_table(self.path, "yield table")
-            if allow_missing and self.target in raw.columns:
-                raw = raw.assign(**{self.target: raw[self.target].fillna(-np.inf)})
-            yields = validate_yield(raw, source, self.region_column, self.year_column, self.target, self.covariates)
-            yields["yield"] = yields["yield"].replace(-np.inf, np.nan)
+            yields = validate_yield(
+                raw, source, self.region_column, self.year_column, self.target, self.covariates, allow_missing
+            )
             weather = None
             if self.weather_path:
-                wraw = read_series_table(self.weather_path, self.region_column)
-                weather = validate_season_weather(wraw, str(self.weather_path), self.region_column)
+                wraw = read_series_table(self.weather_path, self.region_column, SEASON_VALUES)
+                weather = validate_season_weather(
+                    wraw, str(self.weather_path), self.region_column, date_format=self.date_format
+                )
         if weather is not None and self.use_weather:
             agg = season_aggregates(weather)
             merged = yields.merge(agg, on=["region", "year"], how="left")
@@ -89,7 +112,7 @@ class YieldDataModule(SectorDataModule):
             if missing.any():
                 row = merged.loc[missing].iloc[0]
                 raise DataError(
-                    f"{source}: no complete growing-season weather for region {row['region']!r} "
+                    f"{self.source()}: no complete growing-season weather for region {row['region']!r} "
                     f"year {row['year']} (April-September needed)"
                 )
             self.feature_names = weather_cols + self.covariates
@@ -116,35 +139,71 @@ class YieldDataModule(SectorDataModule):
                     )
                 nxt = history.groupby("region")["year"].max() + 1
                 target_rows = pd.DataFrame({"region": nxt.index, "year": nxt.to_numpy(), "yield": np.nan})
-            self.frames["predict"] = self._with_trend(history, target_rows)
-            self.frames["history"] = history
+            # a season none of the folds saw: every fold's model gets the trend of the whole history
+            rows = target_rows.assign(trend=trend_predictions(history, target_rows)).reset_index(drop=True)
+            k = max(len(self.folds), 1)
+            self.frames["predict"], self.frames["history"] = rows, history
+            self.fold_inputs["predict"] = {
+                "trend": np.repeat(rows["trend"].to_numpy(float)[:, None], k, axis=1),
+                "mask": np.zeros((len(rows), k), dtype=bool),
+                "fold": np.full(len(rows), -1, dtype=np.int64),
+            }
             return
         if self.frames.get("test") is not None:
             return
-        frame = self.load_tables()
-        years = np.sort(frame["year"].unique())
-        if len(years) < self.val_years + self.test_years + 3:
-            raise DataError(
-                f"yield table has {len(years)} years; need at least val_years + test_years + 3 = "
-                f"{self.val_years + self.test_years + 3}"
-            )
-        test_start, val_start = years[-self.test_years], years[-self.test_years - self.val_years]
-        history = frame[frame["year"] < test_start]
-        self.frames = {
-            "train": frame[frame["year"] < val_start],
-            "val": frame[(frame["year"] >= val_start) & (frame["year"] < test_start)],
-            "test": frame[frame["year"] >= test_start],
-        }
-        self.frames = {k: self._with_trend(history, v) for k, v in self.frames.items()}
+        frame = self.load_tables().reset_index(drop=True)
+        folds = make_folds(frame["year"], self.protocol, self.val_years, self.test_years, self.source())
+        self._check_trained_folds(folds)
+        self.folds = folds
+        year = frame["year"]
+        train = np.column_stack([year.isin(f.train_years).to_numpy() for f in folds])  # (N, K)
+        val = np.column_stack([year.isin(f.val_years).to_numpy() for f in folds])
+        test_fold = np.full(len(frame), -1, dtype=np.int64)
+        for k, fold in enumerate(folds):
+            test_fold[year.isin(fold.test_years).to_numpy()] = k
+        # each fold's trend, fitted on its own years (a held-out year never informs its own trend)
+        trend = np.column_stack([trend_predictions(frame[year.isin(f.history_years)], frame) for f in folds])
         if self.feature_mean is None:
-            train = self.frames["train"]
-            self.year_center = float(train["year"].mean())
-            x = self._raw_features(train)
-            self.feature_mean, self.feature_std = x.mean(0), np.maximum(x.std(0), 1e-6)
-            self.y_mean, self.y_std = float(train["yield"].mean()), float(max(train["yield"].std(), 1e-6))
+            self.year_center = float(frame.loc[train.any(axis=1), "year"].mean())
+            stats = [self._fold_stats(frame[train[:, k]]) for k in range(len(folds))]
+            self.feature_mean = np.stack([s[0] for s in stats])
+            self.feature_std = np.stack([s[1] for s in stats])
+            self.y_mean, self.y_std = [s[2] for s in stats], [s[3] for s in stats]
+        self.frames, self.fold_inputs = {"all": frame}, {}
+        rows_of = {"train": train.any(axis=1), "val": val.any(axis=1), "test": test_fold >= 0}
+        masks = {"train": train, "val": val, "test": test_fold[:, None] == np.arange(len(folds))[None, :]}
+        for stage_name, rows in rows_of.items():
+            mask = masks[stage_name][rows]
+            own = np.argmax(mask, axis=1)  # the fold that tests the row (test), or the first that uses it
+            self.frames[stage_name] = frame[rows].assign(
+                trend=trend[rows][np.arange(len(own)), own], fold=test_fold[rows]
+            ).reset_index(drop=True)
+            self.fold_inputs[stage_name] = {"trend": trend[rows], "mask": mask, "fold": test_fold[rows]}
 
-    def _with_trend(self, history: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-        return rows.assign(trend=trend_predictions(history, rows)).reset_index(drop=True)
+    def _check_trained_folds(self, folds: list[Fold]) -> None:
+        """A restored checkpoint has one model per fold: this data and protocol must give folds testing the same
+        years (their validation years may differ, they do not change a test prediction)."""
+        if not self.folds or [f.test_years for f in self.folds] == [f.test_years for f in folds]:
+            return
+        if self.trained_protocol not in (None, self.protocol):
+            raise ConfigError(
+                f"data.protocol={self.protocol}: the checkpoint was trained with data.protocol={self.trained_protocol} "
+                f"({len(self.folds)} fold(s)); set data.protocol={self.trained_protocol}"
+            )
+
+        def tested(fold_list: list[Fold]) -> str:
+            names = [f.describe() for f in fold_list]
+            return f"{len(names)} fold(s) testing {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+
+        raise DataError(
+            f"{self.source()}: data.protocol={self.protocol} gives {tested(folds)}, but the checkpoint's model has "
+            f"{tested(self.folds)}; use the data and data.test_years it was trained with"
+        )
+
+    def _fold_stats(self, train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float, float]:
+        x = self._raw_features(train)
+        y_std = float(max(train["yield"].std(), 1e-6))
+        return x.mean(0), np.maximum(x.std(0), 1e-6), float(train["yield"].mean()), y_std
 
     def _raw_features(self, frame: pd.DataFrame) -> np.ndarray:
         cols = [frame[c].to_numpy(float) for c in self.feature_names] + [
@@ -153,14 +212,17 @@ class YieldDataModule(SectorDataModule):
         return np.column_stack(cols)
 
     def features(self, frame: pd.DataFrame) -> np.ndarray:
-        """Standardised feature matrix (statistics of the training years)."""
-        return ((self._raw_features(frame) - self.feature_mean) / self.feature_std).astype(np.float32)
+        """Feature matrix ``(N, K, F)``, standardised with each fold's statistics (of its training years)."""
+        raw = self._raw_features(frame)[:, None, :]
+        return ((raw - self.feature_mean[None]) / self.feature_std[None]).astype(np.float32)
 
     def tensor_dataset(self, stage: str) -> Dataset:
-        frame = self.frames[stage]
+        frame, inputs = self.frames[stage], self.fold_inputs[stage]
         return _DictDataset(
             features=torch.from_numpy(self.features(frame)),
-            trend=torch.as_tensor(frame["trend"].to_numpy(np.float32)),
+            trend=torch.as_tensor(inputs["trend"], dtype=torch.float32),
+            fold=torch.as_tensor(inputs["fold"], dtype=torch.int64),
+            mask=torch.as_tensor(inputs["mask"]),
             target=torch.as_tensor(frame["yield"].fillna(0).to_numpy(np.float32)),
         )
 
@@ -182,9 +244,16 @@ class YieldDataModule(SectorDataModule):
         return "predict" if "predict" in self.frames else "test"
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {"n_features": len(self.feature_names) + 1, "y_mean": self.y_mean, "y_std": self.y_std}
+        return {
+            "n_features": len(self.feature_names) + 1,
+            "y_mean": [float(v) for v in self.y_mean],
+            "y_std": [float(v) for v in self.y_std],
+            "folds": len(self.folds) or 1,
+        }
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
+        """One row per region and year: the predicted yield and the region's trend; on the test years also the
+        actual yield and the fold whose model predicted it."""
         key = self.predict_split() if stage == "predict" else "test"
         frame = self.frames[key]
         out = pd.DataFrame(
@@ -197,6 +266,7 @@ class YieldDataModule(SectorDataModule):
         )
         if key == "test":
             out["actual"] = frame["yield"].to_numpy()
+            out["fold"] = frame["fold"].to_numpy()
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -207,8 +277,10 @@ class YieldDataModule(SectorDataModule):
             "feature_mean": torch.as_tensor(self.feature_mean),
             "feature_std": torch.as_tensor(self.feature_std),
             "year_center": self.year_center,
-            "y_mean": self.y_mean,
-            "y_std": self.y_std,
+            "y_mean": [float(v) for v in self.y_mean],
+            "y_std": [float(v) for v in self.y_std],
+            "protocol": self.protocol,
+            "folds": [fold.to_state() for fold in self.folds],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -217,7 +289,10 @@ class YieldDataModule(SectorDataModule):
         self.feature_names = list(state_dict["feature_names"])
         self.feature_mean = np.asarray(state_dict["feature_mean"])
         self.feature_std = np.asarray(state_dict["feature_std"])
-        self.year_center, self.y_mean, self.y_std = state_dict["year_center"], state_dict["y_mean"], state_dict["y_std"]
+        self.year_center = state_dict["year_center"]
+        self.y_mean, self.y_std = list(state_dict["y_mean"]), list(state_dict["y_std"])
+        self.trained_protocol = state_dict["protocol"]
+        self.folds = [Fold.from_state(fold) for fold in state_dict["folds"]]
 
 
 class _DictDataset(torch.utils.data.Dataset):

@@ -1,17 +1,109 @@
-"""Yield evaluation protocols with one refit per fold: expanding window (predict year t from years < t only)
-and leave-one-year-out (the CY-Bench protocol). Each fold fits the yield network (full-batch AdamW, a few
-hundred rows) and the three baselines on the fold's training years only."""
+"""Yield evaluation protocols: which years each fold's model is fitted on, validated on and tested on.
+
+``last_years``: one fold, the last ``test_years`` years predicted from the years before them. ``expanding_window``:
+one fold per year of the last ``test_years``, each predicted from the earlier years only. ``leave_one_year_out``
+(the CY-Bench protocol): one fold per year, each predicted from all the other years. With ``val_years > 0`` a fold
+sets that many of its training years aside for early stopping: the years just before the test year (last years,
+expanding window) or the ones just after it, wrapping round to the first years (leave one year out).
+
+The data module trains one model per fold side by side (:class:`~sectorkit.domains.agriculture.crop_yield.module.
+YieldRegressor`); the benchmark refits the yield network per fold (:func:`expanding_window`,
+:func:`leave_one_year_out`, no validation years: full-batch AdamW for a fixed number of epochs). Both fit the three
+baselines on each fold's years only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from sectorkit.domains.agriculture.crop_yield.baselines import trend_predictions, yield_baseline_predictions
+from sectorkit.core.errors import DataError
+from sectorkit.domains.agriculture.crop_yield.baselines import trend_predictions, yield_baseline_predictions, yield_scores
 from sectorkit.domains.agriculture.models.yield_mlp import YieldMLP
+
+PROTOCOLS = ("last_years", "leave_one_year_out", "expanding_window")
+MIN_TRAIN_YEARS = 3
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: the years its model is fitted on, the years that choose its epoch, the years it predicts."""
+
+    train_years: tuple[int, ...]
+    val_years: tuple[int, ...]
+    test_years: tuple[int, ...]
+
+    @property
+    def history_years(self) -> tuple[int, ...]:
+        """Every year the fold may learn from (training and validation): its trend and baselines are fitted on them."""
+        return tuple(sorted(self.train_years + self.val_years))
+
+    def to_state(self) -> dict[str, list[int]]:
+        """Plain lists, storable in a checkpoint read with ``weights_only=True``."""
+        return {"train_years": list(self.train_years), "val_years": list(self.val_years), "test_years": list(self.test_years)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Fold:
+        return cls(*(tuple(int(y) for y in state[k]) for k in ("train_years", "val_years", "test_years")))
+
+    def describe(self) -> str:
+        """The test years as text (``2014-2018`` for a run of years, else a list)."""
+        years = self.test_years
+        if len(years) > 1 and list(years) == list(range(years[0], years[-1] + 1)):
+            return f"{years[0]}-{years[-1]}"
+        return ", ".join(map(str, years))
+
+
+def make_folds(
+    years: Iterable[int], protocol: str, val_years: int, test_years: int, source: str = "yield table"
+) -> list[Fold]:
+    """The folds of ``protocol`` over the distinct ``years`` (``test_years`` is not used by leave-one-year-out).
+
+    Raises a DataError naming ``source`` when a fold would keep fewer than three training years.
+    """
+    years = sorted({int(y) for y in years})
+    n = len(years)
+    tested = 1 if protocol == "leave_one_year_out" else test_years
+    if n < val_years + tested + MIN_TRAIN_YEARS:
+        raise DataError(
+            f"{source}: {n} years; data.protocol={protocol} needs at least "
+            f"{'' if protocol == 'leave_one_year_out' else 'test_years + '}val_years + {MIN_TRAIN_YEARS} = "
+            f"{val_years + tested + MIN_TRAIN_YEARS}"
+        )
+    if protocol == "last_years":
+        cut = n - test_years
+        return [Fold(tuple(years[: cut - val_years]), tuple(years[cut - val_years : cut]), tuple(years[cut:]))]
+    if protocol == "expanding_window":
+        folds = []
+        for i in range(n - test_years, n):
+            folds.append(Fold(tuple(years[: i - val_years]), tuple(years[i - val_years : i]), (years[i],)))
+        return folds
+    if protocol == "leave_one_year_out":
+        folds = []
+        for i, year in enumerate(years):
+            val = tuple(sorted(years[(i + j) % n] for j in range(1, val_years + 1)))
+            folds.append(Fold(tuple(y for y in years if y != year and y not in val), val, (year,)))
+        return folds
+    raise DataError(f"data.protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+
+
+def fold_scores(test: pd.DataFrame, folds: Sequence[Fold], predictions: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """NRMSE, RMSE and MAE of each fold's test rows (``test["fold"]``) for every prediction in ``predictions``
+    (the model's and each baseline's, aligned with ``test``)."""
+    actual = test["yield"].to_numpy(float)
+    out = []
+    for k, fold in enumerate(folds):
+        rows = (test["fold"] == k).to_numpy()
+        if not rows.any():
+            continue
+        scores = {name: yield_scores(np.asarray(pred, float)[rows], actual[rows]) for name, pred in predictions.items()}
+        out.append({"fold": k, "test_years": list(fold.test_years), "n": int(rows.sum()), **scores})
+    return out
 
 
 def fit_predict_yield(
@@ -52,10 +144,8 @@ def fit_predict_yield(
     return z * y_std + y_mean
 
 
-def _fold(
-    frame: pd.DataFrame, train_mask: pd.Series, test_mask: pd.Series, features: Sequence[str], seed: int, epochs: int
-) -> pd.DataFrame:
-    train, test = frame[train_mask], frame[test_mask]
+def _fold(frame: pd.DataFrame, fold: Fold, features: Sequence[str], seed: int, epochs: int) -> pd.DataFrame:
+    train, test = frame[frame["year"].isin(fold.train_years)], frame[frame["year"].isin(fold.test_years)]
     out = test[["region", "year", "yield"]].copy()
     out["predicted"] = fit_predict_yield(train, test, features, seed=seed, epochs=epochs)
     for name, pred in yield_baseline_predictions(train, test).items():
@@ -67,17 +157,13 @@ def expanding_window(
     frame: pd.DataFrame, features: Sequence[str], seed: int = 0, epochs: int = 300, last_years: int = 10
 ) -> pd.DataFrame:
     """Predict each of the last ``last_years`` years from all earlier years only."""
-    years = np.sort(frame["year"].unique())[-last_years:]
-    return pd.concat(
-        [_fold(frame, frame["year"] < y, frame["year"] == y, features, seed, epochs) for y in years], ignore_index=True
-    )
+    folds = make_folds(frame["year"], "expanding_window", val_years=0, test_years=last_years)
+    return pd.concat([_fold(frame, fold, features, seed, epochs) for fold in folds], ignore_index=True)
 
 
 def leave_one_year_out(
     frame: pd.DataFrame, features: Sequence[str], seed: int = 0, epochs: int = 300, last_years: int | None = None
 ) -> pd.DataFrame:
     """Hold out every year once and fit on all the other years (``last_years`` is ignored)."""
-    years = np.sort(frame["year"].unique())
-    return pd.concat(
-        [_fold(frame, frame["year"] != y, frame["year"] == y, features, seed, epochs) for y in years], ignore_index=True
-    )
+    folds = make_folds(frame["year"], "leave_one_year_out", val_years=0, test_years=1)
+    return pd.concat([_fold(frame, fold, features, seed, epochs) for fold in folds], ignore_index=True)

@@ -12,10 +12,21 @@ import torch
 from sectorkit.core.io import save_figure
 from sectorkit.core.reporting import ReportSection, RunContext  # also selects matplotlib's non-interactive Agg backend
 from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
+from sectorkit.domains.agriculture.crop_yield.protocols import fold_scores
+
+
+PROTOCOL_TEXT = {
+    "last_years": "The last test years are predicted from earlier years only (one fold).",
+    "expanding_window": "Expanding window: each test year is predicted by a model fitted on the earlier years only "
+    "(one fold per year).",
+    "leave_one_year_out": "Leave one year out: each year is predicted by a model fitted on all the other years (one "
+    "fold per year).",
+}
 
 
 def build_report(ctx: RunContext) -> list[ReportSection]:
-    """After a test: predicted vs actual for the model and the run's baselines (their test predictions). After
+    """After a test: predicted vs actual for the model and the run's baselines (their test predictions), and the
+    metrics of each fold of the protocol (also kept in metrics.json under ``breakdowns.test_by_fold``). After
     ``predict`` on a file: the yield history with the forecast season beside the predictions file (no section)."""
     dm: YieldDataModule = ctx.datamodule
     if ctx.stage == "predict":
@@ -23,15 +34,38 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
             save_figure(yield_forecast_figure(dm.frames["history"], ctx.predictions), ctx.plot_path("forecast.png"))
         return []
     test = dm.frames["test"]
-    pred = torch.cat([torch.as_tensor(o) for o in ctx.outputs]).numpy()
+    pred = torch.cat([torch.as_tensor(o) for o in ctx.outputs]).numpy().astype(np.float64)
     base = {name: np.asarray(result.predictions) for name, result in ctx.baselines.items()}
     path = save_figure(yield_figure(test, pred, base), ctx.plot_path("yield_predicted_vs_actual.png"))
     by_year = test.assign(model=pred, **base).groupby("year")[["yield", "model", *base]].mean()
     body = (
-        "Test years are predicted from earlier years only (one expanding-window cut). Mean over regions "
-        "per year:\n\n" + frame_markdown(by_year.round(3))
+        f"{PROTOCOL_TEXT.get(dm.protocol, '')} Each fold's trend, scaling and baselines are fitted on its own years. "
+        "Mean over regions per year:\n\n" + frame_markdown(by_year.round(3))
     )
-    return [ReportSection("Yield: predicted vs actual per year", body, [path])]
+    folds = fold_scores(test, dm.folds, {"model": pred, **base})
+    fold_body = (
+        f"`data.protocol={dm.protocol}`: {len(dm.folds)} fold(s); the pooled test metrics above score every test row "
+        "with its own fold's model. NRMSE per fold (RMSE and MAE in metrics.json, `breakdowns.test_by_fold`):\n\n"
+        + fold_table(folds, ["model", *base])
+    )
+    return [
+        ReportSection("Yield: predicted vs actual per year", body, [path]),
+        ReportSection("Yield: test metrics per fold", fold_body, metrics={"test_by_fold": folds}),
+    ]
+
+
+def fold_table(folds: list[dict], names: list[str]) -> str:
+    """Markdown: one row per fold (its test years and rows) with each predictor's NRMSE, then the mean over folds."""
+    lines = ["| fold | test years | rows | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
+    for fold in folds:
+        years = fold["test_years"]
+        label = f"{years[0]}-{years[-1]}" if len(years) > 1 else str(years[0])
+        cells = " | ".join(f"{fold[name]['nrmse']:.3f}" for name in names)
+        lines.append(f"| {fold['fold']} | {label} | {fold['n']} | {cells} |")
+    if len(folds) > 1:
+        means = " | ".join(f"{np.mean([fold[name]['nrmse'] for fold in folds]):.3f}" for name in names)
+        lines.append(f"| mean over folds | | {sum(f['n'] for f in folds)} | {means} |")
+    return "\n".join(lines)
 
 
 def yield_figure(test: pd.DataFrame, pred: np.ndarray, base: dict[str, np.ndarray]) -> plt.Figure:

@@ -40,7 +40,9 @@ class WeatherDataModule(SectorDataModule):
     ``stations`` is ``[synthetic]``). Splits are chronological per series (``split`` = train, val
     fractions; the rest is the test span, backtested with one forecast origin per day).
     ``optional_covariates``: inputs only some series have (a sensor some stations lack, e.g. Seattle's wind);
-    a series without one sees a constant zero there, its neutral scaled value. ``problem`` is the config key
+    a series without one sees a constant zero there, its neutral scaled value. ``date_format``: how the file's
+    dates are written (e.g. ``%d/%m/%Y``); unset, it is inferred, and dates that read both day-first and
+    month-first are an error. ``problem`` is the config key
     the agriculture hooks dispatch on (always ``weather`` here).
     """
 
@@ -53,6 +55,7 @@ class WeatherDataModule(SectorDataModule):
         optional_covariates: Sequence[str] = (),
         id_column: str = "series_id",
         date_column: str = "date",
+        date_format: str | None = None,
         lookback: int = 56,
         horizon: int = 7,
         split: Sequence[float] = (0.6, 0.15),
@@ -68,6 +71,7 @@ class WeatherDataModule(SectorDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(path=path, **kwargs)
+        self.problem = problem  # what the agriculture hooks dispatch on
         if problem != "weather":
             raise ConfigError(f"data.problem={problem!r}: the WeatherDataModule forecasts weather (data.problem=weather)")
         if self.network is not None and self.network.input_type != "windows":
@@ -77,7 +81,7 @@ class WeatherDataModule(SectorDataModule):
             )
         self.stations, self.target, self.covariates = list(stations), target, list(covariates)
         self.optional_covariates = [c for c in optional_covariates if c not in (target, *covariates)]
-        self.id_column, self.date_column = id_column, date_column
+        self.id_column, self.date_column, self.date_format = id_column, date_column, date_format
         self.lookback, self.horizon, self.split = int(lookback), int(horizon), list(split)
         self.fill_gaps, self.max_gap = fill_gaps, max_gap
         self.units_column, self.expected_units = units_column, expected_units
@@ -100,7 +104,7 @@ class WeatherDataModule(SectorDataModule):
             id_col, date_col = "series_id", "date"
         else:
             raw, source, id_col, date_col = (
-                read_series_table(self.require_path(), self.id_column),
+                read_series_table(self.require_path(), self.id_column, [self.target, *self.inputs]),
                 str(self.path),
                 self.id_column,
                 self.date_column,
@@ -119,6 +123,7 @@ class WeatherDataModule(SectorDataModule):
             self.expected_units,
             self.valid_range,
             self.optional_covariates,
+            self.date_format if self.path is not None else None,
         )
 
     @property

@@ -10,12 +10,13 @@ import torch
 
 from sectorkit.core.io import save_figure
 from sectorkit.core.reporting import ReportSection, RunContext  # also selects matplotlib's non-interactive Agg backend
-from sectorkit.domains.agriculture.metrics import score_forecasts
+from sectorkit.domains.agriculture.metrics import score_forecasts, scores_by_series
 from sectorkit.domains.agriculture.weather.data import WeatherDataModule
 
 
 def build_report(ctx: RunContext) -> list[ReportSection]:
-    """After a test: the per-horizon table and plot and the fan charts, from the run's test outputs and
+    """After a test: the per-horizon table and plot, the per-station metrics of the model and every baseline (also
+    kept in metrics.json under ``breakdowns.test_by_series``) and the fan charts, from the run's test outputs and
     baseline forecasts. After ``predict``: the forecast plot beside the predictions file (no section)."""
     dm: WeatherDataModule = ctx.datamodule
     if ctx.stage == "predict":
@@ -34,10 +35,59 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
         "one-day naive MAE on the training span, so values above 1 at longer horizons are normal. Baseline "
         "intervals come from per-horizon quantiles of their validation errors.\n\n" + per_horizon_table(model, baselines)
     )
+    by_series = series_breakdown(dm, preds, {name: result.predictions for name, result in ctx.baselines.items()})
     return [
         ReportSection("Per-horizon errors vs baselines", body, [error_plot]),
+        ReportSection(
+            "Per-station test metrics",
+            "Each station's test origins scored on their own (the pooled metrics above weigh stations by their number "
+            "of test origins; per-horizon values in metrics.json, `breakdowns.test_by_series`).\n\n"
+            + series_table(by_series),
+            metrics={"test_by_series": by_series},
+        ),
         ReportSection("Fan charts (10-90 % band, median, actual)", "", [fan]),
     ]
+
+
+def series_breakdown(dm: WeatherDataModule, preds: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per series: its number of test origins and the test metrics of the model and of every baseline on its own
+    origins (means over horizons, and MAE, pinball and coverage per horizon)."""
+    origins, h = dm.origins["test"], dm.horizon
+    target = dm.panel.target[origins[:, None] + np.arange(1, h + 1)]
+    series = dm.panel.series_index[origins]
+    scale = dm.stats.mase_scale[series]
+
+    def score(forecasts: np.ndarray) -> dict[str, dict]:
+        return scores_by_series(np.asarray(forecasts), target, scale, series, dm.stats.series, dm.quantiles)
+
+    model = score(preds)
+    others = {name: score(forecasts) for name, forecasts in baselines.items()}
+    return {
+        name: {
+            "n_origins": entry.pop("n_origins"),
+            "model": entry,
+            "baselines": {b: {k: v for k, v in others[b][name].items() if k != "n_origins"} for b in others},
+        }
+        for name, entry in model.items()
+    }
+
+
+def series_table(by_series: dict[str, dict]) -> str:
+    """Markdown: per station, the model and every baseline (MAE, pinball, coverage, MASE), then the model's MAE per
+    horizon at each station."""
+    lines = ["| station | origins | forecaster | MAE | pinball | coverage | MASE |", "|---" * 7 + "|"]
+    for station, entry in by_series.items():
+        rows = {"**model**": entry["model"], **entry["baselines"]}
+        for name, scores in rows.items():
+            lines.append(
+                f"| {station} | {entry['n_origins']} | {name} | {scores['mae']:.3f} | {scores['pinball']:.3f} | "
+                f"{scores['coverage']:.3f} | {scores['mase']:.3f} |"
+            )
+    h = len(next(iter(by_series.values()))["model"]["per_horizon"]["mae"]) if by_series else 0
+    lines += ["", "| station | model MAE " + " | ".join(f"h{i}" for i in range(1, h + 1)) + " |", "|---" * (h + 1) + "|"]
+    for station, entry in by_series.items():
+        lines.append(f"| {station} | " + " | ".join(f"{v:.3f}" for v in entry["model"]["per_horizon"]["mae"]) + " |")
+    return "\n".join(lines)
 
 
 def per_horizon_table(model: dict, baselines: dict[str, dict]) -> str:

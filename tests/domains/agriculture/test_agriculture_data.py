@@ -279,3 +279,76 @@ def test_yield_weather_of_growing_seasons_only_from_a_file_or_a_station_folder(t
     weather.drop(columns="region").to_csv(tmp_path / "weather.csv", index=False)  # one file without region ids
     with pytest.raises(DataError, match=r"weather.csv: missing column 'region' \(data.region_column\)"):
         dm.load_tables()
+    # an infinite value in a season names the weather file, its column and row, and the region
+    weather.loc[season[5], "precip"] = np.inf
+    weather.to_csv(tmp_path / "weather.csv", index=False)
+    with pytest.raises(DataError, match=rf"weather\.csv: column 'precip' has 1 infinite value\(s\), the first inf in row {season[5]}"):
+        dm.load_tables()
+
+
+def test_infinite_values_are_refused_naming_the_file_column_and_row(tmp_path):
+    """One ``inf`` used to train to a NaN test MAE with exit 0: it is a DataError naming where it is."""
+    from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
+    from sectorkit.domains.agriculture.weather.data import WeatherDataModule
+
+    frame = _frame(n_days=120, n_series=1)
+    frame.loc[17, "tmin"] = np.inf
+    frame.to_csv(tmp_path / "w.csv", index=False)
+    with pytest.raises(DataError, match=r"w\.csv: column 'tmin' has 1 infinite value\(s\), the first inf in row 17;"):
+        WeatherDataModule(path=str(tmp_path / "w.csv"), lookback=28).setup("fit")
+    with pytest.raises(DataError, match=r"f\.csv: column 'tmin' .* in row 17, series_id 'station_0'"):
+        validate_series(frame, "f.csv", "tmax", ["tmin"])  # a table built in Python: the series is named too
+    validate_series(frame, "f.csv", "tmax", ["precip"])  # a column that is not read is not checked
+    with pytest.raises(DataError, match="NaN value"):  # NaN keeps the gap rules
+        validate_series(frame.assign(tmin=frame["tmin"].replace(np.inf, np.nan)), "f.csv", "tmax", ["tmin"])
+    # in a folder of station files: the file itself ('-inf' and overflowing numbers are infinite too)
+    folder = tmp_path / "stations"
+    folder.mkdir()
+    clean = frame.drop(columns="series_id").assign(tmin=0.0)
+    clean.to_csv(folder / "a.csv", index=False)
+    text = clean.astype({"precip": str})
+    text.loc[3, "precip"] = "-inf"
+    text.to_csv(folder / "b.csv", index=False)
+    with pytest.raises(DataError, match=r"b\.csv: column 'precip' has 1 infinite value\(s\), the first -inf in row 3"):
+        WeatherDataModule(path=str(folder), lookback=28).setup("fit")
+    # yield tables: the target and the covariates
+    yields, _ = synthetic_yield()
+    yields["fertiliser"] = 1.0
+    for column, value in (("yield", "inf"), ("fertiliser", "1e400")):
+        bad = yields.astype({column: object})
+        bad.loc[4, column] = value
+        bad.to_csv(tmp_path / "y.csv", index=False)
+        dm = YieldDataModule(path=str(tmp_path / "y.csv"), covariates=["fertiliser"])
+        with pytest.raises(DataError, match=rf"y\.csv: column '{column}' has 1 infinite value\(s\), the first inf in row 4, region 'region_0'"):
+            dm.setup("fit")
+
+
+def test_day_and_month_that_read_both_ways_need_a_date_format(tmp_path):
+    from sectorkit.domains.agriculture.readers import parse_dates
+
+    frame = _frame(n_days=10, n_series=1)  # 1-10 January 2000: every day <= 12
+    frame.assign(date=frame["date"].dt.strftime("%d/%m/%Y")).to_csv(tmp_path / "d.csv", index=False)
+    raw = read_table(tmp_path / "d.csv")
+    with pytest.raises(DataError, match=r"^d\.csv: column 'date' has dates that read both day-first and month-first: "
+                                         r"'02/01/2000' \(row 1\) is 2000-01-02 day-first or 2000-02-01 month-first; "
+                                         r"set data.date_format \('%d/%m/%Y' or '%m/%d/%Y'\)$"):
+        validate_series(raw, "d.csv", "tmax")
+    checked = validate_series(raw, "d.csv", "tmax", date_format="%d/%m/%Y")
+    assert (checked["date"].to_numpy() == frame["date"].to_numpy()).all()
+    with pytest.raises(DataError, match=r"unparseable date '01/01/2000' \(row 0\) \(expected data.date_format='%Y-%m-%d'\)"):
+        validate_series(raw, "d.csv", "tmax", date_format="%Y-%m-%d")
+    # a day above 12 settles the order either way; ISO dates have one reading; short years are guessed per value
+    longer = _frame(n_days=40, n_series=1)["date"]
+    for fmt in ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y %H:%M", "%Y-%m-%d"):
+        assert (parse_dates(longer.dt.strftime(fmt), "f", "date") == longer).all(), fmt
+    with pytest.raises(DataError, match="read both day-first and month-first: '3/4/01'"):
+        parse_dates(pd.Series(["3/4/01", "3/5/01"]), "f", "date")
+    # the option reaches the file through the config
+    from sectorkit.domains.agriculture.weather.data import WeatherDataModule
+
+    frame = _frame(n_days=60, n_series=1)
+    frame.assign(date=frame["date"].dt.strftime("%m/%d/%Y")).head(12).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=r"m\.csv: column 'date' has dates that read both"):
+        WeatherDataModule(path=str(tmp_path / "m.csv")).load_frame(0)
+    read = WeatherDataModule(path=str(tmp_path / "m.csv"), date_format="%m/%d/%Y").load_frame(0)
+    assert (read["date"].to_numpy() == frame["date"].head(12).to_numpy()).all()

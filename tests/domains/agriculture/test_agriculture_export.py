@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -39,3 +41,23 @@ def test_onnx_export_matches_torch(tmp_path, network, options):
     with torch.no_grad():
         expected = module(*(t[:5] for t in inputs)).numpy()
     assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_yield_fold_ensemble_exports_with_each_rows_fold():
+    """One network per fold in one graph: the exported model picks each row's fold (the mean for fold -1)."""
+    from sectorkit.domains.agriculture.crop_yield.module import YieldRegressor
+
+    torch.manual_seed(0)
+    module = YieldRegressor(net={"_target_": "sectorkit.domains.agriculture.models.yield_mlp.YieldMLP", "hidden": 8},
+                            n_features=4, y_mean=[9.0, 10.0, 11.0], y_std=[1.0, 2.0, 1.5], folds=3).eval()
+    features, trend, fold = torch.randn(8, 3, 4), 9 + torch.randn(8, 3), torch.tensor([0, 1, 2, -1, 2, 1, 0, -1])
+    names = ["features", "trend", "fold"]
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/yield.onnx"
+        torch.onnx.export(module, (features, trend, fold), path, input_names=names, output_names=["yield"],
+                          dynamic_axes={n: {0: "batch"} for n in names}, dynamo=False)
+        got = ort.InferenceSession(path).run(None, {"features": features[:5].numpy(), "trend": trend[:5].numpy(),
+                                                    "fold": fold[:5].numpy()})[0]
+    with torch.no_grad():
+        expected = module(features[:5], trend[:5], fold[:5]).numpy()
+    assert np.allclose(got, expected, atol=1e-5) and not np.allclose(expected[0], expected[3])

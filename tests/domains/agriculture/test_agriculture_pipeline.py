@@ -58,12 +58,21 @@ def test_every_weather_model_composes_and_builds(model):
         (["model.ridge_combination=1.5"], "model.ridge_combination=1.5: expected a value >= 0 and <= 1"),
         (["model.ensemble=0"], "model.ensemble=0: expected a value >= 1"),
         (["experiment=yield", "data.test_years=0"], "data.test_years=0: expected a value >= 1"),
+        (["experiment=yield", "data.protocol=loyo"],
+         "data.protocol='loyo': expected one of last_years, leave_one_year_out, expanding_window"),
     ],
 )
 def test_typed_configs_refuse_typos_wrong_types_and_values_out_of_range(overrides, message):
     with pytest.raises(ConfigError) as caught:
         validate_overrides(DOMAIN, overrides)
     assert message in str(caught.value)
+
+
+def test_protocol_and_date_format_options_compose():
+    cfg = compose_config(DOMAIN, ["experiment=yield", "data.protocol=leave_one_year_out", "data.date_format=%d/%m/%Y"])
+    assert (cfg.data.protocol, cfg.data.date_format) == ("leave_one_year_out", "%d/%m/%Y")
+    validate_overrides(DOMAIN, ["data.date_format=%d.%m.%Y"])  # the weather data's option
+    assert compose_config(DOMAIN, ["experiment=yield"]).data.protocol == "last_years"
 
 
 def test_a_network_of_the_other_problem_is_refused_by_the_data_module():

@@ -13,6 +13,7 @@ from sectorkit.core.reporting import RunContext
 from sectorkit.domains.agriculture import DOMAIN
 from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
 from sectorkit.domains.agriculture.crop_yield.module import YieldRegressor
+from sectorkit.domains.agriculture.metrics import score_forecasts
 from sectorkit.domains.agriculture.weather.data import WeatherDataModule
 from sectorkit.domains.agriculture.weather.module import WeatherForecaster
 
@@ -33,12 +34,35 @@ def test_weather_report_and_forecast_plot(tmp_path):
     sections = DOMAIN.report(ctx)
     assert [s.title for s in sections] == [
         "Per-horizon errors vs baselines",
+        "Per-station test metrics",
         "Fan charts (10-90 % band, median, actual)",
     ]
     assert all(p.is_file() for s in sections for p in s.images)
     assert "| ridge_ar | mae |" in sections[0].body and "h7" in sections[0].body
     mean_mae = f"| {baselines['ridge_ar'].metrics['mae']:.3f} |"
     assert any(line.startswith("| ridge_ar | mae |") and line.endswith(mean_mae) for line in sections[0].body.splitlines())
+
+    # per station: the model and every baseline on that station's own test origins (metrics.json: breakdowns)
+    by_series = sections[1].metrics["test_by_series"]
+    assert list(by_series) == dm.stats.series
+    origins = dm.origins["test"]
+    series = dm.panel.series_index[origins]
+    target = dm.panel.target[origins[:, None] + np.arange(1, 8)]
+    preds = np.concatenate([np.asarray(o) for o in outputs])
+    counts = np.array([by_series[name]["n_origins"] for name in dm.stats.series])
+    pooled = {name: np.average([by_series[s][name]["mae"] for s in dm.stats.series], weights=counts) for name in ("model",)}
+    assert counts.sum() == len(origins) and np.isclose(pooled["model"], np.abs(preds[..., 1] - target).mean(), rtol=1e-5)
+    for s, name in enumerate(dm.stats.series):
+        rows = series == s
+        ridge = baselines["ridge_ar"].predictions[rows]
+        expected = score_forecasts(ridge, target[rows], dm.stats.mase_scale[series[rows]])
+        entry = by_series[name]["baselines"]["ridge_ar"]
+        assert np.isclose(entry["pinball"], expected["pinball"]) and np.isclose(entry["coverage"], expected["coverage"])
+        assert entry["per_horizon"]["mae"] == pytest.approx(expected["per_horizon"]["mae"])
+        assert set(by_series[name]["model"]["per_horizon"]) == {"mae", "pinball", "coverage"}
+        model_mae = by_series[name]["model"]["mae"]
+        assert f"| {name} | {rows.sum()} | **model** | {model_mae:.3f} |" in sections[1].body
+        assert set(by_series[name]["baselines"]) == set(baselines)
 
     dm.setup("predict")
     outputs, table = collect_predictions(module, dm, "predict")
@@ -57,6 +81,10 @@ def test_yield_report(tmp_path):
     ctx = RunContext(tmp_path, YIELD, dm, module, {}, predictions=table, outputs=outputs, baselines=baselines)
     sections = DOMAIN.report(ctx)
     assert sections[0].images[0].is_file() and "| year |" in sections[0].body
+    (fold,) = sections[1].metrics["test_by_fold"]  # last_years: one fold, the last five years
+    assert fold["test_years"] == list(range(2014, 2019)) and fold["n"] == len(dm.frames["test"])
+    assert fold["linear_trend"] == pytest.approx(baselines["linear_trend"].metrics)
+    assert "| 0 | 2014-2018 | 40 |" in sections[1].body
     for name, result in baselines.items():  # the per-year table shows each baseline's own test predictions
         by_year = dm.frames["test"].assign(pred=result.predictions).groupby("year")["pred"].mean().round(3)
         assert name in sections[0].body and f"| {by_year.index[0]} |" in sections[0].body
@@ -74,8 +102,12 @@ def test_yield_report(tmp_path):
     assert np.isfinite(table["predicted_yield"]).all()
 
 
-def test_the_hooks_dispatch_on_the_configured_problem():
+def test_the_hooks_dispatch_on_the_data_modules_problem():
+    """``evaluate`` and ``predict`` may rebuild the data a checkpoint recorded while the composed config still holds
+    the default weather preset: the hooks follow the data module."""
     dm = YieldDataModule()
     dm.setup("fit")
+    assert set(DOMAIN.baselines(dm, WEATHER)) == {"historical_average", "previous_year", "linear_trend"}
+    dm.problem = "rice"
     with pytest.raises(ConfigError, match="data.problem='rice': expected one of weather, yield"):
-        DOMAIN.baselines(dm, OmegaConf.create({"data": {"problem": "rice"}}))
+        DOMAIN.baselines(dm, YIELD)
