@@ -21,7 +21,7 @@ from rich.console import Console
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sectorkit.core import __version__
 from sectorkit.core.baselines import BaselineResult
@@ -293,6 +293,9 @@ def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModul
     domain = start(cfg)
     checkpoint = load_checkpoint(cfg.get("ckpt_path"), bool(cfg.allow_unsafe_checkpoint))
     record = checked_record(checkpoint, domain.name, str(cfg.ckpt_path))
+    if record and record.get("monitor"):
+        with open_dict(cfg):  # the primary metric the model was trained for (a yield model's nrmse, say)
+            cfg.monitor = record["monitor"]
     model = model_from_checkpoint(checkpoint)
     network = network_class(model.hparams.get("net"), "the checkpoint's net")
     datamodule = instantiate_or_explain(data_config(cfg, record, user_overrides()), network=network)
