@@ -3,7 +3,8 @@
 Protocol: every interaction positive, per-user random 8:1:1 split, full ranking, test masks train and
 validation items, embedding 64, Adam lr 1e-3 (LightGCN 2e-3), batch 2048 interactions (Mult-VAE: 64 users),
 early stopping on validation MRR@10 with patience 10 (RecBole defaults; LightGCN and Mult-VAE patience 50),
-at most 300 epochs, no refit on train+valid (Mult-VAE encodes the training items only).
+at most 300 epochs, no refit on train+valid; at test the known history is train + validation items, masked
+for all and read by those that score from a history (Mult-VAE, EASE, ItemKNN).
 Each model: mean ± std over 3 seeds (seed drives the split and the initialisation).
 
     python benchmarks/retail.py /path/to/ml-100k            # full

@@ -1,8 +1,9 @@
 """Non-deep baselines scored with the same full-ranking protocol: MostPop, ItemKNN (cosine) and EASE.
 
-Each is fitted on the training interactions and scores users from the items they have shown (training
-items, plus validation items at test), with no refit. ItemKNN and EASE need an item-item matrix, so they
-are meant for catalogues up to ~20k items.
+Each is fitted on the training interactions and scores users from their known history
+(``datamodule.known_history``: training items at validation, training + validation items at test), with no
+refit; the same history is masked, for them and for the model, and is what the model's ``history`` holds.
+ItemKNN and EASE need an item-item matrix, so they are meant for catalogues up to ~20k items.
 """
 
 from __future__ import annotations
@@ -97,14 +98,20 @@ def evaluate_scorer(model: Any, dataset: Any, seen: sparse.csr_matrix, ks: list[
     return BaselineResult({k: float(v) for k, v in metric.compute().items()}, predictions)
 
 
+def seen_matrix(datamodule: Any, stage: str) -> sparse.csr_matrix:
+    """The binary user x item rows the baselines score ``stage`` users from: their known history."""
+    lists = datamodule.known_history(stage)
+    users = np.repeat(np.arange(datamodule.n_users), lists.lengths())
+    return interaction_matrix(users, lists.items, datamodule.n_users, datamodule.n_items)
+
+
 def evaluate_baselines(datamodule: Any, ks: list[int], names: list[str] | None = None, settings: dict[str, Any] | None = None,
                        stage: str = "test") -> dict[str, BaselineResult]:
-    """Fit each baseline on the training split and evaluate it on ``stage`` (test masks train + validation items):
-    its metrics and its top-``max(ks)`` items per evaluated user, in the order of the model's test predictions."""
+    """Fit each baseline on the training split and evaluate it on ``stage``, scoring from the known history (at
+    test: train + validation items, which are also masked): its metrics and its top-``max(ks)`` items per
+    evaluated user, in the order of the model's test predictions."""
     settings = settings or {}
-    lists = datamodule.lists["train" if stage == "valid" else "train_valid"]
-    users = np.repeat(np.arange(datamodule.n_users), lists.lengths())
-    seen = interaction_matrix(users, lists.items, datamodule.n_users, datamodule.n_items)
+    seen = seen_matrix(datamodule, stage)
     train = interaction_matrix(datamodule.train_users.numpy(), datamodule.train_items.numpy(), datamodule.n_users, datamodule.n_items)
     popularity = torch.bincount(datamodule.train_items, minlength=datamodule.n_items).float() / max(datamodule.n_users, 1)
     dataset = datamodule.eval_dataset(stage)

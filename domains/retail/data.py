@@ -17,6 +17,7 @@ from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.network import Network
 from sectorkit.domains.retail.interactions import UserLists, sequence_windows
+from sectorkit.domains.retail.metrics import Segments, activity_segments, check_quantiles
 from sectorkit.domains.retail.models.base import recommender_network
 from sectorkit.domains.retail.preprocess import build_id_map, encode, handle_duplicates, handle_missing_timestamps, k_core, to_implicit
 from sectorkit.domains.retail.readers import read_interactions
@@ -43,7 +44,9 @@ class PreparedData:
         return len(self.item_ids)
 
     def lists(self, name: str) -> UserLists:
-        frame = getattr(self, name)
+        """Per-user item lists of a split (``train``, ``valid``, ``test``) or of ``train_valid`` (both, merged in
+        time order; a tie puts the training item first)."""
+        frame = pd.concat([self.train, self.valid], ignore_index=True) if name == "train_valid" else getattr(self, name)
         return UserLists.build(frame["user"].to_numpy(), frame["item"].to_numpy(), frame["timestamp"].to_numpy(), self.n_users)
 
 
@@ -63,7 +66,7 @@ def prepare_interactions(
     method, order = split.get("method", "ratio"), split.get("order", "random")
     ratios = list(split.get("ratios", (0.8, 0.1, 0.1)))
     if missing_timestamps == "auto":
-        needs_time = method != "ratio" or order == "temporal"
+        needs_time = method not in ("ratio", "recbole") or order == "temporal"
         missing_timestamps = "error" if needs_time else "row_order"
     frame = handle_missing_timestamps(frame, missing_timestamps, source)
     frame = handle_duplicates(frame, duplicates, source)
@@ -142,9 +145,11 @@ class RetailDataModule(SectorDataModule):
 
     The training batches follow the network's ``input_type``: (user, item) pairs for ``pairwise`` and
     ``pointwise`` networks, one row per user for ``user_vector`` networks, next-item windows of the last
-    ``max_seq_len`` items for ``sequence`` networks. Validation masks the user's training items; test masks
-    training and validation items. The id maps and training interactions are saved in checkpoints (as
-    tensors/lists) for ``predict``.
+    ``max_seq_len`` items for ``sequence`` networks. The known history of an evaluated user
+    (:meth:`known_history`) is their training items at validation and their training + validation items at
+    test: it is masked, it is the ``history`` a network reads (all of it for ``history_input='full'``, the last
+    ``max_seq_len`` items otherwise) and the seen rows the baselines score from. The id maps and training
+    interactions are saved in checkpoints (as tensors/lists) for ``predict``.
     """
 
     def __init__(
@@ -162,6 +167,7 @@ class RetailDataModule(SectorDataModule):
         min_user_interactions: int = 0,
         min_item_interactions: int = 0,
         split: dict[str, Any] | None = None,
+        segments: dict[str, Any] | None = None,
         sample: dict[str, Any] | None = None,
         max_seq_len: int = 50,
         top_k: int = 10,
@@ -180,6 +186,8 @@ class RetailDataModule(SectorDataModule):
         self.clean_kwargs = dict(rating_threshold=rating_threshold, duplicates=duplicates, missing_timestamps=missing_timestamps, min_user_interactions=min_user_interactions, min_item_interactions=min_item_interactions)
         self.split_cfg = dict(split or {"method": "ratio", "ratios": [0.8, 0.1, 0.1], "order": "random"})
         self.sample_cfg = dict(sample or {})
+        self.segments_cfg = {"very_light_max": 5, "quantiles": [0.25, 0.5, 0.75], **dict(segments or {})}
+        check_quantiles(self.segments_cfg["quantiles"])
         self.max_seq_len, self.top_k = max_seq_len, top_k
         self.prepared: PreparedData | None = None
         self.user_ids: list[str] = []
@@ -208,7 +216,7 @@ class RetailDataModule(SectorDataModule):
             self.train_items = torch.from_numpy(p.train["item"].to_numpy().copy())
             self.train_times = torch.from_numpy(p.train["timestamp"].to_numpy().copy())
             self.lists = {name: p.lists(name) for name in ("train", "valid", "test")}
-            self.lists["train_valid"] = UserLists.concat(self.lists["train"], self.lists["valid"])
+            self.lists["train_valid"] = p.lists("train_valid")
 
     @property
     def n_users(self) -> int:
@@ -239,12 +247,32 @@ class RetailDataModule(SectorDataModule):
             return batch_loader(TensorDictDataset({"users": users}), self.batch_size, True, self.seed)
         return batch_loader(PairDataset(self.train_users.numpy(), self.train_items.numpy()), self.batch_size, True, self.seed)
 
+    def known_history(self, stage: str) -> UserLists:
+        """Every user's known items when ``stage`` ('valid' or 'test') is evaluated, in time order: the training
+        items at validation, the training then validation items at test. The model's mask and ``history`` and
+        the baselines' seen rows all come from here."""
+        if stage not in ("valid", "test"):
+            raise ValueError(f"stage {stage!r}: expected 'valid' or 'test'")
+        return self.lists["train"] if stage == "valid" else self.lists["train_valid"]
+
+    def history_length(self) -> int | None:
+        """How many of the latest known items a batch's ``history`` holds: all of them (None) for networks that
+        read the whole history (``history_input='full'``), else ``max_seq_len``."""
+        return None if self.network is not None and self.network.history_input == "full" else self.max_seq_len
+
     def eval_dataset(self, stage: str) -> UserBatchDataset:
-        """Users with at least one ``stage`` ('valid' or 'test') item, with history and exclusions."""
+        """Users with at least one ``stage`` ('valid' or 'test') item, with their known history (masked, and the
+        network's ``history``) and their ``stage`` items as targets."""
         targets = self.lists[stage]
-        seen = self.lists["train"] if stage == "valid" else self.lists["train_valid"]
+        seen = self.known_history(stage)
         users = np.flatnonzero(targets.lengths() > 0)
-        return UserBatchDataset(users, seen, seen, _reindex(targets, users), self.n_items, self.max_seq_len)
+        return UserBatchDataset(users, seen, seen, _reindex(targets, users), self.n_items, self.history_length())
+
+    def test_segments(self) -> Segments:
+        """The test users (in the order of the test loader) grouped by activity, their number of training
+        interactions (``data.segments``)."""
+        activity = self.lists["train"].lengths()[self.eval_dataset("test").users]
+        return activity_segments(activity, int(self.segments_cfg["very_light_max"]), list(self.segments_cfg["quantiles"]))
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self.eval_dataset("valid"), self.eval_batch_size, False, self.seed)
@@ -262,7 +290,7 @@ class RetailDataModule(SectorDataModule):
         known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
         if self.path is None:
             users = np.arange(self.n_users)
-            return UserBatchDataset(users, _reindex(known, users), _reindex(known, users), None, self.n_items, self.max_seq_len), list(self.user_ids)
+            return UserBatchDataset(users, _reindex(known, users), _reindex(known, users), None, self.n_items, self.history_length()), list(self.user_ids)
         frame = read_predict_users(self.require_path(), self.reader_kwargs)
         names = pd.unique(frame["user"]).tolist()
         codes = encode(pd.Series(names), self.user_ids)
@@ -271,29 +299,33 @@ class RetailDataModule(SectorDataModule):
         keep = item_codes >= 0
         extra = UserLists.build(row_of[keep], item_codes[keep], frame["timestamp"].to_numpy()[keep] if "timestamp" in frame else np.arange(keep.sum()), len(names))
         seen = UserLists.concat(_reindex(known, codes), extra)
-        return UserBatchDataset(codes, seen, seen, None, self.n_items, self.max_seq_len), names
+        return UserBatchDataset(codes, seen, seen, None, self.n_items, self.history_length()), names
 
     def predict_dataloader(self) -> DataLoader:
         return batch_loader(self.predict_dataset[0], self.eval_batch_size, False, self.seed)
 
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
-        """Long table: user, rank, item, score, source (model or popularity fallback)."""
+        """Long table: user, rank, item, score, source (model or popularity fallback); on the test split also
+        the user's number of training interactions and activity segment (``data.segments``)."""
         items = torch.cat([o["items"] for o in outputs]).numpy()
         scores = torch.cat([o["scores"] for o in outputs]).numpy()
         fallback = torch.cat([o["fallback"] for o in outputs]).numpy()
         names = self.predict_dataset[1] if stage == "predict" else [self.user_ids[u] for u in self.eval_dataset("test").users]
         k = items.shape[1]
         item_names = np.asarray(self.item_ids, dtype=object)
-        valid = np.isfinite(scores)
-        return pd.DataFrame(
-            {
-                "user": np.repeat(np.asarray(names, dtype=object), k)[valid.ravel()],
-                "rank": np.tile(np.arange(1, k + 1), len(names))[valid.ravel()],
-                "item": item_names[items.ravel()][valid.ravel()],
-                "score": scores.ravel()[valid.ravel()],
-                "source": np.repeat(np.where(fallback, "popularity", "model"), k)[valid.ravel()],
-            }
-        )
+        valid = np.isfinite(scores).ravel()
+        table = {
+            "user": np.repeat(np.asarray(names, dtype=object), k)[valid],
+            "rank": np.tile(np.arange(1, k + 1), len(names))[valid],
+            "item": item_names[items.ravel()][valid],
+            "score": scores.ravel()[valid],
+            "source": np.repeat(np.where(fallback, "popularity", "model"), k)[valid],
+        }
+        if stage != "predict":
+            segments = self.test_segments()
+            table["train_interactions"] = np.repeat(segments.activity, k)[valid]
+            table["segment"] = np.repeat(np.asarray(segments.names, dtype=object)[segments.codes], k)[valid]
+        return pd.DataFrame(table)
 
     # --- persisted preprocessing ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

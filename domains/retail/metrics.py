@@ -7,12 +7,18 @@ NDCG@K = sum_{hits i <= K} 1/log2(i+1) / sum_{i <= min(|G|, K)} 1/log2(i+1).
 Metrics are averaged over users with at least one ground-truth item.
 Coverage@K = share of the catalogue recommended to at least one user; popularity_lift@K = mean training
 popularity of recommended items divided by the catalogue's mean item popularity (1 = no popularity bias).
+Per-segment metrics average the same per-user values over the users of each activity segment.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torchmetrics import Metric
+
+from sectorkit.core.errors import ConfigError
 
 RANKING_METRICS = ("hit", "recall", "ndcg", "mrr", "precision")
 
@@ -103,3 +109,58 @@ class RankingMetrics(Metric):
             if self.popularity_mean > 0:
                 out[f"popularity_lift@{k}"] = (self.popularity_sum[j] / users / self.popularity_mean).float()
         return out
+
+
+@dataclass
+class Segments:
+    """Users grouped by activity: user ``i`` (``activity[i]`` training interactions) is in segment ``codes[i]``,
+    named ``names[j]`` and covering ``ranges[j]`` training interactions (e.g. ``'6-23'`` or ``'91+'``)."""
+
+    activity: np.ndarray
+    codes: np.ndarray
+    names: list[str]
+    ranges: list[str]
+
+
+def check_quantiles(quantiles: list[float], key: str = "data.segments.quantiles") -> None:
+    """Raise a ConfigError unless ``quantiles`` are numbers strictly between 0 and 1."""
+    if not all(isinstance(q, (int, float)) and 0 < float(q) < 1 for q in quantiles):
+        raise ConfigError(f"{key}={list(quantiles)}; expected numbers strictly between 0 and 1, e.g. [0.25, 0.5, 0.75]")
+
+
+def activity_segments(activity: np.ndarray, very_light_max: int = 5, quantiles: list[float] = (0.25, 0.5, 0.75)) -> Segments:
+    """Segments of users by ``activity`` (their number of training interactions).
+
+    ``very light``: at most ``very_light_max`` (always listed, even when empty: on a log filtered to active
+    users it says so). The other users are cut at the ``quantiles`` of their activity (rounded down to whole
+    interactions; a user on a cut belongs to the lower segment) into ``Q1``, ``Q2``, ... from the least active
+    up; segments that ties leave empty are dropped (and the numbering closes up).
+    """
+    check_quantiles(quantiles)
+    activity = np.asarray(activity, dtype=np.int64)
+    rest = activity[activity > very_light_max]
+    cuts = np.unique(np.floor(np.quantile(rest, sorted(float(q) for q in quantiles)))).astype(np.int64) if len(rest) else np.zeros(0, np.int64)
+    raw = np.where(activity <= very_light_max, 0, 1 + np.searchsorted(cuts, activity, side="left"))
+    lows = np.r_[very_light_max + 1, cuts + 1]
+    highs = [*cuts.tolist(), None]
+    names, ranges, keep = ["very light"], [f"0-{very_light_max}"], [0]
+    for j, (low, high) in enumerate(zip(lows.tolist(), highs), start=1):
+        if (raw == j).any():
+            keep.append(j)
+            ranges.append(f"{low}+" if high is None else f"{low}-{high}")
+            names.append(f"Q{len(names)}")
+    recode = np.zeros(len(lows) + 1, dtype=np.int64)
+    recode[keep] = np.arange(len(keep))
+    return Segments(activity, recode[raw], names, ranges)
+
+
+def segment_metrics(topk_items: torch.Tensor, targets: torch.Tensor, codes: np.ndarray, n_segments: int, ks: list[int]) -> list[dict[str, float | None]]:
+    """Per segment, the mean of each per-user metric (:func:`per_user_metrics`) over its users with >= 1 target
+    (None for a segment without such users). Rows of ``topk_items``/``targets`` are the users of ``codes``."""
+    values = per_user_metrics(topk_items, targets, ks)
+    codes = torch.as_tensor(np.asarray(codes))[targets.any(1).cpu()]
+    out = []
+    for j in range(n_segments):
+        members = codes == j
+        out.append({name: float(v.cpu()[members].mean()) if members.any() else None for name, v in values.items()})
+    return out

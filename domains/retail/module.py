@@ -119,7 +119,9 @@ class RecommenderModule(SectorModule):
     # --- inference -----------------------------------------------------------------------------
     def forward(self, users: torch.Tensor, history: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
         """Scores over the catalogue with ``exclude`` items at -inf; unknown users (-1, or no history for
-        sequence models) get log-popularity scores (the popularity fallback)."""
+        sequence models) get log-popularity scores (the popularity fallback). ``history`` and ``exclude`` both
+        hold the user's known history (the data module's ``known_history``: at test, train + validation items);
+        the network reads as much of ``history`` as its ``history_input`` declares."""
         fallback = self.fallback_mask(users, history)
         scores = self.net.score_all(users.clamp(min=0), history)
         popular = torch.log(self.popularity + 1e-9).expand_as(scores)

@@ -6,8 +6,13 @@ Every reader returns the same frame: ``user`` and ``item`` as strings (ids are l
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -17,11 +22,55 @@ from sectorkit.core.errors import DataError
 COLUMNS = ["user", "item", "rating", "timestamp"]
 MOVIELENS_UDATA = ["user", "item", "rating", "timestamp"]
 MOVIELENS_CSV = {"userId": "user", "movieId": "item", "rating": "rating", "timestamp": "timestamp"}
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # pandas decompresses these (and .zip) by suffix
+DAMAGED_ARCHIVE = (EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, OSError)  # gzip.BadGzipFile is an OSError
+
+
+def plain_name(path: Path) -> str:
+    """The lower-case file name without a compression suffix (``ratings.csv.gz`` -> ``ratings.csv``)."""
+    name = path.name.lower()
+    for suffix in (*COMPRESSED, ".zip"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_compressed(path: Path) -> bool:
+    return plain_name(path) != path.name.lower()
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    """``path`` opened for reading its (decompressed) bytes, as pandas reads it."""
+    name = path.name.lower()
+    for suffix, opener in COMPRESSED.items():
+        if name.endswith(suffix):
+            return opener(path, "rb")
+    if name.endswith(".zip"):
+        archive = zipfile.ZipFile(path)
+        return archive.open(archive.namelist()[0])
+    return open(path, "rb")
+
+
+def locate_fault(path: Path) -> str:
+    """Where reading ``path`` line by line first fails: the line that is not UTF-8 (and the byte), or the last
+    whole line before a compressed stream breaks off. Only run after a read failed (it reads the file again)."""
+    line = 0
+    try:
+        with _open_bytes(path) as handle:
+            for line, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return f"line {line}, byte 0x{raw[err.start]:02x} at column {err.start + 1}"
+    except DAMAGED_ARCHIVE:
+        return f"after line {line}" if line else "before its first line"
+    return ""
 
 
 def detect_format(path: Path) -> str:
-    """The reader to use for ``path``: ``udata``, ``movielens_csv``, ``inter``, ``parquet`` or ``csv``."""
-    name = path.name.lower()
+    """The reader to use for ``path``: ``udata``, ``movielens_csv``, ``inter``, ``parquet`` or ``csv`` (a
+    ``.gz``/``.bz2``/``.xz``/``.zip`` suffix is looked through)."""
+    name = plain_name(path)
     if name == "u.data" or name.endswith(".data"):
         return "udata"
     if name.endswith(".inter"):
@@ -34,12 +83,23 @@ def detect_format(path: Path) -> str:
 
 
 def _read_table(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv`` with every way a file can be unreadable turned into a one-line DataError naming it."""
     try:
         return pd.read_csv(path, dtype=str, **kwargs)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; expected one interaction per row") from None
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: not a readable delimited file ({str(err).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        where = locate_fault(path)
+        raise DataError(f"{path}: not UTF-8 text ({where or 'undecodable bytes'}); ids and column names must be UTF-8, "
+                        "so convert the file (e.g. iconv -f latin1 -t utf-8)") from None
+    except DAMAGED_ARCHIVE as err:
+        if not is_compressed(path):
+            raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err})") from None
+        where = locate_fault(path)
+        raise DataError(f"{path}: the compressed file is truncated or damaged ({str(err).splitlines()[0] or type(err).__name__}"
+                        f"{'; it breaks off ' + where if where else ''})") from None
 
 
 def read_interactions(
@@ -63,7 +123,7 @@ def read_interactions(
     if file.stat().st_size == 0:
         raise DataError(f"{file}: the file is empty; expected one interaction per row")
     fmt = detect_format(file) if format == "auto" else format
-    if fmt == "csv" and file.name == "ratings.csv":
+    if fmt == "csv" and plain_name(file) == "ratings.csv":
         fmt = "movielens_csv"
     if fmt == "udata":
         raw = _read_table(file, sep=separator or "\t", header=None, names=MOVIELENS_UDATA, usecols=range(4))
@@ -82,7 +142,7 @@ def read_interactions(
             raise DataError(f"{file}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
         return _standardise(raw, file, user_column, item_column, rating_column, timestamp_column)
     if fmt == "csv":
-        sep = separator or ("\t" if file.suffix.lower() == ".tsv" else ",")
+        sep = separator or ("\t" if plain_name(file).endswith(".tsv") else ",")
         raw = _read_table(file, sep=sep)
         return _standardise(raw, file, user_column, item_column, rating_column, timestamp_column)
     raise DataError(f"data.format={fmt!r} is not supported; expected auto, udata, movielens_csv, inter, csv or parquet")

@@ -1,4 +1,5 @@
-"""Report sections: metric-vs-K curves (model vs baselines), per-user NDCG distribution, popularity of recommendations.
+"""Report sections: metric-vs-K curves (model vs baselines), per-user NDCG distribution, popularity of recommendations,
+metrics by user-activity segment.
 
 Everything is drawn from what the run already computed: the model's test (or predict) outputs in
 ``ctx.outputs`` and each baseline's top-K items in ``ctx.baselines``; nothing is scored again.
@@ -15,7 +16,7 @@ import torch
 
 from sectorkit.core.io import save_figure
 from sectorkit.core.reporting import ReportSection, RunContext  # also selects matplotlib's non-interactive Agg backend
-from sectorkit.domains.retail.metrics import dense_targets, per_user_metrics
+from sectorkit.domains.retail.metrics import RANKING_METRICS, dense_targets, per_user_metrics, segment_metrics
 
 CURVE_METRICS = ("ndcg", "recall", "hit", "mrr", "precision")
 
@@ -49,9 +50,37 @@ def recommended_items(outputs: list[dict[str, torch.Tensor]]) -> tuple[np.ndarra
 
 def per_user_ndcg(items: np.ndarray, datamodule: Any, k: int) -> np.ndarray:
     """Per-user test NDCG@k of ranked ``items`` (rows in the order of the test users)."""
+    return per_user_metrics(torch.from_numpy(items[:, :k]), targets_of_test_users(datamodule), [k])[f"ndcg@{k}"].numpy()
+
+
+def targets_of_test_users(datamodule: Any) -> torch.Tensor:
+    """[test users, n_items] bool test items, rows in the order of the test loader."""
     dataset = datamodule.eval_dataset("test")
-    targets = torch.from_numpy(dataset.targets.padded(np.arange(len(dataset.users)), -1))
-    return per_user_metrics(torch.from_numpy(items[:, :k]), dense_targets(targets, datamodule.n_items), [k])[f"ndcg@{k}"].numpy()
+    return dense_targets(torch.from_numpy(dataset.targets.padded(np.arange(len(dataset.users)), -1)), datamodule.n_items)
+
+
+def segment_section(datamodule: Any, ranked: dict[str, np.ndarray], k: int, model_name: str = "model") -> ReportSection:
+    """Test metrics@``k`` by user-activity segment (``data.segments``) for each recommender's ranked items
+    (``ranked``: ``model`` and each baseline's name; rows in the order of the test users): NDCG and Recall
+    tables in the text, every ranking metric in ``metrics`` (metrics.json ``breakdowns.user_activity_segments``)."""
+    segments = datamodule.test_segments()
+    targets = targets_of_test_users(datamodule)
+    n = len(segments.names)
+    values = {name: segment_metrics(torch.from_numpy(items[:, :k]), targets, segments.codes, n, [k]) for name, items in ranked.items()}
+    users = np.bincount(segments.codes, minlength=n)
+    rows = [{"segment": segments.names[j], "train_interactions": segments.ranges[j], "users": int(users[j]),
+             **{name: {m: values[name][j][f"{m}@{k}"] for m in RANKING_METRICS} for name in ranked}} for j in range(n)]
+    header = [f"{model_name} (model)" if name == "model" else name for name in ranked]
+    intro = (f"Test users by their number of training interactions: very light has {segments.ranges[0]}, the others are cut "
+             "at quantiles of the rest (`data.segments`); each cell averages the users of its segment.")
+    lines = [intro]
+    for metric, title in (("ndcg", "NDCG"), ("recall", "Recall")):
+        lines += ["", f"{title}@{k}:", "", "| segment | training interactions | users | " + " | ".join(header) + " |",
+                  "|---" * (len(ranked) + 3) + "|"]
+        for row in rows:
+            cells = ["–" if row[name][metric] is None else f"{row[name][metric]:.4f}" for name in ranked]
+            lines.append(f"| {row['segment']} | {row['train_interactions']} | {row['users']} | " + " | ".join(cells) + " |")
+    return ReportSection("Metrics by user activity", "\n".join(lines), metrics={"user_activity_segments": {"k": k, "segments": rows}})
 
 
 def popularity_figure(train_items: np.ndarray, recommended: dict[str, np.ndarray], n_items: int) -> tuple[Any, str]:
@@ -105,4 +134,6 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     recommended.update({name: result.predictions[:, :k].reshape(-1) for name, result in ctx.baselines.items()})
     fig, text = popularity_figure(train_items, recommended, n_items)
     sections.append(ReportSection("Popularity of recommended items", text, [save_figure(fig, ctx.plot_path("popularity.png"))]))
+    ranked = {"model": items, **{name: result.predictions for name, result in ctx.baselines.items()}}
+    sections.append(segment_section(ctx.datamodule, ranked, k, model_name))
     return sections

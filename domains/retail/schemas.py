@@ -33,11 +33,22 @@ class SampleConfig:
 
 @dataclass
 class SplitConfig:
-    """How interactions are split: ``method`` ratio | leave_one_out | temporal; ``order`` random | temporal (ratio)."""
+    """How interactions are split: ``method`` ratio | recbole | leave_one_out | temporal; ``order`` random |
+    temporal (ratio and recbole; for recbole these are RecBole's RO and TO orderings, seeded by ``data.seed``)."""
 
-    method: str = one_of("ratio", "ratio", "leave_one_out", "temporal")
+    method: str = one_of("ratio", "ratio", "recbole", "leave_one_out", "temporal")
     ratios: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     order: str = one_of("random", "random", "temporal")
+
+
+@dataclass
+class SegmentConfig:
+    """Test users grouped by activity (their number of training interactions) for per-segment test metrics:
+    users with at most ``very_light_max`` form the very-light segment, the others are cut at the ``quantiles``
+    of their activity."""
+
+    very_light_max: int = bounded(5, 0)
+    quantiles: List[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
 
 
 @dataclass
@@ -57,6 +68,7 @@ class RetailDataConfig(DataConfig):
     min_user_interactions: int = bounded(0, 0)
     min_item_interactions: int = bounded(0, 0)
     split: SplitConfig = field(default_factory=SplitConfig)
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     max_seq_len: int = bounded(50, 1)
     top_k: int = bounded(10, 1)

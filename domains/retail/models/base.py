@@ -11,6 +11,7 @@ from sectorkit.core.errors import ConfigError
 from sectorkit.core.network import Network
 
 INPUT_TYPES = ("pairwise", "pointwise", "user_vector", "sequence")
+HISTORY_INPUTS = ("none", "recent", "full")
 NEGATIVE_SAMPLING_LOSSES = ("bpr", "bce")
 
 
@@ -25,10 +26,15 @@ class RecommenderNetwork(Network):
     train against uniformly sampled negative items, which the module draws.
     ``needs_graph``: :meth:`set_graph` receives the training interactions before fitting and after a
     checkpoint is loaded (graph propagation, the user's training row).
+    ``history_input`` says what :meth:`score_all` reads from its ``history`` argument, the user's known history
+    (training items at validation, training + validation items at test, the checkpoint's training items plus
+    the predict file's at predict): ``none`` (learned user vectors only; the known items act through the
+    mask), ``recent`` (the last ``data.max_seq_len`` items in time order) or ``full`` (every known item).
     """
 
     input_type: ClassVar[str] = "pairwise"
     loss_type: ClassVar[str] = "bpr"
+    history_input: ClassVar[str] = "none"
 
     def set_graph(self, users: torch.Tensor, items: torch.Tensor) -> None:
         """Take the training interactions (only called when ``needs_graph`` is set)."""
@@ -45,4 +51,6 @@ def recommender_network(cls: type[Network], key: str = "model.net") -> type[Reco
         raise ConfigError(f"{key}._target_: {cls.__name__} is not a retail network (expected a subclass of {__name__}.RecommenderNetwork)")
     if cls.input_type not in INPUT_TYPES:
         raise ConfigError(f"{key}._target_: {cls.__name__}.input_type={cls.input_type!r}; expected one of {', '.join(INPUT_TYPES)}")
+    if cls.history_input not in HISTORY_INPUTS:
+        raise ConfigError(f"{key}._target_: {cls.__name__}.history_input={cls.history_input!r}; expected one of {', '.join(HISTORY_INPUTS)}")
     return cls

@@ -5,8 +5,9 @@ decoder gives logits over the catalogue, and the loss is the multinomial log-lik
 whose weight rises linearly from 0 to ``anneal_cap`` over ``total_anneal_steps`` steps. Training takes
 batches of users (``input_type='user_vector'``: one pass over the users with training items per epoch).
 The training rows are kept as a padded [users, longest history] item matrix, so memory is O(users x
-longest history), not O(users x items), and scoring stays exportable to ONNX. ``variational=False`` gives
-Mult-DAE.
+longest history), not O(users x items). Scoring encodes the user's whole known history from the batch
+(``history_input='full'``): the training items at validation, training + validation items at test, as the
+item-item baselines do, so it stays exportable to ONNX. ``variational=False`` gives Mult-DAE.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class MultVAE(RecommenderNetwork):
     input_type = "user_vector"
     loss_type = "multinomial"
     needs_graph = True
+    history_input = "full"
 
     def __init__(
         self,
@@ -62,11 +64,8 @@ class MultVAE(RecommenderNetwork):
         self.rows = rows.to(self.steps.device)
 
     def user_rows(self, users: torch.Tensor) -> torch.Tensor:
-        """[B] users -> [B, n_items] 0/1 training rows (scatter over the padded item lists; the pad column is cut)."""
-        index = self.rows[users]
-        dense = torch.zeros(index.shape[0], self.n_items + 1, device=index.device)
-        dense = dense.scatter(1, index, torch.ones_like(index, dtype=dense.dtype))
-        return dense[:, : self.n_items]
+        """[B] users -> [B, n_items] 0/1 training rows, the training input (the pad column is cut)."""
+        return self.history_rows(self.rows[users])
 
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = F.normalize(rows, dim=1)
@@ -86,9 +85,16 @@ class MultVAE(RecommenderNetwork):
                 z = torch.tanh(z)
         return z
 
+    def history_rows(self, history: torch.Tensor) -> torch.Tensor:
+        """[B, L] known items (padding ``n_items``) -> [B, n_items] 0/1 rows."""
+        dense = torch.zeros(history.shape[0], self.n_items + 1, device=history.device)
+        dense = dense.scatter(1, history, torch.ones_like(history, dtype=dense.dtype))
+        return dense[:, : self.n_items]
+
     def score_all(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """Scores from the user's training row through the encoder mean (no sampling at inference)."""
-        mu, _ = self.encode(self.user_rows(users))
+        """Scores from the user's whole known history (``history_input='full'``: training items at validation,
+        training + validation items at test) through the encoder mean (no sampling at inference)."""
+        mu, _ = self.encode(self.history_rows(history))
         return self.decode(mu)
 
     def loss(self, users: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ class SASRec(RecommenderNetwork):
 
     input_type = "sequence"
     loss_type = "ce"
+    history_input = "recent"
 
     def __init__(
         self,

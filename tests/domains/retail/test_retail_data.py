@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.domains.retail.data import RetailDataModule, prepare_interactions
 from sectorkit.domains.retail.preprocess import handle_duplicates, k_core, to_implicit
 from sectorkit.domains.retail.readers import read_interactions
 from sectorkit.domains.retail.sample import generate_interactions
-from sectorkit.domains.retail.splits import leave_one_out_split, ratio_counts, ratio_split, temporal_split
+from sectorkit.domains.retail.metrics import activity_segments
+from sectorkit.domains.retail.splits import leave_one_out_split, ratio_counts, ratio_split, recbole_split, temporal_split
 
 
 def _recbole_counts(tot: int, ratios: list[float]) -> list[int]:
@@ -154,3 +158,101 @@ def test_datamodule_reads_udata_with_threshold_and_k_core(tmp_path):
     assert dm.n_items <= kept["item"].nunique() and all(not u.startswith("u") for u in dm.user_ids)
     total = sum(len(dm.lists[s].items) for s in ("train", "valid", "test"))
     assert total == len(k_core(kept, 3, 3))
+
+
+def test_recbole_split_counts_match_a_hand_computed_case():
+    # per-user counts of RecBole's _calcu_split_ids, worked out by hand for 8:1:1:
+    # n=1: floor(0.1)=0 each, train keeps 1 (<= 1: no bump); n=2: test bumped, then train is 1 -> [1, 0, 1];
+    # n=3: both bumped -> [1, 1, 1]; n=5 -> [3, 1, 1]; n=9 -> [7, 1, 1]; n=10: 0.1 * 10 = 1, no bump -> [8, 1, 1];
+    # n=19: floor(1.9) = 1 -> [17, 1, 1]; n=20 -> [16, 2, 2]
+    hand = {1: [1, 0, 0], 2: [1, 0, 1], 3: [1, 1, 1], 5: [3, 1, 1], 9: [7, 1, 1], 10: [8, 1, 1], 19: [17, 1, 1], 20: [16, 2, 2]}
+    sizes = list(hand)
+    frame = pd.DataFrame({"user": np.repeat(np.arange(len(sizes)), sizes), "item": np.arange(sum(sizes)),
+                          "timestamp": np.arange(sum(sizes), dtype=float)})
+    for order in ("random", "temporal"):
+        labels = recbole_split(frame, [0.8, 0.1, 0.1], order, seed=2020)
+        counts = {n: np.bincount(labels[frame["user"].to_numpy() == u], minlength=3).tolist() for u, n in enumerate(sizes)}
+        assert counts == hand
+    # unnormalised ratios 7:2:1 (RecBole divides by their sum): n=4 -> floor(0.8)=floor(0.4)=0, both bumped -> [2, 1, 1];
+    # n=7 -> valid floor(1.4)=1, test 0.7 bumped -> [5, 1, 1]
+    small = pd.DataFrame({"user": np.repeat([0, 1], [4, 7]), "item": np.arange(11), "timestamp": np.arange(11.0)})
+    labels = recbole_split(small, [7, 2, 1], "temporal")
+    assert np.bincount(labels[:4]).tolist() == [2, 1, 1] and np.bincount(labels[4:]).tolist() == [5, 1, 1]
+
+
+def test_recbole_split_follows_recboles_ordering_rules():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 6, 60)
+    frame = pd.DataFrame({"user": users, "item": np.arange(60), "timestamp": rng.integers(0, 20, 60).astype(float)})
+    # RO: RecBole shuffles the whole table with torch.randperm right after torch.manual_seed(seed), then each
+    # user's rows, in shuffled order, fill train, then validation, then test
+    torch.manual_seed(7)
+    shuffled = torch.randperm(len(frame)).numpy()
+    expected = np.zeros(len(frame), dtype=int)
+    for user in np.unique(users):
+        rows = [r for r in shuffled if users[r] == user]
+        train, valid, _ = ratio_counts(np.array([len(rows)]), [0.8, 0.1, 0.1])[0]
+        expected[rows[train : train + valid]] = 1
+        expected[rows[train + valid :]] = 2
+    assert recbole_split(frame, [0.8, 0.1, 0.1], "random", seed=7).tolist() == expected.tolist()
+    assert recbole_split(frame, [0.8, 0.1, 0.1], "random", seed=8).tolist() != expected.tolist()
+    # TO: a stable sort by timestamp (ties keep row order), so every test row is as late as any train row
+    labels = recbole_split(frame, [0.8, 0.1, 0.1], "temporal")
+    for user in np.unique(users):
+        mine = frame[users == user]
+        assert mine["timestamp"][labels[users == user] == 2].min() >= mine["timestamp"][labels[users == user] == 0].max()
+        tied = mine[mine["timestamp"] == mine["timestamp"].iloc[0]].index  # tied rows keep file order: labels never decrease
+        assert (np.diff(labels[tied]) >= 0).all()
+
+
+def test_recbole_split_through_the_datamodule_and_config():
+    dm = RetailDataModule(sample={"n_users": 60, "n_items": 50}, split={"method": "recbole", "ratios": [0.8, 0.1, 0.1], "order": "random"}, seed=2020)
+    dm.setup("fit")
+    n = dm.lists["train"].lengths() + dm.lists["valid"].lengths() + dm.lists["test"].lengths()
+    counts = ratio_counts(n, [0.8, 0.1, 0.1])
+    assert (dm.lists["valid"].lengths() == counts[:, 1]).all() and (dm.lists["test"].lengths() == counts[:, 2]).all()
+    frame = generate_interactions(n_users=60, n_items=50, seed=2020).assign(timestamp=np.nan)  # random order needs no time
+    assert len(prepare_interactions(frame, split={"method": "recbole"}, seed=2020).test) > 0
+    with pytest.raises(DataError, match="no timestamp"):
+        prepare_interactions(frame, split={"method": "recbole", "order": "temporal"})
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"user_id,item_id\nu1,i1\nu2,i\xe9\n", r"bad\.csv: not UTF-8 text \(line 3, byte 0xe9 at column 5\)"),
+    (b"user_id,item_id\n\xff\xfe,i1\n", r"bad\.csv: not UTF-8 text \(line 2, byte 0xff at column 1\)"),
+])
+def test_non_utf8_ids_are_one_line_data_errors(tmp_path, content, message):
+    file = tmp_path / "bad.csv"
+    file.write_bytes(content)
+    with pytest.raises(DataError, match=message) as err:
+        read_interactions(file)
+    assert "\n" not in str(err.value)
+
+
+def test_truncated_or_damaged_compressed_logs_are_one_line_data_errors(tmp_path):
+    body = "user_id,item_id,rating\n" + "".join(f"u{i % 50},i{i % 37},4\n" for i in range(20_000))
+    blob = gzip.compress(body.encode())
+    whole = tmp_path / "log.csv.gz"
+    whole.write_bytes(blob)
+    assert len(read_interactions(whole)) == 20_000  # a .csv.gz is recognised and read
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match=r"cut\.csv\.gz: the compressed file is truncated or damaged \(.*; it breaks off after line \d+\)") as err:
+        read_interactions(cut)
+    assert "\n" not in str(err.value)
+    junk = tmp_path / "junk.inter.gz"
+    junk.write_bytes(b"not gzip at all\n")
+    with pytest.raises(DataError, match=r"junk\.inter\.gz: the compressed file is truncated or damaged"):
+        read_interactions(junk)
+
+
+def test_activity_segments_cut_at_quantiles_with_a_very_light_segment():
+    activity = np.array([1, 3, 5, 6, 7, 8, 9, 10, 20, 30, 40, 50])
+    segments = activity_segments(activity, very_light_max=5, quantiles=[0.5])
+    # the 9 users above 5 have median 10: 6-10 (5 users) and 11+ (4 users)
+    assert segments.names == ["very light", "Q1", "Q2"] and segments.ranges == ["0-5", "6-10", "11+"]
+    assert segments.codes.tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2]
+    heavy = activity_segments(np.array([20, 20, 20, 40]), very_light_max=5, quantiles=[0.25, 0.5])
+    assert heavy.ranges == ["0-5", "6-20", "21+"] and heavy.codes.tolist() == [1, 1, 1, 2]  # empty very light stays; tied cuts merge
+    with pytest.raises(ConfigError, match=r"data\.segments\.quantiles"):
+        RetailDataModule(segments={"quantiles": [0.5, 1.5]})

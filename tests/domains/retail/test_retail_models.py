@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
 from sectorkit.core.errors import ConfigError
-from sectorkit.domains.retail.baselines import EASE, ItemKNN, MostPop, evaluate_baselines, interaction_matrix
+from sectorkit.domains.retail.baselines import EASE, ItemKNN, MostPop, evaluate_baselines, interaction_matrix, seen_matrix
 from sectorkit.domains.retail.data import RetailDataModule
 from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores, per_user_metrics
 from sectorkit.domains.retail.models.bpr import BPRMF
@@ -210,3 +211,69 @@ def test_onnx_export_matches_pytorch(tmp_path, network):
     used = {i.name for i in session.get_inputs()}  # unused inputs are pruned (BPR ignores history)
     out = session.run(None, {n: v.numpy() for n, v in zip(names, inputs) if n in used})[0]
     np.testing.assert_allclose(out, module(*inputs).detach().numpy(), atol=1e-5)
+
+
+def _dense(frames, users, n_items) -> torch.Tensor:
+    """[len(users), n_items] 0/1 rows of the (user, item) pairs in ``frames``, built straight from the split tables."""
+    out = torch.zeros(int(users.max()) + 1, n_items)
+    for frame in frames:
+        out[torch.tensor(frame["user"].to_numpy()), torch.tensor(frame["item"].to_numpy())] = 1
+    return out[users]
+
+
+def _excluded(batch, n_items) -> torch.Tensor:
+    exclude = batch["exclude"]
+    out = torch.zeros(len(exclude), n_items + 1).scatter_(1, torch.where(exclude < 0, n_items, exclude), 1.0)
+    return out[:, :n_items]
+
+
+def test_model_and_baselines_score_and_mask_the_same_known_history():
+    dm = sample_datamodule("multvae", batch_size=32)
+    module = RecommenderModule(net("multvae", hidden_sizes=[], embedding_size=16), **dm.model_kwargs(), ks=[10])
+    module.prepare_fit(dm.training_state())
+    module.eval()
+    p = dm.prepared
+    for stage, known in (("valid", [p.train]), ("test", [p.train, p.valid])):
+        dataset = dm.eval_dataset(stage)
+        batch = dataset[list(range(len(dataset)))]
+        users = batch["users"]
+        expected = _dense(known, users, dm.n_items)  # validation: train items; test: train + validation items
+        baseline_rows = torch.as_tensor(seen_matrix(dm, stage)[users.numpy()].toarray())
+        assert torch.equal(baseline_rows, expected)  # what EASE / ItemKNN score from
+        assert torch.equal(_excluded(batch, dm.n_items), expected)  # what is masked, for the model and the baselines
+        assert torch.equal(module.net.history_rows(batch["history"]), expected)  # what Mult-VAE encodes
+        with torch.no_grad():
+            direct = mask_scores(module.net.decode(module.net.encode(expected)[0]), batch["exclude"])
+            assert torch.allclose(module(*module.batch_inputs(batch)), direct, atol=1e-5)
+    assert expected.sum() > _dense([p.train], users, dm.n_items).sum()  # the validation items are in the test history
+    with torch.no_grad():
+        train_only = module.net.decode(module.net.encode(module.net.user_rows(users))[0])
+        assert not torch.allclose(mask_scores(train_only, batch["exclude"]), direct, atol=1e-3)
+
+
+def test_sequence_history_is_the_latest_known_items_in_time_order():
+    dm = RetailDataModule(sample=SAMPLE, split={"method": "ratio", "order": "random"}, max_seq_len=6, seed=0, network=SASRec)
+    dm.setup("fit")
+    dataset = dm.eval_dataset("test")
+    batch = dataset[list(range(len(dataset)))]
+    known = pd.concat([dm.prepared.train, dm.prepared.valid]).sort_values("timestamp", kind="stable")
+    for row, user in enumerate(batch["users"].tolist()[:20]):
+        latest = known[known["user"] == user]["item"].tolist()[-6:]
+        history = batch["history"][row]
+        assert history[history != dm.n_items].tolist() == latest
+    full = RetailDataModule(sample=SAMPLE, seed=0, max_seq_len=6, network=MultVAE)
+    full.setup("fit")
+    test = full.eval_dataset("test")
+    width = test[list(range(len(test)))]["history"].shape[1]
+    assert width == full.known_history("test").lengths()[test.users].max() > 6  # Mult-VAE reads every known item
+
+
+def test_networks_declare_which_history_they_read():
+    declared = {name: cls.history_input for name, cls in NETWORKS.items()}
+    assert declared == {"bpr": "none", "lightgcn": "none", "neumf": "none", "multvae": "full", "sasrec": "recent", "sasrec_bce": "recent"}
+
+    class Odd(BPRMF):
+        history_input = "everything"
+
+    with pytest.raises(ConfigError, match=r"Odd\.history_input='everything'; expected one of none, recent, full"):
+        RetailDataModule(network=Odd)

@@ -18,13 +18,18 @@ from sectorkit.core.reporting import RunContext
 from sectorkit.core.trainer import build_trainer
 from sectorkit.domains.retail import DOMAIN
 from sectorkit.domains.retail.models.base import RecommenderNetwork
+from sectorkit.domains.retail.readers import read_interactions
 from sectorkit.domains.retail.report import per_user_ndcg, recommended_items
+from sectorkit.domains.retail.sample import generate_interactions
+from sectorkit.domains.retail.splits import recbole_split
+
+BPRMF_TARGET = "sectorkit.domains.retail.models.bpr.BPRMF"
 
 
 @pytest.mark.parametrize("experiment", DOMAIN.options("experiment"))
 def test_every_experiment_composes(experiment):
     cfg = compose_config(DOMAIN, [f"experiment={experiment}", "data.path=/tmp/x.inter"])
-    assert cfg.monitor.metric == "ndcg@10" and cfg.model._target_.endswith("RecommenderModule")
+    assert cfg.monitor.metric == ("mrr@10" if experiment == "recbole_ml100k" else "ndcg@10") and cfg.model._target_.endswith("RecommenderModule")
 
 
 @pytest.mark.parametrize("model", DOMAIN.options("model"))
@@ -60,6 +65,10 @@ def test_settings_chosen_for_a_model_live_in_its_config():
         ("data.training=users", "data.training"),
         ("data.sample.n_user=10", "data.sample.n_user"),
         ("data.split.metod=ratio", "data.split.metod"),
+        ("data.split.method=recbole data.split.order=temporal", None),
+        ("data.split.method=recbol", "data.split.method"),
+        ("data.segments.very_light_max=-1", "data.segments.very_light_max"),
+        ("data.segments.quantile=[0.5]", "data.segments.quantile"),
         ("model.n_negatives=two", "model.n_negatives"),
         ("model.network=bpr", "model.network"),
         ("model=lightgcn", None),
@@ -99,7 +108,8 @@ def _fit(tmp_path: Path, overrides: list[str], experiment: str = "quick"):
 
 
 def test_quick_experiment_trains_beats_mostpop_reports_and_predicts(tmp_path):
-    cfg, dm, model, trainer, test = _fit(tmp_path, [])
+    # docs/domains/retail.md: experiment=quick with the activity segments set on the command line
+    cfg, dm, model, trainer, test = _fit(tmp_path, ["data.segments.very_light_max=10", "data.segments.quantiles=[0.2,0.4,0.6,0.8]"])
     baselines = DOMAIN.baselines(dm, cfg)
     assert set(baselines) == {"mostpop", "itemknn", "ease"} and set(baselines["ease"].metrics) == set(test)
     assert test["ndcg@10"] > baselines["mostpop"].metrics["ndcg@10"]
@@ -113,6 +123,20 @@ def test_quick_experiment_trains_beats_mostpop_reports_and_predicts(tmp_path):
     assert all(Path(img).is_file() for s in sections for img in s.images)
     items, _ = recommended_items(outputs)  # the report reuses the test outputs: their per-user NDCG averages to the metric
     assert per_user_ndcg(items, dm, 10).mean() == pytest.approx(test["ndcg@10"], abs=1e-5)
+
+    # metrics by user-activity segment, for the model and each baseline (metrics.json gets them as a breakdown)
+    (segments,) = [s for s in sections if s.title == "Metrics by user activity"]
+    rows = segments.metrics["user_activity_segments"]["segments"]
+    assert [r["segment"] for r in rows] == ["very light", "Q1", "Q2", "Q3", "Q4", "Q5"] and rows[0]["train_interactions"] == "0-10"
+    assert sum(r["users"] for r in rows) == table["user"].nunique() and rows[0]["users"] > 0
+    for name, overall in {"model": test, **{n: r.metrics for n, r in baselines.items()}}.items():
+        weighted = sum(r["users"] * r[name]["ndcg"] for r in rows if r["users"]) / sum(r["users"] for r in rows)
+        assert weighted == pytest.approx(overall["ndcg@10"], abs=1e-5)  # segments partition the test users
+    assert "| segment | training interactions | users | bpr (model) | mostpop | itemknn | ease |" in segments.body
+    per_user = table.groupby("user")[["train_interactions", "segment"]].agg(set)  # the predictions carry them too
+    assert (per_user["segment"].map(len) == 1).all() and {s for (s,) in per_user["segment"]} <= {r["segment"] for r in rows}
+    train_counts = dm.lists["train"].lengths()
+    assert all(per_user.loc[dm.user_ids[u], "train_interactions"] == {train_counts[u]} for u in dm.eval_dataset("test").users)
 
     # checkpoint holds only tensors and plain containers; predict on a file restores the id maps
     checkpoint = load_checkpoint(trainer.checkpoint_callback.best_model_path)
@@ -188,3 +212,17 @@ def test_predict_with_interactions_and_bad_files(tmp_path):
         bad_dm.predict_dataloader()
     with pytest.raises(DataError, match="no id maps"):
         instantiate(cfg.data, path=str(log)).predict_dataloader()
+
+
+def test_recbole_protocol_command_runs_on_an_inter_file(tmp_path):
+    """docs/domains/retail.md: sectorkit train domain=retail experiment=recbole_ml100k data.path=.../ml-100k.inter"""
+    frame = generate_interactions(n_users=80, n_items=60, seed=0)
+    inter = tmp_path / "ml-100k.inter"
+    frame.to_csv(inter, sep="\t", index=False, header=["user_id:token", "item_id:token", "rating:float", "timestamp:float"])
+    cfg, dm, _, _, test = _fit(tmp_path, [f"data.path={inter}", "trainer.max_epochs=2"], "recbole_ml100k")
+    assert (cfg.data.split.method, cfg.seed, cfg.monitor.metric, cfg.model.net._target_) == ("recbole", 2020, "mrr@10", BPRMF_TARGET)
+    assert 0.0 <= test["mrr@10"] <= 1.0
+    raw = read_interactions(inter)  # RecBole's RO split of the file's rows with seed 2020, user by user
+    labels = recbole_split(pd.DataFrame({"user": pd.factorize(raw["user"])[0], "timestamp": raw["timestamp"]}), [0.8, 0.1, 0.1], "random", 2020)
+    expected = set(zip(raw["user"][labels == 2], raw["item"][labels == 2]))
+    assert {(dm.user_ids[u], dm.item_ids[i]) for u, i in zip(dm.prepared.test["user"], dm.prepared.test["item"])} == expected
