@@ -22,7 +22,7 @@ from sectorkit.core.cli import main
         (["train", "domain=finance,retail"], "sweep one domain at a time"),
         (["evaluate", "domain=finance", "ckpt_path=/no/such.ckpt"], "ckpt_path: no such file /no/such.ckpt"),
         (["evaluate", "domain=finance", "model=mlp,ft_transformrr"], "unknown model 'ft_transformrr'"),
-        (["export", "domain=finance", "format=tflite", "ckpt_path=/no/such.ckpt"], "ckpt_path: no such file"),
+        (["export", "domain=finance", "format=tflite", "ckpt_path=/no/such.ckpt"], "format='tflite': expected one of onnx, torchscript"),  # checked before the checkpoint is read
     ],
 )
 def test_bad_command_lines_give_one_line_errors(args, expected, capsys, tmp_path, monkeypatch) -> None:
