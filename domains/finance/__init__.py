@@ -10,20 +10,22 @@ from sectorkit.core.registry import Domain, lazy
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, BaselineResult]:
     """Logistic regression and HistGradientBoosting fitted on the run's training window: their test metrics
-    (named as the model's) and their fraud scores on the test rows."""
-    from sectorkit.domains.finance.baselines import BASELINES, fit_predict_baselines
+    (named as the model's) and their fraud scores on the test rows. ``baselines.names``: null (absent) = both,
+    ``[]`` = none."""
+    from sectorkit.domains.finance.baselines import baseline_names, datamodule_baselines
     from sectorkit.domains.finance.metrics import evaluate_scores
 
     settings = dict(cfg.get("baselines") or {})
-    names = list(settings.get("names") or BASELINES)
+    names = baseline_names(settings.get("names"))
+    if not names:
+        return {}
     params = {k: dict(v) for k, v in dict(settings.get("params") or {}).items()}
     k, fpr = int(cfg.model.top_k), float(cfg.model.fpr)
-    x, c, y = datamodule.arrays("train")
-    xt, ct, yt = datamodule.arrays("test")
-    scores = fit_predict_baselines(x, c, y, xt, ct, names=names, seed=int(datamodule.seed), params=params)
+    scores = datamodule_baselines(datamodule, names, seed=int(datamodule.seed), params=params)
     test = datamodule.datasets["test"].tensors
     card = test["card"].numpy() if datamodule.spec.card else None
-    return {name: BaselineResult(evaluate_scores(s, yt, card, test["day"].numpy(), k, fpr), predictions=s) for name, s in scores.items()}
+    labels = test["target"].numpy()
+    return {name: BaselineResult(evaluate_scores(s, labels, card, test["day"].numpy(), k, fpr), predictions=s) for name, s in scores.items()}
 
 
 DOMAIN = Domain(

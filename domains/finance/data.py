@@ -5,6 +5,7 @@ is kept in :meth:`FraudDataModule.state_dict`, so ``predict`` on a new file reus
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,16 +15,31 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, WeightedRandomSampler
 
 from sectorkit.core.datamodule import SectorDataModule
-from sectorkit.core.errors import DataError
+from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.network import Network
 from sectorkit.domains.finance.features import build_features
 from sectorkit.domains.finance.models.base import fraud_network
 from sectorkit.domains.finance.models.numeric_encoding import tree_bin_edges
 from sectorkit.domains.finance.readers import ColumnSpec, read_transactions, sample_spec, to_canonical
 from sectorkit.domains.finance.sample import SimulatorConfig, load_sample
-from sectorkit.domains.finance.splits import Windows, resolve_start, split_frame
+from sectorkit.domains.finance.splits import (
+    Ranges,
+    Windows,
+    column_assignment,
+    fraction_assignment,
+    resolve_ranges,
+    resolve_start,
+    split_by_rows,
+    split_frame,
+)
 
-SPLIT_DEFAULTS = {"train_start": None, "train_days": 7, "delay_days": 7, "test_days": 7, "valid_days": 7, "drop_known_frauds": True}
+SPLIT_DEFAULTS = {
+    "method": "windows", "train_start": None, "train_days": 7, "delay_days": 7, "test_days": 7, "valid_days": 7, "order": None, "gap_days": 0,
+    "train": None, "valid": None, "test": None, "column": None, "values": {"train": "train", "valid": "valid", "test": "test"},
+    "fractions": [0.7, 0.15, 0.15], "drop_known_frauds": True,
+}
+SPLIT_COLUMN = "_split"  # the canonical frame's copy of data.split.column
+log = logging.getLogger(__name__)
 
 
 class TensorBatches(Dataset):
@@ -62,6 +78,8 @@ class FraudDataModule(SectorDataModule):
         split: dict[str, Any] | None = None,
         sampler: str = "none",
         numeric_bins: int = 8,
+        max_levels: int = 1000,
+        min_level_count: int = 5,
         batch_size: int = 512,
         eval_batch_size: int | None = 4096,
         num_workers: int = 0,
@@ -78,13 +96,14 @@ class FraudDataModule(SectorDataModule):
         defaults = {k: p.default for k, p in inspect.signature(build_features).parameters.items() if k != "frame"}
         self.feature_cfg = {**defaults, **dict(features or {})}
         self.split_cfg = {**SPLIT_DEFAULTS, **dict(split or {})}
+        self.max_levels, self.min_level_count = int(max_levels), int(min_level_count)
         self.sampler = sampler
         # bins are fitted for every network when it is not known
         self.numeric_bins = int(numeric_bins) if network is None or fraud_network(network).uses_bin_edges else 0
         self.fitted: dict[str, Any] = {}
         self.tables: dict[str, pd.DataFrame] = {}
         self.datasets: dict[str, TensorBatches] = {}
-        self.windows: Windows | None = None
+        self.windows: Windows | Ranges | None = None
 
     # --- loading ----------------------------------------------------------------------------
     @property
@@ -92,11 +111,16 @@ class FraudDataModule(SectorDataModule):
         return str(self.path) if self.path else "built-in sample"
 
     def load_frame(self, with_label: bool = True) -> pd.DataFrame:
-        """The canonical transaction frame (simulator or user file), features added."""
+        """The canonical transaction frame (simulator or user file), features added; for a labelled read with
+        ``data.split.method=column``, also the split column (as ``_split``)."""
+        column = self.split_cfg.get("column") if self.split_cfg["method"] == "column" and with_label else None
+        if self.split_cfg["method"] == "column" and with_label and not column:
+            raise ConfigError("data.split.column: data.split.method=column needs the name of the file's column that assigns rows to splits")
+        keep = {column: SPLIT_COLUMN} if column else None
         if self.path is None:
-            frame = to_canonical(load_sample(self.simulator, self.cache_dir), self.spec, self.source)
+            frame = to_canonical(load_sample(self.simulator, self.cache_dir), self.spec, self.source, keep=keep)
         else:
-            frame = read_transactions(self.require_path(), self.spec, with_label=with_label)
+            frame = read_transactions(self.require_path(), self.spec, with_label=with_label, keep=keep)
         features = build_features(frame, **self.feature_cfg)
         return pd.concat([frame, features], axis=1)
 
@@ -106,16 +130,22 @@ class FraudDataModule(SectorDataModule):
         return ["amount", *engineered, *self.spec.numeric]
 
     def fit_preprocessing(self, train: pd.DataFrame) -> None:
-        """Feature names, vocabularies and standardisation statistics from the training window only."""
+        """Feature names, vocabularies and standardisation statistics from the training window only.
+
+        Non-finite feature values (an overflowing window sum) are left out of the statistics like NaN. Each
+        categorical vocabulary keeps the ``max_levels`` most frequent training levels seen at least
+        ``min_level_count`` times; the other levels share code 0 with unseen and missing ones.
+        """
         names = self.numeric_columns(train)
         flags = [log_flag(n) for n in names]
         values = self._transform(train[names].to_numpy(np.float64), flags)
+        values[~np.isfinite(values)] = np.nan
         empty = [n for n, col in zip(names, values.T) if np.isnan(col).all()]
         if empty:
             raise DataError(f"{self.source}: column(s) {empty} are entirely empty (all NaN) in the training window")
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0)
-        vocab = {c: sorted(map(str, pd.unique(train[c]))) for c in self.spec.categorical}
+        vocab = {c: self.frequent_levels(train[c], c) for c in self.spec.categorical}
         labels = train["label"].to_numpy()
         self.fitted = {
             "numeric": names, "log_features": flags, "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(),
@@ -124,6 +154,17 @@ class FraudDataModule(SectorDataModule):
         if self.numeric_bins > 0:  # bins on the values the network sees
             standardised = self.standardise(train[names].to_numpy(np.float64))
             self.fitted["bin_edges"] = tree_bin_edges(standardised, labels, self.numeric_bins, seed=self.seed)
+
+    def frequent_levels(self, values: pd.Series, column: str) -> list[str]:
+        """The sorted vocabulary of one categorical column: its most frequent levels (see :meth:`fit_preprocessing`)."""
+        counts = values.astype(str).value_counts()
+        counts = counts[counts >= self.min_level_count]
+        kept = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable").index[: self.max_levels]
+        left = values.nunique() - len(kept)
+        if left:
+            log.info("%s: column %r keeps %d of its %d training levels (data.max_levels=%d, data.min_level_count=%d); the other %d share the "
+                     "code of unseen levels", self.source, column, len(kept), values.nunique(), self.max_levels, self.min_level_count, left)
+        return sorted(map(str, kept))
 
     def standardise(self, raw: np.ndarray) -> np.ndarray:
         """Raw numeric features -> what the model computes from them: signed log1p on flagged columns,
@@ -153,11 +194,46 @@ class FraudDataModule(SectorDataModule):
             "card": torch.tensor(card, dtype=torch.long), "day": torch.tensor(table["day"].to_numpy(np.int64)),
         }
 
-    def resolve_windows(self, frame: pd.DataFrame) -> Windows:
+    def resolve_windows(self, frame: pd.DataFrame) -> Windows | Ranges:
+        """The time windows of ``data.split.method`` windows or ranges, in days."""
         cfg = self.split_cfg
-        w = Windows(0.0, float(cfg["train_days"]), float(cfg["delay_days"]), float(cfg["test_days"]), float(cfg["valid_days"]))
+        if cfg["method"] == "ranges":
+            return resolve_ranges({k: cfg[k] for k in ("train", "valid", "test")}, float(cfg["delay_days"]), frame["datetime"])
+        order = cfg["order"] or "valid_first"
+        w = Windows(0.0, float(cfg["train_days"]), float(cfg["delay_days"]), float(cfg["test_days"]), float(cfg["valid_days"]), order, float(cfg["gap_days"]))
         start = resolve_start(cfg["train_start"], frame["datetime"], frame["seconds"].to_numpy(), w)
-        return Windows(start, w.train_days, w.delay_days, w.test_days, w.valid_days)
+        return Windows(start, w.train_days, w.delay_days, w.test_days, w.valid_days, order, w.gap_days)
+
+    def split_rows(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], Windows | Ranges]:
+        """Row indices of the validation, training and test splits by ``data.split.method``, and the days they span."""
+        cfg = self.split_cfg
+        drop = bool(cfg["drop_known_frauds"])
+        if cfg["method"] in ("windows", "ranges"):
+            windows = self.resolve_windows(frame)
+            return split_frame(frame, windows, drop, self.source), windows
+        if cfg["method"] == "column":
+            assignment = column_assignment(frame[SPLIT_COLUMN].to_numpy(), dict(cfg["values"]), cfg["column"], self.source)
+            what = f"column {cfg['column']!r}"
+        else:
+            assignment = fraction_assignment(len(frame), list(cfg["fractions"]), cfg["order"] or "train_first")
+            what = f"data.split.fractions={list(cfg['fractions'])}"
+        return split_by_rows(frame, assignment, float(cfg["delay_days"]), drop, self.source, what)
+
+    def metric_notes(self) -> dict[str, str]:
+        """Why some metrics of a split cannot be computed: a split holding one class only (AP, ROC AUC and the
+        recall at a false-positive rate need frauds and legitimate rows)."""
+        notes = {}
+        for name, table in self.tables.items():
+            if name == "predict" or "label" not in table or table.empty:
+                continue
+            frauds = int((table["label"] == 1).sum())
+            if frauds in (0, len(table)):
+                what = "no fraud" if frauds == 0 else "only frauds"
+                effect = ("the test metrics ap, auc and recall at the false-positive rate cannot be computed (NaN)" if name == "test" else
+                          "validation AP is 0 every epoch, so checkpoint choice and early stopping follow no signal and the alert threshold falls "
+                          "back to the fpr rule")
+                notes[name] = f"the {name} split ({len(table)} rows) holds {what}: {effect}; widen or move it (data.split.*)"
+        return notes
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.path is None:  # built-in sample: predict its test window
@@ -172,11 +248,13 @@ class FraudDataModule(SectorDataModule):
         if self.datasets.get("train") is not None:
             return
         frame = self.load_frame()
-        self.windows = self.resolve_windows(frame)
-        idx = split_frame(frame, self.windows, bool(self.split_cfg["drop_known_frauds"]), self.source)
+        idx, self.windows = self.split_rows(frame)
+        frame = frame.drop(columns=[SPLIT_COLUMN], errors="ignore")
         self.tables = {name: frame.iloc[rows].reset_index(drop=True) for name, rows in idx.items()}
         if self.tables["valid"].empty:
-            raise DataError(f"{self.source}: the validation window is empty; set data.split.valid_days > 0 with data before the training window")
+            raise DataError(f"{self.source}: the validation split is empty; set data.split.valid_days > 0 (or give validation rows with data.split.*)")
+        for note in self.metric_notes().values():
+            log.warning("%s: %s", self.source, note)
         if not self.fitted:
             self.fit_preprocessing(self.tables["train"])
         self.datasets = {name: TensorBatches(self.encode(table)) for name, table in self.tables.items()}
@@ -243,7 +321,14 @@ class FraudDataModule(SectorDataModule):
         self.fitted = dict(state_dict.get("fitted", {}))
 
     # --- baselines ----------------------------------------------------------------------------
-    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(numeric after the model's transform, categorical codes, labels) of one split, for baselines."""
+    def arrays(self, name: str, keep_missing: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(numeric after the model's transform, categorical codes, labels) of one split, for baselines. Missing
+        values become 0 (the training mean) as in the model, or stay NaN with ``keep_missing`` (non-finite: NaN)."""
         t = self.datasets[name].tensors
-        return self.standardise(t["numeric"].double().numpy()), t["categorical"].numpy(), t["target"].numpy()
+        raw = t["numeric"].double().numpy()
+        if keep_missing:
+            f = self.fitted
+            x = (self._transform(raw, f["log_features"]) - np.asarray(f["mean"])) / np.asarray(f["std"])
+            x[~np.isfinite(x)] = np.nan
+            return x, t["categorical"].numpy(), t["target"].numpy()
+        return self.standardise(raw), t["categorical"].numpy(), t["target"].numpy()

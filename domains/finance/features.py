@@ -16,14 +16,39 @@ import pandas as pd
 SECONDS_PER_DAY = 86_400.0
 
 
-def _sorted_keys(group: np.ndarray, seconds: np.ndarray, pad: float) -> tuple[np.ndarray, np.ndarray]:
-    """Order of rows by (group, time, original position) and the sorted float key group*span + time."""
-    codes = pd.factorize(group)[0].astype(np.float64)
+def _sorted_keys(group: np.ndarray, seconds: np.ndarray, pad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Order of rows by (group, time, original position), the sorted float key group*span + time and the sorted
+    group codes."""
+    codes = pd.factorize(group)[0]
     t = seconds - seconds.min() if len(seconds) else seconds
     span = (t.max() if len(t) else 0.0) + pad + 1.0
-    key = codes * span + t
+    key = codes.astype(np.float64) * span + t
     order = np.lexsort((np.arange(len(key)), key))
-    return order, key[order]
+    return order, key[order], codes[order]
+
+
+SHARED_SUM_LIMIT = 1e13  # a running sum over all rows stays accurate to ~0.002 below this total
+
+
+def _group_prefix_sums(values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums of ``values`` (sorted by group): (sum of the rows before each row, sum up to and including it).
+
+    A window sum is the difference of two of them within one group. While the total of ``|values|`` stays below
+    ``SHARED_SUM_LIMIT`` one running sum over all rows is used; above it (a huge amount, say 1e308, or squares that
+    overflow) the sums restart at each group, so one card's outlier cannot wipe out the precision of every later
+    card's sums.
+    """
+    with np.errstate(over="ignore"):
+        total = float(np.abs(values).sum())
+    if total < SHARED_SUM_LIMIT:
+        running = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+        return running[:-1], running[1:]
+    with np.errstate(over="ignore", invalid="ignore"):
+        inclusive = pd.Series(values, copy=False).groupby(codes, sort=False).cumsum().to_numpy(np.float64)
+    exclusive = np.zeros_like(inclusive)
+    if len(values) > 1:
+        exclusive[1:] = np.where(codes[1:] == codes[:-1], inclusive[:-1], 0.0)
+    return exclusive, inclusive
 
 
 def card_windows(card: np.ndarray, seconds: np.ndarray, amount: np.ndarray, windows: Sequence[float]) -> dict[str, np.ndarray]:
@@ -31,13 +56,13 @@ def card_windows(card: np.ndarray, seconds: np.ndarray, amount: np.ndarray, wind
     out: dict[str, np.ndarray] = {}
     if len(card) == 0:
         return {f"card_{k}_{w:g}d": np.zeros(0) for w in windows for k in ("nb_tx", "avg_amount")}
-    order, key = _sorted_keys(card, seconds, max(windows) * SECONDS_PER_DAY)
+    order, key, codes = _sorted_keys(card, seconds, max(windows) * SECONDS_PER_DAY)
     position = np.arange(len(key))
-    csum = np.concatenate([[0.0], np.cumsum(amount[order], dtype=np.float64)])
+    before, upto = _group_prefix_sums(amount[order].astype(np.float64), codes)
     for w in windows:
-        lo = np.searchsorted(key, key - w * SECONDS_PER_DAY, side="right")
+        lo = np.searchsorted(key, key - w * SECONDS_PER_DAY, side="right")  # never before the card's first row
         count = position - lo + 1
-        total = csum[position + 1] - csum[lo]
+        total = upto - before[lo]
         nb, avg = np.empty(len(key)), np.empty(len(key))
         nb[order], avg[order] = count, total / count
         out[f"card_nb_tx_{w:g}d"], out[f"card_avg_amount_{w:g}d"] = nb, avg
@@ -54,22 +79,23 @@ def card_history_features(card: np.ndarray, seconds: np.ndarray, amount: np.ndar
              "card_amount_hist_zscore", "card_days_since_prev")
     if len(card) == 0:
         return {n: np.zeros(0) for n in names}
-    order, key = _sorted_keys(card, seconds, (lag_days + days) * SECONDS_PER_DAY)
+    order, key, codes = _sorted_keys(card, seconds, (lag_days + days) * SECONDS_PER_DAY)
     position = np.arange(len(key))
     amt = amount[order].astype(np.float64)
-    csum = np.concatenate([[0.0], np.cumsum(amt)])
-    csq = np.concatenate([[0.0], np.cumsum(amt * amt)])
+    csum = _group_prefix_sums(amt, codes)[0]  # rows [lo, hi) lie in the current row's card: sums before hi minus before lo
+    with np.errstate(over="ignore"):
+        csq = _group_prefix_sums(amt * amt, codes)[0]
     hi = np.minimum(np.searchsorted(key, key - lag_days * SECONDS_PER_DAY, side="right"), position)
     lo = np.minimum(np.searchsorted(key, key - (lag_days + days) * SECONDS_PER_DAY, side="right"), hi)
     count = (hi - lo).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         mean = np.where(count > 0, (csum[hi] - csum[lo]) / count, np.nan)
         var = np.where(count > 1, ((csq[hi] - csq[lo]) - count * mean * mean) / np.maximum(count - 1, 1), np.nan)
         std = np.sqrt(np.maximum(var, 0.0))
         ratio = np.where(mean > 0, amt / mean, np.nan)
         zscore = np.where(std > 0, (amt - mean) / std, np.nan)
     # previous row of the same card in (card, time, position) order: same card when its key is within the pad
-    same = np.concatenate([[False], np.diff(pd.factorize(card)[0][order]) == 0])
+    same = np.concatenate([[False], np.diff(codes) == 0])
     gap = np.full(len(key), np.nan)
     gap[1:] = (key[1:] - key[:-1]) / SECONDS_PER_DAY
     gap[~same] = np.nan
@@ -97,7 +123,7 @@ def terminal_windows(
     if len(terminal) == 0:
         return {n: np.zeros(0) for n in (*(f"terminal_{k}_{w:g}d" for w in windows for k in ("nb_tx", "risk")), *recency)}
     longest = max([*windows, recency_days or 0.0])
-    order, key = _sorted_keys(terminal, seconds, (longest + delay_days) * SECONDS_PER_DAY)
+    order, key, _ = _sorted_keys(terminal, seconds, (longest + delay_days) * SECONDS_PER_DAY)
     n = len(key)
     position = np.arange(n)
     fraud = np.nan_to_num(label.astype(np.float64)[order], nan=0.0)

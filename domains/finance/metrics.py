@@ -90,6 +90,22 @@ class CardPrecisionAtK(Metric):
         return torch.tensor(card_precision_at_k(*arrays, k=self.k), dtype=torch.float32)
 
 
+def _one_class(target: list[torch.Tensor] | torch.Tensor) -> bool:
+    """Whether the accumulated targets hold a single class (or none): AP, ROC AUC and recall are then undefined."""
+    values = dim_zero_cat(target) if isinstance(target, list) else target
+    return values.numel() == 0 or bool(values.min() == values.max())
+
+
+class UndefinedAsNaN:
+    """Mixin for a torchmetrics binary metric: NaN instead of torchmetrics' 0 (and its warning) when the targets
+    hold one class only, e.g. a test window without any fraud."""
+
+    def compute(self) -> torch.Tensor:
+        if _one_class(self.target):
+            return torch.tensor(float("nan"))
+        return super().compute()
+
+
 class RecallAtFPR(BinarySensitivityAtSpecificity):
     """Recall (sensitivity) at a false-positive rate of at most ``fpr`` (specificity >= 1 - fpr)."""
 
@@ -100,11 +116,30 @@ class RecallAtFPR(BinarySensitivityAtSpecificity):
         return super().compute()[0]
 
 
-def build_metrics(k: int = 100, fpr: float = 0.01, with_cards: bool = True) -> MetricCollection:
-    """The model's accumulating metrics (CardPrecisionAtK is fed separately: it needs card and day)."""
+class AveragePrecisionOrNaN(UndefinedAsNaN, BinaryAveragePrecision):
+    """Average precision; NaN when the targets hold one class."""
+
+
+class AUROCOrNaN(UndefinedAsNaN, BinaryAUROC):
+    """ROC AUC; NaN when the targets hold one class."""
+
+
+class RecallAtFPROrNaN(UndefinedAsNaN, RecallAtFPR):
+    """Recall at a false-positive rate; NaN when the targets hold one class."""
+
+
+def build_metrics(k: int = 100, fpr: float = 0.01, with_cards: bool = True, undefined_as_nan: bool = False) -> MetricCollection:
+    """The model's accumulating metrics (CardPrecisionAtK is fed separately: it needs card and day).
+
+    ``undefined_as_nan``: AP, AUC and recall are NaN where they cannot be computed (targets of one class), as for
+    the baselines (:func:`evaluate_scores`); the module uses it for the test split. Validation keeps torchmetrics'
+    0, which early stopping and checkpointing can compare.
+    """
     names = metric_names(k, fpr)
-    metrics = {names["ap"]: BinaryAveragePrecision(), names["auc"]: BinaryAUROC(), names["recall"]: RecallAtFPR(fpr)}
+    if undefined_as_nan:
+        metrics = {names["ap"]: AveragePrecisionOrNaN(), names["auc"]: AUROCOrNaN(), names["recall"]: RecallAtFPROrNaN(fpr)}
+    else:
+        metrics = {names["ap"]: BinaryAveragePrecision(), names["auc"]: BinaryAUROC(), names["recall"]: RecallAtFPR(fpr)}
     if with_cards:
         metrics[names["cp"]] = CardPrecisionAtK(k)
     return MetricCollection(metrics, compute_groups=False)
-

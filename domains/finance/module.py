@@ -58,6 +58,8 @@ class FraudModule(SectorModule):
         net, optimizer, scheduler, cardinalities = (plain_container(v) for v in (net, optimizer, scheduler, cardinalities))
         feature_mean, feature_std, log_features, bin_edges = (plain_container(v) for v in (feature_mean, feature_std, log_features, bin_edges))
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
+        # test metrics that cannot be computed (a test window without fraud) are NaN, not torchmetrics' 0
+        self.test_metrics = build_metrics(top_k, fpr, with_cards, undefined_as_nan=True).clone(prefix="test/")
         self.save_hyperparameters()
         self.network = fraud_network(network_class(net))
         sizes: dict[str, Any] = {"n_numeric": n_numeric, "cardinalities": list(cardinalities)}

@@ -48,7 +48,11 @@ class ColumnSpec:
 
 
 def _numeric(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
-    """A column as float, with a DataError naming a non-numeric value or an all-NaN column."""
+    """A column as float, with a DataError naming a non-numeric or non-finite (inf) value or an all-NaN column.
+
+    NaN (a missing value) passes; the callers decide where it is allowed. An infinite value is refused: one
+    ``inf`` amount turns every window sum it enters into inf or NaN.
+    """
     raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() & raw.notna()
@@ -57,7 +61,13 @@ def _numeric(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
         raise DataError(f"{source}: column {column!r} must be numeric; row {int(np.flatnonzero(bad.to_numpy())[0])} holds {example!r}")
     if values.isna().all():
         raise DataError(f"{source}: column {column!r} is entirely empty (all NaN)")
-    return values.to_numpy(np.float64)
+    out = values.to_numpy(np.float64)
+    infinite = np.isinf(out)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise DataError(f"{source}: column {column!r} must hold finite numbers; row {row} holds {raw.iloc[row]!r} "
+                        f"({int(infinite.sum())} infinite value(s) in all); fix or drop those rows")
+    return out
 
 
 def _times(frame: pd.DataFrame, spec: ColumnSpec, source: str) -> tuple[np.ndarray, pd.Series]:
@@ -86,17 +96,26 @@ def _times(frame: pd.DataFrame, spec: ColumnSpec, source: str) -> tuple[np.ndarr
     return seconds, when
 
 
-def to_canonical(frame: pd.DataFrame, spec: ColumnSpec, source: str, with_label: bool = True) -> pd.DataFrame:
-    """Check ``frame`` against ``spec`` and return the canonical, time-sorted frame."""
+def to_canonical(frame: pd.DataFrame, spec: ColumnSpec, source: str, with_label: bool = True, keep: dict[str, str] | None = None) -> pd.DataFrame:
+    """Check ``frame`` against ``spec`` and return the canonical, time-sorted frame.
+
+    ``keep`` maps further columns of the file to names in the canonical frame (e.g. the column that assigns rows
+    to splits, ``{"fold": "_split"}``); they are copied as strings and must exist. The frame is assembled from
+    whole columns at once, so a table with hundreds of columns builds without pandas' fragmentation warnings.
+    """
+    keep = dict(keep or {})
     missing = [c for c in spec.required(with_label) if c not in frame.columns]
     if missing:
         shown = ", ".join(map(str, list(frame.columns)[:12])) + (" ..." if frame.shape[1] > 12 else "")
         raise DataError(f"{source}: missing column(s) {missing} (from data.columns); the file has: {shown}")
+    missing = [c for c in keep if c not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing} (from data.split.column)")
     seconds, when = _times(frame, spec, source)
-    out = pd.DataFrame({"seconds": seconds, "datetime": when.to_numpy(), "amount": _numeric(frame, spec.amount, source)})
-    if np.isnan(out["amount"].to_numpy()).any():
+    cols: dict[str, np.ndarray] = {"seconds": seconds, "datetime": when.to_numpy(), "amount": _numeric(frame, spec.amount, source)}
+    if np.isnan(cols["amount"]).any():
         raise DataError(f"{source}: column {spec.amount!r} (amount) has missing values")
-    out["day"] = np.floor(seconds / SECONDS_PER_DAY).astype(np.int64)
+    cols["day"] = np.floor(seconds / SECONDS_PER_DAY).astype(np.int64)
     for role in ("card", "terminal", "id"):
         column = getattr(spec, role)
         if column:
@@ -104,11 +123,12 @@ def to_canonical(frame: pd.DataFrame, spec: ColumnSpec, source: str, with_label:
             if values.isna().all():
                 raise DataError(f"{source}: column {column!r} ({role}) is entirely empty (all NaN)")
             if pd.api.types.is_integer_dtype(values):
-                out[role] = values.to_numpy()
+                cols[role] = values.to_numpy()
             else:
-                out[role] = values.astype(str).where(values.notna(), "<missing>").to_numpy()
-    if spec.id and out["id"].duplicated().any():
-        dup = out["id"][out["id"].duplicated()].iloc[0]
+                cols[role] = values.astype(str).where(values.notna(), "<missing>").to_numpy()
+    if spec.id and pd.Series(cols["id"]).duplicated().any():
+        ids = pd.Series(cols["id"])
+        dup = ids[ids.duplicated()].iloc[0]
         raise DataError(f"{source}: column {spec.id!r} (transaction id) has duplicates, e.g. {dup!r}")
     if spec.label and spec.label in frame.columns:
         label = _numeric(frame, spec.label, source) if with_label else pd.to_numeric(frame[spec.label], errors="coerce").to_numpy(np.float64)
@@ -117,25 +137,27 @@ def to_canonical(frame: pd.DataFrame, spec: ColumnSpec, source: str, with_label:
             raise DataError(f"{source}: column {spec.label!r} (label) has {int(np.isnan(label).sum())} missing value(s)")
         if not np.isin(known, (0.0, 1.0)).all():
             raise DataError(f"{source}: column {spec.label!r} (label) must hold 0/1, found {sorted(set(known[~np.isin(known, (0.0, 1.0))]))[:5]}")
-        out["label"] = label
+        cols["label"] = label
     for column in spec.numeric:
-        out[column] = _numeric(frame, column, source)
+        cols[column] = _numeric(frame, column, source)
     for column in spec.categorical:
         if frame[column].isna().all():
             raise DataError(f"{source}: column {column!r} (categorical) is entirely empty (all NaN)")
-        out[column] = frame[column].astype(str).where(frame[column].notna(), "<missing>").to_numpy()
-    order = np.argsort(seconds, kind="stable")
+        cols[column] = frame[column].astype(str).where(frame[column].notna(), "<missing>").to_numpy()
+    for column, name in keep.items():
+        cols[name] = frame[column].astype(str).where(frame[column].notna(), "<missing>").to_numpy()
+    out = pd.DataFrame(cols)
     if (np.diff(seconds) < 0).any():
-        out = out.iloc[order]
+        out = out.iloc[np.argsort(seconds, kind="stable")]
     return out.reset_index(drop=True)
 
 
-def read_transactions(path: str | Path, spec: ColumnSpec, with_label: bool = True) -> pd.DataFrame:
+def read_transactions(path: str | Path, spec: ColumnSpec, with_label: bool = True, keep: dict[str, str] | None = None) -> pd.DataFrame:
     """Read and validate a user file (see :func:`to_canonical`)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file (from data.path)")
-    return to_canonical(read_table(path, "transaction table"), spec, str(path), with_label=with_label)
+    return to_canonical(read_table(path, "transaction table"), spec, str(path), with_label=with_label, keep=keep)
 
 
 def sample_spec() -> ColumnSpec:

@@ -69,14 +69,42 @@ class FeaturesSection:
 
 
 @dataclass
-class SplitSection:
-    """The time windows, in days; ``train_start``: a date, a number of days or null (test ends at the data end)."""
+class SplitValues:
+    """``data.split.method=column``: the value of ``data.split.column`` that puts a row in each split."""
 
+    train: str = "train"
+    valid: str = "valid"
+    test: str = "test"
+
+
+@dataclass
+class SplitSection:
+    """Where the training, validation and test rows come from (``splits.py``); ``method``:
+
+    * ``windows``: windows in days from ``train_start`` (a date, a number of days or null: test ends at the data end),
+      ``order`` valid_first (``valid | train | delay | test``) or train_first (``train | valid | delay | test``),
+      ``gap_days`` between validation and training;
+    * ``ranges``: ``train``, ``valid``, ``test`` as [start, end] (dates or day numbers), any order and gaps, test last;
+    * ``column``: the file's column ``column`` names each row's split (its values: ``values``);
+    * ``fractions``: shares (train, valid, test) of the rows in time order, test last.
+
+    ``delay_days``: unlabelled days between the labelled history and the test window, for every method.
+    """
+
+    method: str = one_of("windows", "windows", "ranges", "column", "fractions")
     train_start: Any = None
     train_days: float = bounded(7.0, 0.0, low_open=True)
     delay_days: float = bounded(7.0, 0.0)
     test_days: float = bounded(7.0, 0.0, low_open=True)
     valid_days: float = bounded(7.0, 0.0, low_open=True)
+    order: Optional[str] = one_of(None, "valid_first", "train_first")  # null: valid_first for windows, train_first for fractions
+    gap_days: float = bounded(0.0, 0.0)
+    train: Optional[List[Any]] = None
+    valid: Optional[List[Any]] = None
+    test: Optional[List[Any]] = None
+    column: Optional[str] = None
+    values: SplitValues = field(default_factory=SplitValues)
+    fractions: List[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     drop_known_frauds: bool = True
 
 
@@ -90,6 +118,8 @@ class FraudDataConfig(DataConfig):
     features: FeaturesSection = field(default_factory=FeaturesSection)
     split: SplitSection = field(default_factory=SplitSection)
     numeric_bins: int = bounded(8, 0)
+    max_levels: int = bounded(1000, 1)
+    min_level_count: int = bounded(5, 1)
     sampler: str = one_of("none", "none", "balanced")
     batch_size: int = bounded(512, 1)
     eval_batch_size: Optional[int] = bounded(4096, 1)

@@ -147,3 +147,19 @@ def test_terminal_fraud_recency_uses_only_known_labels(raw) -> None:
     pd.testing.assert_frame_equal(base[rows], after[rows])
     later = frame["seconds"] > cut + 7 * 86_400  # by then the flipped labels are known, and they do count
     assert not base[later].equals(after[later])
+
+
+def test_a_huge_amount_leaves_other_cards_features_intact(raw) -> None:
+    """One 1e308 amount: window sums restart per card, so only that card's own features change (one running sum over
+    all rows would lose every later card's precision, and the squares of card_history would overflow for them)."""
+    frame = to_canonical(raw, sample_spec(), "sample")
+    kw = dict(amount_ratios=True, card_history=True)
+    plain = build_features(frame, **kw)
+    outlier = frame.copy()
+    row = int(np.flatnonzero(outlier["card"].to_numpy() == outlier["card"].iloc[0])[0])
+    outlier.loc[row, "amount"] = 1e308
+    huge = build_features(outlier, **kw)
+    others = outlier["card"].to_numpy() != outlier["card"].iloc[row]
+    for column in [c for c in plain.columns if c.startswith("card_")]:
+        np.testing.assert_allclose(huge[column].to_numpy()[others], plain[column].to_numpy()[others], rtol=1e-6, err_msg=column)
+    assert not np.allclose(huge["card_avg_amount_30d"].to_numpy()[~others], plain["card_avg_amount_30d"].to_numpy()[~others])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,6 +54,32 @@ def test_non_numeric_amount(tmp_path) -> None:
     table.loc[5, "amt"] = "12,50 EUR"
     with pytest.raises(DataError, match=r"t\.csv: column 'amt' must be numeric; row 5 holds '12,50 EUR'"):
         read_transactions(_write(table, tmp_path / "t.csv"), SPEC)
+
+
+@pytest.mark.parametrize("column, value", [("amt", np.inf), ("score", -np.inf), ("amt", "inf")])
+def test_infinite_values_are_refused_naming_file_column_and_row(tmp_path, column, value) -> None:
+    table = _table().astype({column: object})
+    table.loc[7, column] = value
+    with pytest.raises(DataError, match=rf"t\.csv: column '{column}' must hold finite numbers; row 7 holds .*inf"):
+        read_transactions(_write(table, tmp_path / "t.csv"), SPEC)
+
+
+def test_missing_values_in_extra_numeric_columns_stay_allowed(tmp_path) -> None:
+    table = _table()
+    table.loc[[3, 9], "score"] = np.nan
+    frame = read_transactions(_write(table, tmp_path / "t.csv"), SPEC)
+    assert frame["score"].isna().sum() == 2
+
+
+def test_a_wide_table_builds_without_fragmentation_warnings(tmp_path) -> None:
+    table = _table()
+    extra = pd.DataFrame({f"x{i:03d}": np.random.default_rng(i).normal(size=len(table)) for i in range(120)})
+    path = _write(pd.concat([table, extra], axis=1), tmp_path / "wide.parquet", "parquet")
+    spec = ColumnSpec(**{**SPEC.__dict__, "numeric": ["score", *extra.columns]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        frame = read_transactions(path, spec)
+    assert frame.shape[1] == 7 + 2 + 120  # seconds, datetime, amount, day, card, terminal, label; score, mcc; the 120 extra columns
 
 
 def test_unsorted_and_duplicated_times_are_sorted_and_kept(tmp_path) -> None:
