@@ -1,7 +1,8 @@
 """The ``sectorkit`` command (also ``python -m sectorkit``).
 
     sectorkit train domain=finance [model=ft_transformer] [experiment=quick] [trainer.max_epochs=5 ...]
-    sectorkit train -m domain=finance hparams_search=optuna
+    sectorkit train -m domain=finance hparams_search=optuna [sweep.n_trials=20] [optimizer.lr=tag(log,interval(1e-4,1e-2))]
+    sectorkit train -m domain=agriculture model=gru,dlinear     (a grid: one job per value, then one table)
     sectorkit evaluate domain=finance ckpt_path=PATH
     sectorkit predict domain=finance ckpt_path=PATH data.path=FILE [output=FILE]
     sectorkit export domain=finance ckpt_path=PATH [format=onnx|torchscript]
@@ -21,12 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from sectorkit.core.errors import ConfigError, SectorkitError
-
-if TYPE_CHECKING:
-    from sectorkit.core.registry import Domain
+from sectorkit.core.launch import run_hydra
 
 RUN_TASKS = ("train", "evaluate", "predict", "export")
 
@@ -100,11 +97,25 @@ def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Seq
     if unknown:
         raise ConfigError(f"unknown option(s) {' '.join(unknown)}; overrides are key=value, see sectorkit {task} --help")
     domain = domain_from_overrides(overrides)
-    validate_overrides(domain, overrides)
     root = Path(os.environ.setdefault("SECTORKIT_ROOT", os.getcwd()))  # paths.root_dir and sweep storage follow it
-    if multirun:
-        (root / "outputs").mkdir(parents=True, exist_ok=True)
-    _run_hydra(domain, [*(["--multirun"] if multirun else []), *flags, f"task={task}", *overrides, *beside_the_run(task, overrides)])
+    if multirun or any(o.lstrip("+").startswith("hparams_search=") for o in overrides):
+        from sectorkit.core import sweep
+
+        if sweep.requested(overrides):  # an Optuna search, run here trial by trial (with or without -m)
+            if task != "train":
+                raise ConfigError(f"hparams_search: searches run with sectorkit train, not {task}")
+            validate_overrides(domain, sweep.split_overrides(domain, overrides).fixed)
+            return sweep.run_search(domain, overrides, flags)
+        if multirun:
+            validate_overrides(domain, overrides)
+            (root / "outputs").mkdir(parents=True, exist_ok=True)
+            if task == "train" and not flags:  # a grid: Hydra's multirun, then one table over its jobs
+                return sweep.run_grid(domain, overrides)
+            run_hydra(domain, ["--multirun", *flags, f"task={task}", *overrides])
+            return 0
+    validate_overrides(domain, overrides)
+    run_hydra(domain, [*flags, f"task={task}", *overrides, *beside_the_run(task, overrides)])
+    return 0
 
 
 def beside_the_run(task: str, overrides: Sequence[str]) -> list[str]:
@@ -120,44 +131,6 @@ def beside_the_run(task: str, overrides: Sequence[str]) -> list[str]:
     if checkpoint.parent.name != "checkpoints":
         return []
     return [f"hydra.run.dir={checkpoint.parent.parent / task}/${{now:%Y-%m-%d_%H-%M-%S_%f}}"]
-    return 0
-
-
-def _run_hydra(domain: Domain, hydra_args: list[str]) -> None:
-    """Run :func:`sectorkit.core.pipeline.run` under ``hydra.main`` with ``hydra_args`` as its command line."""
-    import hydra
-
-    from sectorkit.core.config import searchpath_override, without_searchpath
-    from sectorkit.core.schema import register_resolvers, register_schemas
-
-    register_schemas()
-    register_resolvers()
-    domain.register_schemas()
-    config_dir = domain.config_dir
-
-    errors: list[SectorkitError] = []
-
-    @hydra.main(version_base="1.3", config_path=str(config_dir), config_name="main")
-    def task(cfg):  # noqa: ANN001, ANN202 - signature fixed by Hydra
-        from sectorkit.core.pipeline import run
-
-        try:
-            return run(cfg)
-        except SectorkitError as err:  # re-raised below, outside Hydra, which would print a traceback
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            errors.append(err)
-            return None
-
-    saved = sys.argv
-    overrides = [a for a in hydra_args if "=" in a]  # Hydra wants its flags (--cfg job, ...) before the overrides
-    sys.argv = [saved[0], *(a for a in hydra_args if "=" not in a), searchpath_override(overrides), *without_searchpath(overrides)]
-    try:
-        task()
-    finally:
-        sys.argv = saved
-    if errors:
-        raise errors[0]
 
 
 def _is_ddp_worker() -> bool:
@@ -176,5 +149,5 @@ def _run_ddp_worker() -> int:
     job = json.loads(os.environ[DDP_JOB_ENV])
     rank = os.environ["LOCAL_RANK"]
     pinned = [f'hydra.run.dir="{job["run_dir"]}"', "hydra.output_subdir=null", f"hydra.job.name=rank{rank}", "hydra.mode=RUN"]
-    _run_hydra(get_domain(job["domain"]), [*job["overrides"], *pinned])
+    run_hydra(get_domain(job["domain"]), [*job["overrides"], *pinned])
     return 0

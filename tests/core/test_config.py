@@ -65,15 +65,6 @@ def test_slurm_launcher_and_multinode_presets_compose() -> None:
     assert cfg.trainer.num_nodes == 4 and cfg.trainer.strategy == "ddp"
 
 
-def test_optuna_preset_optimises_the_domain_metric_in_its_direction() -> None:
-    for domain, direction in (("finance", "maximize"), ("agriculture", "minimize")):
-        cfg = compose_config(get_domain(domain), ["hparams_search=optuna"], return_hydra_config=True)
-        sweeper = cfg.hydra.sweeper
-        assert sweeper.direction == direction and sweeper.storage.startswith("sqlite:///")
-        assert sweeper.study_name == f"{domain}-{cfg.monitor.metric}" and "optimizer.lr" in sweeper.params
-        assert cfg.hydra.mode.name == "MULTIRUN"
-
-
 def test_default_callbacks_follow_the_primary_metric() -> None:
     cfg = compose_config(get_domain("agriculture"), ["paths.output_dir=/tmp/sectorkit-compose"])
     checkpoint = instantiate(cfg.callbacks.model_checkpoint)

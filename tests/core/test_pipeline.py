@@ -1,5 +1,5 @@
 """The runs behind the CLI, on the test-only ``toy`` domain: train → evaluate/predict/export from its
-checkpoint, resume, reproducibility, safe checkpoint loading, a real 2-process DDP run and an Optuna sweep."""
+checkpoint, resume, reproducibility, safe checkpoint loading and a real 2-process DDP run (sweeps: test_sweep.py)."""
 
 from __future__ import annotations
 
@@ -188,20 +188,6 @@ def test_two_process_ddp_on_cpu_writes_one_run_folder(toy_domain, tmp_path) -> N
     steps = pd.read_csv(run_dir / "csv" / "metrics.csv")
     assert steps.dropna(subset=["val/auroc"])["epoch"].max() == 2  # three epochs of validation, logged once (rank 0)
     assert steps["val/auroc"].notna().sum() == 3
-
-
-def test_optuna_sweep_runs_trials_and_stores_the_study(toy_domain, tmp_path) -> None:
-    result = run_cli(toy_domain, tmp_path, "train", "-m", "domain=toy", "experiment=quick", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                     "trainer.max_epochs=2", *QUIET)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "toy" / "multiruns").iterdir()
-    trials = sorted(sweep.glob("*/metrics.json"))
-    assert len(trials) == 2
-    results = (sweep / "optimization_results.yaml").read_text()
-    assert "best_value" in results and "optimizer.lr" in results
-    assert (tmp_path / "outputs" / "optuna.db").is_file()
-    best = max(json.loads(t.read_text())["best_val"] for t in trials)
-    assert f"best_value: {best}" in results
 
 
 def test_demo_runs_the_quick_pipeline_and_prints_model_vs_baseline(toy_domain, tmp_path) -> None:
