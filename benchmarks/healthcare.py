@@ -67,7 +67,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict[str, float]]
     images, masks, labels = dm.arrays("test")
     buckets = dm.record_frame("test")["bucket"].to_numpy()
     results: dict[str, dict[str, float]] = {}
-    for name, res in run_baselines(dm).items():
+    for name, res in run_baselines(dm, keep_maps=True).items():
         results[name] = {**res.metrics, **bucket_metrics(res.predictions["scores"], res.predictions["maps"], labels, masks, buckets)}
     for name in args.models:
         torch.manual_seed(seed)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from torch.utils.data import Subset
 
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError
@@ -41,8 +41,12 @@ class HealthcareDataModule(SectorDataModule):
     """Normal-only training images and labelled val/test images (+ masks) as ``inputs/mask/target/index`` batches.
 
     ``path=None`` uses the phantom sample (``sample`` sizes); otherwise ``layout`` auto|folder|medmnist|manifest.
-    ``cache``: ``memory`` (MONAI CacheDataset), ``disk`` (PersistentDataset under ``cache_dir``) or ``none``.
+    ``cache``: ``memory`` (MONAI CacheDataset), ``disk`` (PersistentDataset under ``cache_dir``) or ``none``, for
+    the splits read every epoch (train, val); the test and predict images are never held in memory (``disk`` or
+    read as scored).
     A ``supervised`` network also gets the abnormal training images (half the sample's training split).
+    ``max_heatmaps``: how many per-image heatmap overlays a test or predict run writes (the highest-scored
+    images; ``None``: every image, 0: none); the report's grid of top and bottom cases is always drawn.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class HealthcareDataModule(SectorDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         network: type[Network] | None = None,
+        max_heatmaps: int | None = 100,
     ) -> None:
         super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir,
                          anomaly_network(network) if network is not None else None)
@@ -73,10 +78,17 @@ class HealthcareDataModule(SectorDataModule):
         self.layout, self.normal_label = layout, normal_label
         self.image_size, self.spatial_dims, self.channels = image_size, spatial_dims, channels
         self.cache, self.augment, self.nan_policy = cache, augment, nan_policy
+        self.max_heatmaps = max_heatmaps
         self.sample = {"n_train": 64, "n_val": 32, "n_test": 64, **(sample or {})}
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, Any] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    @property
+    def scoring_cache(self) -> str:
+        """The cache of the splits that are only scored (test, predict): never ``memory``, so a test set of any size
+        is read as it is scored instead of being held (``disk`` stays ``disk``)."""
+        return "disk" if self.cache == "disk" else "none"
 
     @property
     def supervised(self) -> bool:
@@ -113,13 +125,14 @@ class HealthcareDataModule(SectorDataModule):
         if stage == "predict" and self.path is not None:
             if "predict" not in self.datasets:  # a file or folder of images to score, no labels needed
                 self.records = {"predict": list_images(self.require_path())}
-                self.datasets["predict"] = self.make_dataset(self.records["predict"], augment=False)
+                self.datasets["predict"] = self.make_dataset(self.records["predict"], augment=False, cache=self.scoring_cache)
             return
         if not self.records:
             self.records = self._read_records()
         for name in STAGES:
             if name not in self.datasets:
-                self.datasets[name] = self.make_dataset(self.records[name], augment=self.augment and name == "train")
+                cache = self.scoring_cache if name == "test" else self.cache
+                self.datasets[name] = self.make_dataset(self.records[name], augment=self.augment and name == "train", cache=cache)
         if stage == "predict":
             self.datasets["predict"] = self.datasets["test"]
             self.records["predict"] = self.records["test"]
@@ -139,15 +152,30 @@ class HealthcareDataModule(SectorDataModule):
     def model_kwargs(self) -> dict[str, Any]:
         return {"spatial_dims": self.spatial_dims, "in_channels": self.channels, "image_size": self.image_size}
 
-    # --- arrays for baselines, reports and benchmarks -----------------------------------------
+    # --- images for baselines, reports and benchmarks -----------------------------------------
+    def stage_loader(self, stage: str, indices: Sequence[int] | None = None, batch_size: int = 256) -> Any:
+        """Batches of one stage (or of its rows ``indices``, in that order) without augmentation or shuffling."""
+        dataset = self.datasets[stage]
+        if stage == "train" and self.augment:  # the same files without the random affine (checked in setup already)
+            items = [{**r, "index": i} for i, r in enumerate(self.records["train"])]
+            dataset = Dataset(items, build_transforms(self.image_size, self.spatial_dims, self.channels, self.nan_policy, augment=False))
+        if indices is not None:
+            dataset = Subset(dataset, list(indices))
+        return self.dataloader(dataset, batch_size=batch_size)
+
+    def chunks(self, stage: str, indices: Sequence[int] | None = None,
+               batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Images (n, C, *S), masks (n, 1, *S) and labels (n,) of one stage, ``batch_size`` images at a time: what
+        the baselines score, so a test split of any size is never held whole."""
+        for batch in self.stage_loader(stage, indices, batch_size):
+            yield batch["inputs"].numpy(), batch["mask"].numpy(), batch["target"].numpy()
+
     def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Images (N, C, *S), masks (N, 1, *S) and labels (N,) of one stage, without augmentation."""
+        """Images (N, C, *S), masks (N, 1, *S) and labels (N,) of a whole stage, without augmentation (kept: for
+        small sets, e.g. tests and benchmarks; runs use :meth:`chunks`)."""
         if stage not in self._arrays:
-            dataset = self.datasets[stage]
-            if stage == "train" and self.augment:
-                dataset = self.make_dataset(self.records["train"], augment=False)
-            batches = list(self.dataloader(dataset, batch_size=256))
-            self._arrays[stage] = tuple(torch.cat([b[k] for b in batches]).numpy() for k in ("inputs", "mask", "target"))  # type: ignore[assignment]
+            parts = list(self.chunks(stage))
+            self._arrays[stage] = tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[assignment]
         return self._arrays[stage]
 
     def record_frame(self, stage: str) -> pd.DataFrame:
@@ -157,9 +185,9 @@ class HealthcareDataModule(SectorDataModule):
     # --- predict output --------------------------------------------------------------------------
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:
         """One row per image of ``stage`` (test or predict): name, image score (0..1, threshold at 0.5), anomaly
-        flag and, on the test split, the label."""
-        scores = torch.cat([o[0] for o in outputs]).float().numpy()
-        flags = torch.cat([o[2] for o in outputs]).numpy().astype(bool)
+        flag and, on the test split, the label (``outputs``: the module's ``predict_step`` results)."""
+        scores = np.array([v for o in outputs for v in o["score"]], dtype=np.float32)
+        flags = np.array([v for o in outputs for v in o["is_anomalous"]], dtype=bool)
         records = self.records[stage][: len(scores)]
         frame = pd.DataFrame({"name": [r["name"] for r in records], "score": scores, "is_anomalous": flags})
         if stage == "test":

@@ -9,7 +9,7 @@ a run starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -44,6 +44,7 @@ class HealthcareDataConfig(DataConfig):
     nan_policy: str = one_of("error", "error", "zero")
     sample: SampleConfig = field(default_factory=SampleConfig)
     batch_size: int = bounded(32, 1)
+    max_heatmaps: Optional[int] = bounded(100, 0)  # per-image overlays after a test or predict (highest scores); null: every image
 
 
 @dataclass

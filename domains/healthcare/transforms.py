@@ -58,11 +58,11 @@ class SafeLoadd(MapTransform):
         return d
 
 
-class ZeroMaskd(MapTransform):
-    """Give records without a mask an all-zero mask of the image's spatial size (normals, unlabelled data)."""
+class ZeroMask:
+    """Give a record without a mask an all-zero mask of the image's spatial size (normals, unlabelled data).
 
-    def __init__(self) -> None:
-        super().__init__(["mask"], allow_missing_keys=True)
+    Deliberately not a MONAI ``Transform``: caching datasets (CacheDataset, PersistentDataset) cache the chain up
+    to the first such step, so the zeros are made per batch instead of being stored for every maskless image."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -100,6 +100,10 @@ class CheckImaged(MapTransform):
                 image = image.repeat(self.channels, *([1] * self.spatial_dims))
             else:
                 raise DataError(f"{src}: image has {c} channels; expected 1 or data.channels={self.channels}")
+        d["image"] = image
+        if d.get("mask") is None:
+            d.pop("mask", None)  # no mask: ZeroMask adds zeros after the cached part of the chain
+            return d
         mask = torch.as_tensor(d["mask"]).float()
         if mask.shape[0] > 1:
             mask = mask.amax(dim=0, keepdim=True)
@@ -108,22 +112,22 @@ class CheckImaged(MapTransform):
                 f"{_source(d, 'mask')}: mask size {tuple(mask.shape[1:])} does not match its image {src} "
                 f"of size {tuple(image.shape[1:])}"
             )
-        d["image"] = image
         d["mask"] = (mask > 0).float()
         return d
 
 
 def deterministic_transforms(image_size: int, spatial_dims: int, channels: int, nan_policy: str) -> list:
-    """Load, check, scale to 0..1 and resize (the part a CacheDataset/PersistentDataset caches)."""
+    """Load, check, scale to 0..1 and resize (the part a CacheDataset/PersistentDataset caches), then give
+    maskless records their all-zero mask (not cached)."""
     size = (image_size,) * spatial_dims
     return [
         SafeLoadd(["image", "mask"]),
         _EnsureChannels(),
-        ZeroMaskd(),
         CheckImaged(spatial_dims, channels, nan_policy),
         ScaleIntensityd(keys="image", minv=0.0, maxv=1.0),
-        Resized(keys=["image", "mask"], spatial_size=size, mode=("area", "nearest")),
-        EnsureTyped(keys=["image", "mask"], dtype=torch.float32, track_meta=False),
+        Resized(keys=["image", "mask"], spatial_size=size, mode=("area", "nearest"), allow_missing_keys=True),
+        EnsureTyped(keys=["image", "mask"], dtype=torch.float32, track_meta=False, allow_missing_keys=True),
+        ZeroMask(),
     ]
 
 

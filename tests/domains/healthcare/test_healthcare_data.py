@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from sectorkit.core.config import validate_overrides
 from sectorkit.core.errors import ConfigError, DataError
@@ -58,6 +59,13 @@ def _benchmark_folder(root: Path, size: int = 24, n: int = 6, writer=None, suffi
             write(root / stage / "Ungood" / "img" / f"u{i}{suffix}", ph.images[k, 0])
             _png(root / stage / "Ungood" / "anomaly_mask" / f"u{i}.png", ph.masks[k, 0] * 255)
     return root
+
+
+def _scaled(image: np.ndarray, size: int) -> np.ndarray:
+    """A grey uint8 image as the pipeline gives it: scaled to 0..1 per image, area-resized to ``size``."""
+    x = torch.as_tensor(image, dtype=torch.float32)
+    x = (x - x.min()) / (x.max() - x.min())
+    return torch.nn.functional.interpolate(x[None, None], size=(size, size), mode="area")[0, 0].numpy()
 
 
 def _setup(path: Path, **kw) -> HealthcareDataModule:
@@ -155,6 +163,14 @@ def test_medmnist_npz_with_configurable_normal_label(tmp_path):
     assert len(dm.records["train"]) == 10 and dm.arrays("test")[2].tolist() == [1, 0] * 5
     with pytest.raises(ConfigError, match="normal_label=7"):
         _setup(tmp_path / "pneumoniamnist.npz", normal_label=7)
+    # memory: the records keep the file's uint8 pixels; data.cache=memory holds the train and val splits, never the
+    # test split (read as it is scored), and a maskless image's all-zero mask is made per batch, not cached
+    assert dm.records["test"][0]["image"].dtype == np.uint8 and dm.records["test"][0]["image"].shape == (1, 28, 28)
+    assert [type(dm.datasets[s]).__name__ for s in ("train", "val", "test")] == ["CacheDataset", "CacheDataset", "Dataset"]
+    assert "mask" not in dm.datasets["train"]._cache[0]
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["mask"].shape == batch["inputs"].shape and not batch["mask"].any()
+    np.testing.assert_allclose(batch["inputs"][0, 0].numpy(), _scaled(arrays["test_images"][0], 16), atol=1e-5)
 
 
 # --- bad input ---------------------------------------------------------------------------------

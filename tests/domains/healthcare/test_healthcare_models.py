@@ -70,6 +70,67 @@ def test_metrics_on_perfect_and_random_maps():
     assert torch.isnan(out["pixel_auroc"]) and out["image_auroc"] == 1
 
 
+def _lesion_batches(n_batches: int, seed: int = 0) -> list[tuple]:
+    """Batches of (outputs, target, mask): phantom lesion masks, maps = noise + signal inside the lesions."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(n_batches):
+        masks = np.zeros((8, 1, 32, 32), dtype=np.float32)
+        target = (np.arange(8) % 2).astype(np.int64)
+        for i in np.flatnonzero(target):
+            y, x, r = rng.integers(4, 24), rng.integers(4, 24), rng.integers(2, 6)
+            masks[i, :, y:y + r, x:x + r] = 1
+        amap = torch.as_tensor(0.6 * masks * rng.random((8, 1, 1, 1)) + rng.random(masks.shape)).float()
+        score = amap.flatten(1).amax(1)
+        batches.append(((score, amap, (score > 1.2).float(), (amap > 0.9).float()), torch.as_tensor(target), torch.as_tensor(masks)))
+    return batches
+
+
+def _state_size(metrics) -> int:
+    """How many numbers a MetricCollection holds in its states."""
+    total = 0
+    for metric in metrics.values():
+        for name in metric._defaults:
+            state = getattr(metric, name)
+            total += sum(v.numel() for v in state) if isinstance(state, list) else state.numel()
+    return total
+
+
+def test_pixel_metrics_hold_bounded_state_whatever_the_number_of_images():
+    """Dice is exact; pixel AUROC and AUPRO are exact (AUPRO to region-quantile precision) below the pixel budget and
+    keep an evenly strided sample beyond it: the state stops growing with the images while the values stay close."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    batches = _lesion_batches(40)
+    amap = torch.cat([b[0][1] for b in batches])
+    masks = torch.cat([b[2] for b in batches])
+    pflag = torch.cat([b[0][3] for b in batches])
+    exact_auroc = float(binary_auroc(amap.flatten(), masks.flatten().long()))
+    exact_aupro = aupro(amap.numpy().reshape(-1), masks.numpy() > 0)
+    exact_dice = float(2 * (pflag * masks).sum() / (pflag.sum() + masks.sum()))
+    values = {}
+    for budget in (10**7, 4000):  # above and far below the 40 x 8 x 32 x 32 = 327,680 pixels
+        m = anomaly_metrics(max_pixels=budget)
+        for outputs, target, mask in batches:
+            m.update(outputs, target, mask)
+        values[budget] = ({k: float(v) for k, v in m.compute().items()}, _state_size(m))
+    exact, small = values[10**7][0], values[4000][0]
+    assert exact["pixel_auroc"] == pytest.approx(exact_auroc, abs=1e-6) and exact["dice"] == pytest.approx(exact_dice, abs=1e-9)
+    assert exact["aupro"] == pytest.approx(exact_aupro, abs=0.01)
+    assert small["pixel_auroc"] == pytest.approx(exact_auroc, abs=0.01) and small["aupro"] == pytest.approx(exact_aupro, abs=0.02)
+    assert small["dice"] == exact["dice"]
+    # bounded: per-image values, 2 pixel samples of <= 2 x budget, 128 values per lesion region (not 327,680 pixels each)
+    n_images, n_regions = 320, int(torch.cat([b[1] for b in batches]).sum())
+    assert values[4000][1] <= 4 * n_images + 3 * 2 * 4000 + 128 * n_regions + 3 < amap.numel()
+    # the kept sample is exactly every stride-th normal pixel of the stream
+    normal_stream = amap[masks == 0]
+    metric = anomaly_metrics(max_pixels=4000)["pixel_auroc"]
+    for outputs, target, mask in batches:
+        metric.update(outputs, target, mask)
+    stride = metric._stride["normal"]
+    assert stride > 1 and torch.equal(torch.cat(metric.normal), normal_stream[::stride])
+
+
 def test_thresholds_and_monotone_normalisation():
     scores = np.array([0.1, 0.2, 0.3, 0.8, 0.9], dtype=np.float32)  # scores are float32, as the model gives them
     labels = np.array([0, 0, 0, 1, 1])
@@ -96,15 +157,42 @@ def test_normal_only_validation_falls_back_to_the_normal_score_quantile_and_says
 def test_baselines_find_planted_lesions(tiny):
     train, val, test = (tiny.arrays(s) for s in ("train", "val", "test"))
     for detector in (KNNBaseline(), PCABaseline()):
-        result = evaluate_detector(detector, train, val, test)
+        result = evaluate_detector(detector, train, val, test, keep_maps=True)
         assert result.predictions["maps"].shape == test[1].shape and result.predictions["scores"].shape == test[2].shape
         assert result.metrics["pixel_auroc"] > 0.75, type(detector).__name__
+
+
+def test_baselines_score_in_chunks_exactly_as_on_whole_arrays(tiny, monkeypatch):
+    """Validation and test images scored a chunk at a time (and the kNN distance matrices split) give the same
+    scores and metrics as whole arrays; a run keeps the test scores only, not the maps."""
+    from sectorkit.domains.healthcare import baselines
+
+    train, val, test = (tiny.arrays(s) for s in ("train", "val", "test"))
+    whole = evaluate_detector(KNNBaseline(), train, val, test)
+    monkeypatch.setattr(baselines, "MAX_DISTANCES", 1)  # one image per distance matrix
+    chunked = evaluate_detector(KNNBaseline(), train[0], tiny.chunks("val", batch_size=5), tiny.chunks("test", batch_size=5))
+    np.testing.assert_allclose(chunked.predictions["scores"], whole.predictions["scores"], rtol=1e-5)
+    assert set(chunked.metrics) == set(whole.metrics)
+    assert all(chunked.metrics[k] == pytest.approx(whole.metrics[k], abs=1e-5) for k in whole.metrics)
+    assert set(whole.predictions) == {"scores"} and whole.predictions["scores"].shape == (24,)
+
+
+def test_predictions_keep_one_score_per_image_not_the_maps(tiny):
+    model = AnomalyDetector(net=_net("autoencoder", **FAST_AE), **tiny.model_kwargs())
+    _trainer(1).fit(model, tiny)
+    outputs = model.predict_loader(tiny.test_dataloader())
+    assert all(set(o) == {"score", "is_anomalous"} and all(isinstance(v, list) for v in o.values()) for o in outputs)
+    assert sum(len(o["score"]) for o in outputs) == 24 and all(isinstance(v, bool) for o in outputs for v in o["is_anomalous"])
+    table = tiny.predict_frame(outputs, "test")
+    score, _, flag, _ = predict_outputs(model, tiny.test_dataloader())
+    np.testing.assert_allclose(table["score"], score.numpy(), rtol=1e-6)
+    assert (table["is_anomalous"] == flag.numpy().astype(bool)).all() and len(table) == 24
 
 
 def test_knn_baseline_3d_volume():
     dm = HealthcareDataModule(image_size=12, spatial_dims=3, sample={"n_train": 8, "n_val": 4, "n_test": 4})
     dm.setup("fit")
-    result = evaluate_detector(KNNBaseline(pool=6), *(dm.arrays(s) for s in ("train", "val", "test")))
+    result = evaluate_detector(KNNBaseline(pool=6), *(dm.arrays(s) for s in ("train", "val", "test")), keep_maps=True)
     assert result.predictions["maps"].shape == (4, 1, 12, 12, 12)
 
 

@@ -1,10 +1,14 @@
 """End to end from the Hydra configs: typed configs, train → test → baselines → report, predict from the best
-checkpoint on a folder (table + heatmaps beside it), bad input."""
+checkpoint on a folder through the command line (table + capped heatmaps beside it), normal-only validation,
+bad input."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from PIL import Image
 from sectorkit.core.config import compose_config, validate_overrides
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.network import Network, network_class
-from sectorkit.core.pipeline import build_datamodule, build_model, run_predict, run_train
+from sectorkit.core.pipeline import build_datamodule, build_model, run_train
 from sectorkit.core.schema import check_ranges
 from sectorkit.core.trainer import build_trainer
 from sectorkit.domains.healthcare import DOMAIN
@@ -69,6 +73,7 @@ def test_typos_and_wrong_types_fail_when_the_config_is_composed(override, messag
     ("model.top_fraction=2", "model.top_fraction=2.0: expected a value > 0 and <= 1"),
     ("data.spatial_dims=4", "data.spatial_dims=4: expected a value >= 2 and <= 3"),
     ("data.sample.n_train=0", "data.sample.n_train=0: expected a value >= 1"),
+    ("data.max_heatmaps=-1", "data.max_heatmaps=-1: expected a value >= 0"),
 ])
 def test_values_out_of_range_fail_before_a_run(override, message):
     check_ranges(compose_config(DOMAIN, ["paths.output_dir=/tmp/x"]))
@@ -109,18 +114,22 @@ def test_quick_train_report_checkpoint_and_predict(tmp_path):
     overlays = sorted((run / "plots" / "heatmaps").glob("*.png"))
     assert [p.name for p in overlays] == [Path(heatmap_name(i, n)).name for i, n in enumerate(predictions["name"])]
 
-    # predict on a folder of PNGs with the best checkpoint: a table, and one heatmap per input beside it
+    # predict on a folder of PNGs with the best checkpoint, through the command line (data.* overrides on top of the
+    # checkpoint's data settings): a table, and heatmaps of the highest-scored inputs beside it (data.max_heatmaps=4)
     folder = tmp_path / "incoming"
     names = _scans(folder)
     output = tmp_path / "scored" / "scans.csv"
-    run_predict(compose_config(DOMAIN, ["task=predict", f"ckpt_path={metrics['checkpoint']}", f"data.path={folder}", f"output={output}",
-                                        f"paths.output_dir={tmp_path / 'predict'}", *QUIET]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    predicted = subprocess.run([sys.executable, "-m", "sectorkit", "predict", "domain=healthcare", f"ckpt_path={metrics['checkpoint']}",
+                                f"data.path={folder}", "data.max_heatmaps=4", f"output={output}", f"paths.output_dir={tmp_path / 'predict'}",
+                                "runtime.torch_threads=1"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
     table = pd.read_csv(output)
     assert table["name"].tolist() == names and set(table.columns) == {"name", "score", "is_anomalous"}
     assert table["score"].between(0, 1).all() and (table["is_anomalous"] == (table["score"] >= 0.5)).all()
-    heatmaps = sorted((tmp_path / "scored" / "scans_plots" / "heatmaps").glob("*.png"))
-    assert len(heatmaps) == len(names) and len({p.name for p in heatmaps}) == len(names)
-    assert {p.name for p in heatmaps} == {Path(heatmap_name(i, n)).name for i, n in enumerate(names)}
+    heatmaps = {p.name for p in (tmp_path / "scored" / "scans_plots" / "heatmaps").glob("*.png")}
+    top = table["score"].sort_values(ascending=False, kind="stable").index[:4]
+    assert heatmaps == {Path(heatmap_name(i, names[i])).name for i in top}
 
     # bad input at predict time: the corrupt file is named
     (folder / "scan9.png").write_bytes(b"garbage")
@@ -145,3 +154,40 @@ def test_quick_volume_pipeline(tmp_path):
     trainer.fit(model, dm)
     test = trainer.test(model, dm, ckpt_path="best", verbose=False)[0]
     assert np.isfinite(test["test/image_auroc"]) and dm.arrays("test")[0].shape[2:] == (16, 16, 16)
+
+
+def _normal_only_validation_folder(root: Path) -> None:
+    """A benchmark-layout folder whose validation split is ``valid/good`` only (no abnormal image, no mask)."""
+    def save(folder: Path, images: np.ndarray) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            Image.fromarray((np.clip(image[0], 0, 1) * 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+
+    save(root / "train" / "good", make_phantoms(24, 0, size=32, seed=1).images)
+    save(root / "valid" / "good", make_phantoms(8, 0, size=32, seed=2).images)
+    test = make_phantoms(6, 6, size=32, seed=3)
+    save(root / "test" / "good" / "img", test.images[test.labels == 0])
+    save(root / "test" / "Ungood" / "img", test.images[test.labels == 1])
+    save(root / "test" / "Ungood" / "anomaly_mask", test.masks[test.labels == 1].astype(np.float32))
+
+
+def test_normal_only_validation_says_which_threshold_rule_and_heatmaps_are_capped(tmp_path, capsys):
+    """valid/good only: F1 cannot be chosen, so the thresholds are the normal-score quantile at model.fpr, and the
+    rule is in the terminal, metrics.json and report.md; data.max_heatmaps=3 writes the 3 highest-scored overlays."""
+    _normal_only_validation_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    cfg = compose_config(DOMAIN, ["data=folder", f"data.path={tmp_path / 'data'}", "data.image_size=32", "data.max_heatmaps=3",
+                                  "model.net.coreset_size=100", f"paths.output_dir={run}", *QUIET])
+    run_train(cfg)
+    metrics = json.loads((run / "metrics.json").read_text())
+    rule = "f1 impossible (validation has no positives): normal-score quantile, false-positive rate 0.05"
+    assert metrics["decisions"]["image_threshold_rule"] == rule and metrics["decisions"]["pixel_threshold_rule"] == rule
+    assert f"image_threshold_rule: {rule}" in capsys.readouterr().out
+    report = (run / "report.md").read_text()
+    assert f"| image | {rule} |" in report and "The validation split has no abnormal image (image threshold) and no lesion pixel" in report
+    assert "0.95 quantile of the normal validation scores" in report and np.isfinite(metrics["test"]["image_f1"])
+    predictions = pd.read_csv(run / "predictions.csv")
+    top = predictions["score"].sort_values(ascending=False, kind="stable").index[:3]
+    overlays = sorted(p.name for p in (run / "plots" / "heatmaps").glob("*.png"))
+    assert overlays == sorted(Path(heatmap_name(i, predictions["name"][i])).name for i in top)
+    assert (run / "plots" / "heatmaps.png").is_file() and "Per-image overlays of the 3 highest-scored test images" in report
