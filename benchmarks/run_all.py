@@ -154,7 +154,16 @@ def _render_agriculture(results: dict[str, Any], quick: bool) -> str:
 
 
 def _render_healthcare(results: dict[str, Any], quick: bool) -> str:
-    return results["table"]
+    """The healthcare table, then the peak memory of real-size test passes (benchmarks/healthcare_memory.py)."""
+    memory_file = RESULTS / "healthcare_memory.json"
+    if not memory_file.is_file():
+        return results["table"]
+    memory = json.loads(memory_file.read_text())
+    rows = [f"| {r['n_test']:,} | {r['size']} px | {r['model']} | {r['peak_gb']:.2f} | {r['phases']['test']['peak_gb']:.2f} | {r['seconds']:.0f} |"
+            for r in memory["runs"]]
+    return "\n".join([results["table"], "", f"Peak memory of a whole run on a generated MedMNIST-layout file (`{memory['machine']['command']}`, "
+                      f"{memory['machine']['cpu_count']} cores):", "",
+                      "| test images | size | model | run peak GB | test pass peak GB | seconds |", "|---|---|---|---|---|---|", *rows])
 
 
 def _render_retail(results: dict[str, Any], quick: bool) -> str:
