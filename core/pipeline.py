@@ -181,8 +181,9 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
         **({"smoke_run": "debug=fast_dev_run: one batch through every step, to check the wiring; not a result"} if smoke else {}),
         "run_dir": str(folder),
     }
-    if model.decisions():
-        metrics["decisions"] = model.decisions()
+    decisions = model.decisions()
+    if decisions:
+        metrics["decisions"] = decisions
     atomic_write_json(folder / "metrics.json", metrics)
     with phase(console, "predictions on the test split"):
         outputs, table = collect_predictions(model, datamodule, "test")
