@@ -9,9 +9,9 @@ from sectorkit.core.registry import Domain, lazy
 
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, BaselineResult]:
-    """Logistic regression and HistGradientBoosting fitted on the run's training window: their test metrics
-    (named as the model's) and their fraud scores on the test rows. ``baselines.names``: null (absent) = both,
-    ``[]`` = none."""
+    """Logistic regression, HistGradientBoosting and LightGBM fitted on the run's training window: their test
+    metrics (named as the model's) and their fraud scores on the test rows. ``baselines.names``: null (absent) =
+    all, ``[]`` = none."""
     from sectorkit.domains.finance.baselines import baseline_names, datamodule_baselines
     from sectorkit.domains.finance.metrics import evaluate_scores
 

@@ -14,9 +14,12 @@ class FraudNetwork(Network):
 
     ``uses_bin_edges``: reads the target-aware bin edges of the numeric features (``data.numeric_bins``); the data
     module fits them on the training window only for such networks and the module passes them as ``bin_edges``.
+    ``stacked_members``: ``forward`` returns one row of scores per ensemble member, ``(members, batch)`` (a network
+    that is an ensemble itself, e.g. TabM); the module trains every row and averages their probabilities.
     """
 
     uses_bin_edges: ClassVar[bool] = False
+    stacked_members: ClassVar[bool] = False
 
 
 def fraud_network(cls: type[Network], key: str = "model.net") -> type[FraudNetwork]:

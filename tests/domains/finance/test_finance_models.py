@@ -14,9 +14,11 @@ from sectorkit.domains.finance.losses import classification_loss, focal_loss
 from sectorkit.domains.finance.models.autoencoder import TabularAutoencoder
 from sectorkit.domains.finance.models.ft_transformer import FTTransformer
 from sectorkit.domains.finance.models.mlp import EmbeddingMLP
+from sectorkit.domains.finance.models.tabm import TabMMini
 from sectorkit.domains.finance.module import FraudModule
 
 NETWORKS = {cls.__name__: cls for cls in (EmbeddingMLP, FTTransformer, TabularAutoencoder)}
+TABM = {"_target_": f"{TabMMini.__module__}.TabMMini", "k": 4, "d_block": 32, "piecewise_linear": False}
 
 
 def net(name: str, **kwargs) -> dict:
@@ -81,7 +83,7 @@ def _planted(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("kw", [dict(net=net("EmbeddingMLP")), dict(net=net("EmbeddingMLP"), loss="focal"), dict(net=net("EmbeddingMLP"), ensemble=3),
-                                dict(net=net("FTTransformer", d_token=16, n_layers=1))])
+                                dict(net=net("FTTransformer", d_token=16, n_layers=1)), dict(net=TABM)])
 def test_supervised_models_learn_planted_interaction(kw) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -120,6 +122,25 @@ def test_ensemble_score_is_the_mean_of_member_probabilities() -> None:
         assert float(loss) == pytest.approx(float(per_member.mean()), rel=1e-4)
     with pytest.raises(ConfigError, match="model.ensemble"):
         _module(ensemble=0)
+
+
+def test_tabm_members_share_the_backbone_and_are_averaged() -> None:
+    torch.manual_seed(0)
+    tabm = TabMMini(3, [5], k=4, d_block=16, piecewise_linear=False)
+    x, codes = torch.randn(6, 3), torch.randint(0, 5, (6, 1))
+    assert tabm(x, codes).shape == (4, 6)
+    # one shared backbone; only the input adapter and the output head are per member
+    assert tabm.adapter.shape[0] == 4 and tabm.head_weight.shape == (4, 16) and tabm.head_bias.shape == (4,)
+    assert [m.weight.shape for m in tabm.backbone if isinstance(m, torch.nn.Linear)] == [(16, tabm.adapter.shape[1]), (16, 16)]
+    module = _module(net=TABM).eval()
+    with torch.no_grad():
+        members = torch.sigmoid(module.net(module.standardise(x), codes))
+        assert members.shape == (4, 6) and not torch.allclose(members[0], members[1])  # random-sign adapters differ
+        assert torch.allclose(module(x, codes)[:, 0], members.mean(0), atol=1e-6)
+    with_ensemble = _module(net=TABM, ensemble=2)
+    assert with_ensemble.raw_score(x, codes).shape == (8, 6)  # 2 networks x 4 members, each trained
+    with pytest.raises(ConfigError, match="needs bin edges"):
+        TabMMini(3, [5], piecewise_linear=True)
 
 
 def test_autoencoder_scores_anomalies_higher() -> None:
@@ -176,11 +197,11 @@ def test_threshold_is_saved_with_the_checkpoint(tmp_path) -> None:
     assert loaded.threshold_rule == module.threshold_rule == "best F1 on validation"
 
 
-@pytest.mark.parametrize("name,ensemble", [(name, 1) for name in sorted(NETWORKS)] + [("EmbeddingMLP", 3)])
+@pytest.mark.parametrize("name,ensemble", [(name, 1) for name in sorted(NETWORKS)] + [("EmbeddingMLP", 3), ("TabMMini", 1)])
 def test_onnx_export_carries_preprocessing_and_threshold(tmp_path, name, ensemble) -> None:
     ort = pytest.importorskip("onnxruntime")
     module = FraudModule(n_numeric=3, cardinalities=[4], feature_mean=[1.0, 0.0, 0.0], feature_std=[2.0, 1.0, 1.0],
-                         log_features=[True, False, False], net=net(name), ensemble=ensemble).eval()
+                         log_features=[True, False, False], net=TABM if name == "TabMMini" else net(name), ensemble=ensemble).eval()
     module.threshold.fill_(0.4)
     numeric = torch.randn(16, 3) * 3
     numeric[0, 1] = float("nan")

@@ -74,7 +74,7 @@ def test_cap_levels_keeps_the_most_frequent_codes() -> None:
     assert capped[:, 0].tolist() == [1, 1, 1, 2, 2, 0, 0] and other[:, 0].tolist() == [2, 0, 0]
 
 
-def test_three_hundred_levels_reach_hist_gradient_boosting_and_the_model(tmp_path) -> None:
+def test_three_hundred_levels_reach_the_gradient_boosting_baselines_and_the_model(tmp_path) -> None:
     path = tmp_path / "tx.csv"
     _table().to_csv(path, index=False)
     dm = FraudDataModule(str(path), columns=COLUMNS, split=dict(train_days=14, delay_days=2, test_days=7, valid_days=7), min_level_count=1)
@@ -82,7 +82,7 @@ def test_three_hundred_levels_reach_hist_gradient_boosting_and_the_model(tmp_pat
     assert len(dm.fitted["vocab"]["device"]) > 255  # more than HistGradientBoosting's 255 categories
     results = run_baselines(dm, OmegaConf.create({"baselines": {"names": None}, "model": {"top_k": 20, "fpr": 0.01}}))
     fraud_rate = float(dm.datasets["test"].tensors["target"].mean())
-    assert set(results) == {"logistic_regression", "hist_gradient_boosting"}
+    assert set(results) == {"logistic_regression", "hist_gradient_boosting", "lightgbm"}
     assert all(r.metrics["ap"] > 2 * fraud_rate for r in results.values())
     module = FraudModule(**dm.model_kwargs(), net={"_target_": MLP, "hidden": [16]})
     out = module(*module.batch_inputs(next(iter(dm.test_dataloader()))))
@@ -113,7 +113,7 @@ def test_logistic_regression_learns_from_missingness_and_chooses_c_on_validation
 def test_baseline_names_empty_means_none_and_null_means_all(wide) -> None:
     cfg = {"model": {"top_k": 20, "fpr": 0.01}}
     assert run_baselines(wide, OmegaConf.create({**cfg, "baselines": {"names": []}})) == {}
-    assert baseline_names(None) == ["logistic_regression", "hist_gradient_boosting"]
+    assert baseline_names(None) == ["logistic_regression", "hist_gradient_boosting", "lightgbm"]
     assert set(run_baselines(wide, OmegaConf.create({**cfg, "baselines": {"names": ["hist_gradient_boosting"]}}))) == {"hist_gradient_boosting"}
     with pytest.raises(ConfigError, match=r"baselines\.names: unknown baseline\(s\) \['xgboost'\]"):
         baseline_names(["xgboost"])
@@ -190,4 +190,22 @@ def test_documented_baseline_importance_and_vocabulary_commands(wide) -> None:
             cfg.model.top_k = 20
             results = run_baselines(wide, cfg)
             expected = {"baselines.names=[]": set(), "baselines.names=[hist_gradient_boosting]": {"hist_gradient_boosting"}}
-            assert set(results) == next((v for k, v in expected.items() if k in overrides), {"logistic_regression", "hist_gradient_boosting"})
+            assert set(results) == next((v for k, v in expected.items() if k in overrides), {"logistic_regression", "hist_gradient_boosting", "lightgbm"})
+
+
+def test_lightgbm_splits_on_levels_beyond_the_capped_ones_and_stops_on_validation() -> None:
+    """Fraud concentrated in 20 rare levels of a 600-level column: HistGradientBoosting sees most of them as one
+    "other" code (255-level cap), LightGBM splits on each level."""
+    rng = np.random.default_rng(3)
+    risky = rng.choice(np.arange(300, 600), 20, replace=False)
+
+    def rows(n):
+        codes = np.where(rng.random(n) < 0.5, rng.integers(1, 200, n), rng.integers(200, 600, n))[:, None]
+        y = (rng.random(n) < np.where(np.isin(codes[:, 0], risky), 0.5, 0.02)).astype(float)
+        return rng.normal(size=(n, 3)), codes, y
+
+    train, valid, (xt, ct, yt) = rows(30_000), rows(5_000), rows(5_000)
+    scores = fit_predict_baselines(*train, xt, ct, names=["hist_gradient_boosting", "lightgbm"], valid=valid,
+                                   params={"lightgbm": {"n_estimators": 300}})
+    ap = {name: average_precision_score(yt, s) for name, s in scores.items()}
+    assert ap["lightgbm"] > ap["hist_gradient_boosting"] + 0.1 and ap["lightgbm"] > 0.2
