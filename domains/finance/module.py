@@ -90,7 +90,9 @@ class FraudModule(SectorModule):
     def raw_score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """Logit (supervised) or reconstruction error (unsupervised), one row per ensemble member: (members, batch)."""
         raw = self.net(self.standardise(numeric), categorical)
-        return raw if isinstance(self.net, MemberEnsemble) else raw.unsqueeze(0)
+        if isinstance(self.net, MemberEnsemble) and self.network.stacked_members:  # (ensemble, members, batch)
+            return raw.flatten(0, 1)
+        return raw if isinstance(self.net, MemberEnsemble) or self.network.stacked_members else raw.unsqueeze(0)
 
     def score(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """Fraud score in [0, 1] (the mean over ensemble members)."""

@@ -44,7 +44,7 @@ def test_every_data_preset_composes(data) -> None:
     assert dm.path is not None and dm.spec.time == cfg.data.columns.time and dm.spec.numeric == list(cfg.data.columns.numeric)
 
 
-@pytest.mark.parametrize("model", DOMAIN.options("model"))
+@pytest.mark.parametrize("model", [m for m in DOMAIN.options("model") if m != "auto"])  # model=auto: tests/core/test_auto.py
 def test_every_model_config_builds(model) -> None:
     cfg = compose_config(DOMAIN, [f"model={model}", "paths.output_dir=/tmp/x"])
     module = instantiate(cfg.model, n_numeric=4, cardinalities=[3], feature_mean=[0.0] * 4, feature_std=[1.0] * 4,
@@ -85,7 +85,7 @@ def _fit(tmp_path: Path, overrides: list[str] = ()):
 def test_quick_pipeline_baselines_report_checkpoint_predict(tmp_path) -> None:
     cfg, dm, model, trainer, test = _fit(tmp_path)
     baselines = DOMAIN.baselines(dm, cfg)
-    assert set(baselines) == {"logistic_regression", "hist_gradient_boosting"}
+    assert set(baselines) == {"logistic_regression", "hist_gradient_boosting", "lightgbm"}
     assert set(test) == set(baselines["logistic_regression"].metrics) == {"ap", "auc", "cp_at_100", "recall_at_1pct_fpr"}
     fraud_rate = float(dm.datasets["test"].tensors["target"].mean())
     assert test["ap"] > 10 * fraud_rate and test["auc"] > 0.7
@@ -153,7 +153,7 @@ def test_train_and_predict_runs_hand_over_baselines_and_plots(tmp_path) -> None:
               "trainer.max_epochs=2", "runtime.torch_threads=1"]
     run(compose_config(DOMAIN, ["task=train", "experiment=quick", f"paths.output_dir={tmp_path / 'train'}", *common]))
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    assert set(metrics["baselines"]) == {"logistic_regression", "hist_gradient_boosting"} and "failures" not in metrics
+    assert set(metrics["baselines"]) == {"logistic_regression", "hist_gradient_boosting", "lightgbm"} and "failures" not in metrics
     report = Path(metrics["report"]).read_text()
     assert "ROC and precision-recall" in report and "chosen on the validation window" in report
     assert (tmp_path / "train" / "plots" / "roc_pr.png").is_file()
