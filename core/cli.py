@@ -6,6 +6,7 @@
     sectorkit evaluate domain=finance ckpt_path=PATH
     sectorkit predict domain=finance ckpt_path=PATH data.path=FILE [output=FILE]
     sectorkit export domain=finance ckpt_path=PATH [format=onnx|torchscript]
+    sectorkit serve ckpt_path=RUN_OR_CKPT [port=8000] [host=127.0.0.1] [serve.max_rows=N] [serve.history=FILE]
     sectorkit domains | demo | new-domain NAME [--dest DIR]
 
 Everything after the subcommand is a Hydra override. Errors in the configuration or the data print one
@@ -61,8 +62,14 @@ def _dispatch(argv: list[str]) -> int:
         p.add_argument("--cfg", choices=["job", "hydra", "all"], help="print the composed config instead of running")
         p.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
     sub.add_parser("domains", help="list the registered domains with their models, datasets and primary metric")
-    demo = sub.add_parser("demo", help="run every domain's quick pipeline on its built-in sample and print a summary")
+    sub.add_parser("serve", help="HTTP inference server for ckpt_path (a run folder or checkpoint): ckpt_path=... [port=8000] [host=...] "
+                   "[serve.max_rows=...] (the serve extra)")
+    demo = sub.add_parser("demo", help="run every domain's demo (else quick) experiment on its built-in sample, then a short "
+                          "Optuna search; print model vs baselines")
     demo.add_argument("--domains", nargs="*", help="only these domains")
+    demo.add_argument("--sweep", default="finance", metavar="DOMAIN",
+                      help="after the runs, a 4-trial Optuna search on this domain's quick experiment, if it is among --domains "
+                           "(default: finance; none: no search)")
     new = sub.add_parser("new-domain", help="scaffold a domain plugin package that trains out of the box")
     new.add_argument("name")
     new.add_argument("--dest", default=".", help="folder to create the package in (default: current folder)")
@@ -71,6 +78,10 @@ def _dispatch(argv: list[str]) -> int:
     if args.command in RUN_TASKS:
         flags = [*(["--cfg", args.cfg] if args.cfg else []), *(["--resolve"] if args.resolve else [])]
         return run_task(args.command, rest, multirun=args.multirun, flags=flags)
+    if args.command == "serve":
+        from sectorkit.core.serve import serve_command
+
+        return serve_command(rest)
     if rest:
         parser.error(f"unexpected arguments: {' '.join(rest)}")
     if args.command == "domains":
@@ -81,7 +92,7 @@ def _dispatch(argv: list[str]) -> int:
     if args.command == "demo":
         from sectorkit.core.summary import run_demo
 
-        return run_demo(args.domains)
+        return run_demo(args.domains, sweep=args.sweep)
     from sectorkit.core.scaffold import scaffold_domain
 
     path = scaffold_domain(args.name, Path(args.dest))
@@ -98,6 +109,14 @@ def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Seq
         raise ConfigError(f"unknown option(s) {' '.join(unknown)}; overrides are key=value, see sectorkit {task} --help")
     domain = domain_from_overrides(overrides)
     root = Path(os.environ.setdefault("SECTORKIT_ROOT", os.getcwd()))  # paths.root_dir and sweep storage follow it
+    check_output_folder([*overrides, *beside_the_run(task, overrides)], root)
+    from sectorkit.core import auto, candidates
+
+    if auto.requested(overrides):  # model=auto: each candidate's run, then the choice (core/candidates.py, core/auto.py)
+        if task != "train" or multirun or any(o.lstrip("+").startswith("hparams_search=") for o in overrides):
+            raise ConfigError(f"model=auto trains its candidates with sectorkit train, one run each (no -m or hparams_search); "
+                              f"{task} takes the auto run's ckpt_path=<run>/checkpoints/best.ckpt")
+        return candidates.run_auto(domain, overrides, flags)  # checks the overrides first
     if multirun or any(o.lstrip("+").startswith("hparams_search=") for o in overrides):
         from sectorkit.core import sweep
 
@@ -113,6 +132,9 @@ def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Seq
                 return sweep.run_grid(domain, overrides)
             run_hydra(domain, ["--multirun", *flags, f"task={task}", *overrides])
             return 0
+    from sectorkit.core.run_record import checkpoint_data_preset
+
+    overrides = [*overrides, *checkpoint_data_preset(domain, task, overrides)]  # data.<key> checked against the checkpoint's preset
     validate_overrides(domain, overrides)
     run_hydra(domain, [*flags, f"task={task}", *overrides, *beside_the_run(task, overrides)])
     return 0
@@ -131,6 +153,24 @@ def beside_the_run(task: str, overrides: Sequence[str]) -> list[str]:
     if checkpoint.parent.name != "checkpoints":
         return []
     return [f"hydra.run.dir={checkpoint.parent.parent / task}/${{now:%Y-%m-%d_%H-%M-%S_%f}}"]
+
+
+def check_output_folder(overrides: Sequence[str], root: Path) -> None:
+    """A run folder that cannot be written (read-only, full or not a folder) is one line naming it, before Hydra tries
+    to create it: the nearest existing folder of ``hydra.run.dir`` / ``hydra.sweep.dir`` / ``paths.log_dir`` (default
+    ``<SECTORKIT_ROOT>/outputs``) must take a new folder."""
+    import tempfile
+
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "paths.log_dir="))]
+    folder = Path(given[-1].split("${", 1)[0].strip("'\"") or ".").expanduser().absolute() if given else root / "outputs"
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is None:
+        return
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".sectorkit-write-check-").cleanup()
+    except OSError as err:
+        raise ConfigError(f"{existing}: the run folder cannot be written there ({err.strerror or err}); choose a writable "
+                          "hydra.run.dir (or SECTORKIT_ROOT)") from None
 
 
 def _is_ddp_worker() -> bool:

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sectorkit.core.errors import DataError
+from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.network import Network
 
 
@@ -40,6 +40,9 @@ class SectorDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.network = network
+        if isinstance(path, str) and not path.strip():  # `data.path=` must not fall back to the built-in sample silently
+            raise ConfigError("data.path is empty: give the file or folder to read (data.path=/path/to/file), or "
+                              "data.path=null for the built-in sample")
         self.path = Path(path).expanduser() if path else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -68,6 +71,18 @@ class SectorDataModule(pl.LightningDataModule):
         preprocessing that is not inside the graph), stored in the export's metadata. Default: nothing beyond
         the input names and shapes."""
         return {}
+
+    def data_summary(self) -> dict[str, Any]:
+        """What the run's data was, for the "Data" section of report.md and ``data`` in metrics.json (called after
+        ``setup``): ``source``; ``facts``, whole-data facts (users, items, series); ``splits``, per split its facts
+        (rows, time range, class balance), numbers or short strings. Default: the source only; domains add theirs."""
+        return {"source": str(self.path) if self.path else "built-in sample", "facts": {}, "splits": {}}
+
+    def serving_history(self) -> pd.DataFrame | None:
+        """Earlier raw rows (the user's schema) that the predictions of new rows depend on, read from the training
+        source: a server keeps them, appends the rows it scores and builds each request's data module with
+        ``history=<that frame>`` (the module must take that argument). Default: None, each row stands alone."""
+        return None
 
     def example_batch(self) -> dict[str, torch.Tensor]:
         """One test batch (after ``setup('test')``), used to trace exports and check their parity."""

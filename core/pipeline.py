@@ -10,8 +10,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sectorkit.core import __version__
 from sectorkit.core.baselines import BaselineResult
-from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, newest_readable, restore_datamodule_state
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state, resume_checkpoint
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, SectorkitError
 from sectorkit.core.export import export_model
+from sectorkit.core.extras import check_extras
+from sectorkit.core.progress import phase as progress_phase
 from sectorkit.core.io import atomic_write_json, atomic_write_table
 from sectorkit.core.module import SectorModule
 from sectorkit.core.network import Network, network_class
@@ -65,6 +67,7 @@ def start(cfg: DictConfig) -> Domain:
     check_run_keys(cfg)
     check_ranges(cfg)
     check_targets(cfg, [d.package for d in discover().values()])
+    check_extras(cfg)  # a logger or export format whose optional package is missing: one line, before any data
     configure_runtime(cfg.runtime, cfg.trainer)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     return domain
@@ -111,17 +114,15 @@ def model_name(cfg: DictConfig) -> str:
 
 def resolve_resume_path(cfg: DictConfig) -> str | None:
     """``ckpt_path`` for training: ``last`` means the newest readable ``last.ckpt`` of this domain's earlier runs
-    (an unreadable one, e.g. cut short by a full disk, is skipped with a warning)."""
+    trained with the same model and data (an unreadable one, e.g. cut short by a full disk, is skipped with a
+    warning); an explicit path is checked for its domain and model. See :func:`resume_checkpoint`."""
     path = cfg.get("ckpt_path")
-    if path != "last":
+    if not path:
         return path
     runs = Path(cfg.paths.log_dir) / str(cfg.domain) / "runs"
     current = Path(cfg.paths.output_dir).resolve()
-    candidates = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parents[1].resolve() != current]
-    newest = newest_readable(candidates)
-    if newest is None:
-        raise ConfigError(f"ckpt_path=last: no earlier run of {cfg.domain!r} with a readable checkpoints/last.ckpt under {runs}")
-    return str(newest)
+    candidates = [p for p in runs.glob("*/checkpoints/last.ckpt") if p.parents[1].resolve() != current] if path == "last" else []
+    return str(resume_checkpoint(str(path), run_record(cfg, model_name(cfg)), candidates, bool(cfg.allow_unsafe_checkpoint), runs))
 
 
 def announce_ddp_job(cfg: DictConfig) -> None:
@@ -214,6 +215,8 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
     atomic_write_json(folder / "metrics.json", metrics)
     console.print(verdict_table(metrics))
     console.print(f"[bold]{text}[/bold]")
+    for warning in metrics.get("warnings", []):  # from the report's sections: what undercuts the verdict
+        console.print(f"[bold yellow]warning:[/bold yellow] {warning}", soft_wrap=True)
     for key, value in metrics.get("decisions", {}).items():
         console.print(f"{key}: {value}", soft_wrap=True)
     for step, error in metrics.get("failures", {}).items():
@@ -222,15 +225,9 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
     return metrics
 
 
-@contextmanager
-def phase(console: Console, name: str) -> Iterator[None]:
-    """Show a spinner while a phase runs and one line with its duration when it ends (longer than a second)."""
-    started = time.perf_counter()
-    with console.status(f"{name}..."):
-        yield
-    seconds = time.perf_counter() - started
-    if seconds >= 1.0:
-        console.print(f"{name}: {seconds:.1f} s")
+def phase(console: Console, name: str) -> AbstractContextManager[None]:
+    """Show a spinner while a phase runs and one line with its duration when it ends (:mod:`sectorkit.core.progress`)."""
+    return progress_phase(name, console)
 
 
 # --- the runs -------------------------------------------------------------------------------------------
@@ -238,6 +235,10 @@ def run_train(cfg: DictConfig) -> float | None:
     """Fit, test with the best checkpoint, evaluate baselines and write the run's outputs (the run folder is
     claimed for the whole run: a second run into it stops at once)."""
     with claim_run_folder(Path(cfg.paths.output_dir)):
+        if cfg.get("auto") is not None:  # model=auto: its candidates have run; choose one, ship and evaluate it (core/auto.py)
+            from sectorkit.core.auto import ship
+
+            return ship(cfg, run_evaluate, load_for_inference)
         return train(cfg)
 
 
@@ -248,9 +249,10 @@ def train(cfg: DictConfig) -> float | None:
     resume = resolve_resume_path(cfg)
     if resume:
         load_checkpoint(resume, bool(cfg.allow_unsafe_checkpoint))  # refuse unsafe files before Lightning reads them
-    datamodule = build_datamodule(cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    with progress_phase("preparing the data"):
+        datamodule = build_datamodule(cfg)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
     model = build_model(cfg, datamodule)
     trainer = build_trainer(cfg)
     trainer.callbacks.append(RecordRun(run_record(cfg, model_name(cfg))))
@@ -288,9 +290,29 @@ def user_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModule, SectorDataModule, str]:
-    """The checkpoint's model and a datamodule rebuilt from the data config the checkpoint was trained with (the
-    user's ``data.*`` overrides on top), carrying the checkpoint's fitted preprocessing; and the model's name."""
+@dataclass(frozen=True)
+class Inference:
+    """A checkpoint's model with what rebuilds its data: the data config it was trained with (the user's ``data.*``
+    overrides on top), the network class the data feeds and the checkpoint's entries besides the weights (the
+    fitted data state among them)."""
+
+    domain: Domain
+    model: SectorModule
+    data_cfg: DictConfig
+    network: type[Network]
+    entries: dict[str, Any]
+    name: str
+
+    def datamodule(self, **kwargs: Any) -> SectorDataModule:
+        """A data module of ``data_cfg`` (``kwargs`` on top: another ``path``, say) carrying the fitted preprocessing."""
+        datamodule = instantiate_or_explain(self.data_cfg, network=self.network, **kwargs)
+        restore_datamodule_state(datamodule, self.entries)
+        return datamodule
+
+
+def prepare_inference(cfg: DictConfig, overrides: list[str] | None = None) -> Inference:
+    """Read ``ckpt_path`` safely (weights only; registered-domain classes only) and rebuild its model; ``overrides``:
+    the user's (default: the command line's)."""
     domain = start(cfg)
     checkpoint = load_checkpoint(cfg.get("ckpt_path"), bool(cfg.allow_unsafe_checkpoint))
     record = checked_record(checkpoint, domain.name, str(cfg.ckpt_path))
@@ -299,20 +321,30 @@ def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModul
             cfg.monitor = record["monitor"]
     model = model_from_checkpoint(checkpoint)
     network = network_class(model.hparams.get("net"), "the checkpoint's net")
-    datamodule = instantiate_or_explain(data_config(cfg, record, user_overrides()), network=network)
-    restore_datamodule_state(datamodule, checkpoint)
-    datamodule.prepare_data()
-    datamodule.setup(stage)
-    return domain, model, datamodule, record["model_name"] if record else model_name(cfg)
+    data_cfg = data_config(cfg, record, user_overrides() if overrides is None else overrides)
+    entries = {key: value for key, value in checkpoint.items() if key not in ("state_dict", "optimizer_states")}
+    return Inference(domain, model, data_cfg, network, entries, record["model_name"] if record else model_name(cfg))
 
 
-def run_evaluate(cfg: DictConfig) -> None:
-    """Test metrics, baselines and report for ``ckpt_path`` on the configured data's test split."""
+def load_for_inference(cfg: DictConfig, stage: str) -> tuple[Domain, SectorModule, SectorDataModule, str]:
+    """The checkpoint's model and a datamodule rebuilt from the data config the checkpoint was trained with (the
+    user's ``data.*`` overrides on top), carrying the checkpoint's fitted preprocessing; and the model's name."""
+    inference = prepare_inference(cfg)
+    with progress_phase("preparing the data"):
+        datamodule = inference.datamodule()
+        datamodule.prepare_data()
+        datamodule.setup(stage)
+    return inference.domain, inference.model, datamodule, inference.name
+
+
+def run_evaluate(cfg: DictConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Test metrics, baselines and report for ``ckpt_path`` on the configured data's test split (``extra``: more
+    entries for metrics.json, e.g. model=auto's candidates); returns the run's metrics."""
     domain, model, datamodule, name = load_for_inference(cfg, "fit")
     trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto")
     tested = trainer.test(model, datamodule=datamodule, verbose=False)
-    extra = {"checkpoint": str(cfg.ckpt_path), "seed": int(cfg.seed)}
-    finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0], "test/"), extra, name)
+    extra = {"checkpoint": str(cfg.ckpt_path), "seed": int(cfg.seed), **(extra or {})}
+    return finish_run(cfg, domain, datamodule, model, trainer, strip_prefix(tested[0], "test/"), extra, name)
 
 
 def run_predict(cfg: DictConfig) -> None:

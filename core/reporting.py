@@ -19,12 +19,14 @@ from sectorkit.core.io import atomic_write_text, save_figure  # noqa: E402
 class ReportSection:
     """One titled part of report.md: markdown text and PNG images (paths inside the run folder), and the numbers
     behind its tables that belong in metrics.json too (``metrics``: e.g. per-series or per-segment test metrics,
-    kept there under ``breakdowns``)."""
+    kept there under ``breakdowns``). ``warnings``: sentences that undercut the headline result (a baseline
+    localising better than the model, say), shown at the top of report.md, in the terminal and in metrics.json."""
 
     title: str
     body: str = ""
     images: list[Path] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,9 +91,39 @@ def primary_metric_plot(ctx: RunContext) -> ReportSection | None:
     return ReportSection("Model vs baselines", images=[path])
 
 
+def data_summary(datamodule: Any) -> dict[str, Any]:
+    """The data module's :meth:`~sectorkit.core.datamodule.SectorDataModule.data_summary` (``{}`` when it has none
+    or it fails: a missing fact must never cost the report)."""
+    try:
+        return dict(datamodule.data_summary()) if hasattr(datamodule, "data_summary") else {}
+    except Exception as err:  # noqa: BLE001
+        return {"source": f"not stated ({type(err).__name__}: {err})"}
+
+
+def data_markdown(summary: dict[str, Any]) -> str:
+    """The "Data" section: the source, whole-data facts as a list and one table row per split."""
+    lines = [f"Source: {summary.get('source', 'not stated')}.", ""]
+    lines += [f"- {name}: {_fact(value)}" for name, value in summary.get("facts", {}).items()]
+    splits = summary.get("splits", {})
+    columns: list[str] = []
+    for facts in splits.values():
+        columns += [k for k in facts if k not in columns]
+    if splits:
+        lines += ["", "| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(_fact(facts.get(c)) for c in columns) + " |" for name, facts in splits.items()]
+    return "\n".join(lines).strip()
+
+
 def write_report(ctx: RunContext, sections: list[ReportSection]) -> Path:
-    """Write ``report.md`` in the run folder (atomically)."""
+    """Write ``report.md`` in the run folder (atomically). The data module's summary (the "Data" section) and the
+    sections' warnings are also put in ``ctx.metrics`` (``data``, ``warnings``) for metrics.json."""
     m = ctx.metrics
+    summary = data_summary(ctx.datamodule)
+    if summary:
+        m["data"] = summary
+    warnings = [w for section in sections for w in section.warnings]
+    if warnings:
+        m["warnings"] = warnings
     lines = [
         f"# {m['domain']} — {m['model_name']}",
         "",
@@ -101,12 +133,14 @@ def write_report(ctx: RunContext, sections: list[ReportSection]) -> Path:
         "",
         *([f"**Verdict: {m['verdict']['text']}.**", ""] if m.get("verdict") else []),
         *([f"> **Smoke run** ({m['smoke_run']}).", ""] if m.get("smoke_run") else []),
+        *[f"> **Warning:** {warning}\n" for warning in warnings],
         *[f"**{step} failed:** `{error}` (the model's results above are complete)." for step, error in m.get("failures", {}).items()],
         "",
         "## Test metrics (same split for model and baselines)",
         "",
         metrics_table(m),
         "",
+        *(["## Data", "", data_markdown(summary), ""] if summary else []),
     ]
     for section in sections:
         lines += [f"## {section.title}", ""]
@@ -116,6 +150,10 @@ def write_report(ctx: RunContext, sections: list[ReportSection]) -> Path:
         lines.append("")
     lines += ["## Configuration", "", "```yaml", OmegaConf.to_yaml(ctx.cfg, resolve=False).rstrip(), "```", ""]
     return atomic_write_text(ctx.run_dir / "report.md", "\n".join(lines))
+
+
+def _fact(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else _format(value)
 
 
 def _format(value: Any) -> str:

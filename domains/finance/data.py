@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.io import read_table
 from sectorkit.core.network import Network
+from sectorkit.core.progress import phase
 from sectorkit.domains.finance.features import build_features
 from sectorkit.domains.finance.models.base import fraud_network
 from sectorkit.domains.finance.models.numeric_encoding import tree_bin_edges
@@ -39,6 +42,7 @@ SPLIT_DEFAULTS = {
     "fractions": [0.7, 0.15, 0.15], "drop_known_frauds": True,
 }
 SPLIT_COLUMN = "_split"  # the canonical frame's copy of data.split.column
+NEW_ROW = "_new_row"  # predict with data.history: which canonical rows are the ones to score
 log = logging.getLogger(__name__)
 
 
@@ -88,8 +92,12 @@ class FraudDataModule(SectorDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         network: type[Network] | None = None,
+        history: str | pd.DataFrame | None = None,
     ) -> None:
         super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir, network)
+        # predict: earlier transactions (a file in data.path's layout, or a served model's frame) whose card and
+        # terminal windows the scored rows see; they are not scored themselves
+        self.history = history
         # without ``columns`` a file is read with the simulator's layout
         self.spec = ColumnSpec(**dict(columns)) if self.path is not None and columns is not None else sample_spec()
         self.simulator = SimulatorConfig(**dict(simulator or {}))
@@ -121,8 +129,36 @@ class FraudDataModule(SectorDataModule):
             frame = to_canonical(load_sample(self.simulator, self.cache_dir), self.spec, self.source, keep=keep)
         else:
             frame = read_transactions(self.require_path(), self.spec, with_label=with_label, keep=keep)
-        features = build_features(frame, **self.feature_cfg)
+        if self.history is not None and self.path is not None and not with_label:
+            return self.with_history()  # the rows were checked alone just above
+        with phase(f"computing features ({len(frame)} transactions)"):
+            features = build_features(frame, **self.feature_cfg)
         return pd.concat([frame, features], axis=1)
+
+    def with_history(self) -> pd.DataFrame:
+        """The rows of ``path`` (checked alone first, so a message names their own rows) with features computed over
+        ``history`` and them together, history rows dropped afterwards."""
+        history = self.history if isinstance(self.history, pd.DataFrame) else read_table(Path(str(self.history)).expanduser(), "transaction history")
+        new = read_table(self.require_path(), "transaction table")
+        linked = [history[c].isin(new[c]) for c in (self.spec.card, self.spec.terminal) if c and c in history and c in new]
+        if linked:  # a row's windows only see its own card's and terminal's rows
+            history = history[np.logical_or.reduce(linked)]
+        both = pd.concat([history.assign(**{NEW_ROW: "0"}), new.assign(**{NEW_ROW: "1"})], ignore_index=True)
+        frame = to_canonical(both, self.spec, f"{self.source} with data.history", with_label=False, keep={NEW_ROW: NEW_ROW})
+        frame = pd.concat([frame, build_features(frame, **self.feature_cfg)], axis=1)
+        unlabelled = [] if self.spec.label in new else ["label"]  # history labels feed the terminal windows only
+        return frame[frame[NEW_ROW] == "1"].drop(columns=[NEW_ROW, *unlabelled], errors="ignore").reset_index(drop=True)
+
+    def serving_history(self) -> pd.DataFrame:
+        """The raw transactions of the training source (its file or the simulator's table) from the last days the card and
+        terminal windows look back over: what a server starts its history with."""
+        raw = load_sample(self.simulator, self.cache_dir) if self.path is None else read_table(self.require_path(), "transaction table")
+        frame = to_canonical(raw.assign(**{NEW_ROW: np.arange(len(raw)).astype(str)}), self.spec, self.source, with_label=False, keep={NEW_ROW: NEW_ROW})
+        cfg = self.feature_cfg
+        lookback = max([max(cfg["windows"]) + cfg["delay_days"], *([cfg["card_history_lag_days"] + cfg["card_history_days"]] if cfg["card_history"] else []),
+                        *([cfg["terminal_recency_days"] + cfg["delay_days"]] if cfg["terminal_recency"] else [])])
+        recent = frame["datetime"] >= frame["datetime"].max() - pd.Timedelta(days=float(lookback))
+        return raw.iloc[np.sort(frame.loc[recent, NEW_ROW].astype(int).to_numpy())].reset_index(drop=True)
 
     def numeric_columns(self, frame: pd.DataFrame) -> list[str]:
         """Model inputs: amount, engineered features, then the configured extra numeric columns."""
@@ -235,6 +271,26 @@ class FraudDataModule(SectorDataModule):
                 notes[name] = f"the {name} split ({len(table)} rows) holds {what}: {effect}; widen or move it (data.split.*)"
         return notes
 
+    def data_summary(self) -> dict[str, Any]:
+        """Per split: transactions, first and last timestamp, days spanned, frauds and fraud rate (labelled splits);
+        cards and terminals seen over all splits."""
+        splits = {}
+        for name, table in self.tables.items():
+            if name == "predict" and "test" in self.tables and table is self.tables["test"]:
+                continue
+            facts: dict[str, Any] = {"transactions": len(table)}
+            if len(table):
+                first, last = pd.Timestamp(table["datetime"].min()), pd.Timestamp(table["datetime"].max())
+                facts.update({"from": str(first.floor("s")), "to": str(last.floor("s")),
+                              "days": round((last - first).total_seconds() / 86_400, 1)})
+            if "label" in table and len(table):
+                frauds = int((table["label"] == 1).sum())
+                facts.update({"frauds": frauds, "fraud rate": f"{frauds / len(table):.3%}"})
+            splits[name] = facts
+        facts = {f"distinct {role}s": int(pd.concat([t[role] for t in self.tables.values()]).nunique())
+                 for role in ("card", "terminal") if self.tables and all(role in t for t in self.tables.values())}
+        return {"source": self.source, "facts": facts, "splits": splits}
+
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.path is None:  # built-in sample: predict its test window
             self.setup("fit")
@@ -313,6 +369,31 @@ class FraudDataModule(SectorDataModule):
         if "label" in table:
             out["label"] = table["label"].to_numpy()
         return out
+
+    def export_contract(self) -> dict[str, Any]:
+        """The exported graph's inputs: the raw numeric features in the fitted order (the signed log1p, the
+        standardisation and the alert threshold are inside the graph) and the categorical codes; the card and terminal
+        window features need each card's and terminal's earlier transactions, which the caller must keep."""
+        f = self.fitted
+        return {
+            "numeric": {"dtype": "float32", "shape": ["batch", len(f["numeric"])], "features": list(f["numeric"]),
+                        "preprocessing": "none: raw values (NaN allowed, read as the training mean); signed log1p of "
+                                         f"{[n for n, flag in zip(f['numeric'], f['log_features']) if flag]} and (x - mean) / std are in the graph"},
+            "categorical": {"dtype": "int64", "shape": ["batch", len(f["vocab"])], "columns": list(f["vocab"]),
+                            "preprocessing": "code = 1 + the value's position in vocabularies[column]; 0 for an unseen or missing value",
+                            "vocabularies": f["vocab"]},
+            "outputs": {"score_and_alert": "(batch, 2): column 0 the fraud score in [0, 1], column 1 1.0 where score >= the alert threshold "
+                                           "(in the graph; its value is in decisions)"},
+            "columns": {"time": self.spec.time, "amount": self.spec.amount, "card": self.spec.card, "terminal": self.spec.terminal},
+            "history": {
+                "needed": [n for n in f["numeric"] if n.startswith(("card_", "terminal_"))],
+                "how": "compute the features with sectorkit.domains.finance.features.build_features over the canonical frame of each card's "
+                       "and terminal's earlier transactions plus the new rows (settings below), then keep the new rows; terminal risk "
+                       f"counts only frauds labelled at least delay_days={self.feature_cfg['delay_days']} earlier. `sectorkit serve` keeps "
+                       "this history itself; `sectorkit predict data.history=<file>` takes it as a file.",
+                "feature_settings": {k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in self.feature_cfg.items()},
+            },
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"fitted": self.fitted}

@@ -1,6 +1,7 @@
 """Finance sections of report.md and the only place finance figures are drawn: after a test, ROC/PR curves of
-model vs baselines, score distributions, the confusion matrix at the saved alert threshold and permutation
-feature importance; after a predict, the distribution of the predicted scores."""
+model vs baselines, precision/recall/alert volume against the threshold, the cost curve, a reliability diagram,
+the ROC at low false-positive rates, score distributions, the confusion matrix at the saved alert threshold and
+permutation feature importance; after a predict, the distribution of the predicted scores."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_curve
+from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, precision_recall_curve, roc_curve
 
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.io import save_figure
+from sectorkit.core.progress import phase
 from sectorkit.core.reporting import ReportSection, RunContext  # also selects matplotlib's non-interactive Agg backend
 
 
@@ -108,6 +110,151 @@ def distribution_figure(groups: dict[str, np.ndarray], threshold: float, stage: 
     return fig
 
 
+LOW_FPR = 0.05  # the zoomed ROC shows false-positive rates up to this
+FPR_POINTS = (0.001, 0.005, 0.01, 0.05)  # the operating points tabulated under it
+
+
+def threshold_grid(scores: np.ndarray, threshold: float, n: int = 201) -> np.ndarray:
+    """Candidate thresholds: evenly spaced on 0..1 and at score quantiles (most scores sit near 0), plus ``threshold``."""
+    return np.unique(np.concatenate([np.linspace(0, 1, n), np.quantile(scores, np.linspace(0, 1, n)), [threshold]]))
+
+
+def alert_counts(y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Alerts (score >= threshold, as the module flags) and caught frauds at each threshold."""
+    alerts = len(scores) - np.searchsorted(np.sort(scores), thresholds, side="left")
+    frauds = np.sort(scores[y == 1])
+    return alerts, len(frauds) - np.searchsorted(frauds, thresholds, side="left")
+
+
+def threshold_figure(y: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[plt.Figure, dict[str, float]]:
+    """Precision, recall (left axis) and alert volume (right axis, share of transactions) against the threshold,
+    the saved threshold marked; and the three values at the saved threshold."""
+    grid = threshold_grid(scores, threshold)
+    alerts, caught = alert_counts(y, scores, grid)
+    precision = np.where(alerts > 0, caught / np.maximum(alerts, 1), np.nan)
+    recall = caught / max(int(y.sum()), 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(grid, precision, label="precision")
+    ax.plot(grid, recall, label="recall")
+    ax.set(xlabel="alert threshold (fraud score)", ylabel="precision / recall", ylim=(0, 1.02), title="Precision, recall and alert volume (test)")
+    volume = ax.twinx()
+    volume.plot(grid, 100 * alerts / max(len(scores), 1), color="tab:gray", ls="--", label="alerts (% of transactions)")
+    volume.set(yscale="symlog", ylabel="alerts (% of transactions)")
+    ax.axvline(threshold, color="k", lw=1, label=f"saved threshold {threshold:.3f}")
+    handles = ax.get_legend_handles_labels()[0] + volume.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
+    i = int(np.searchsorted(grid, threshold))
+    at = {"precision": float(precision[i]), "recall": float(recall[i]), "alerts": int(alerts[i]),
+          "alert_rate": float(alerts[i] / max(len(scores), 1))}
+    return fig, at
+
+
+def cost_figure(y: np.ndarray, scores: np.ndarray, threshold: float, cost_missed: float, cost_alert: float) -> tuple[plt.Figure, dict[str, float]]:
+    """Test cost (missed frauds x ``cost_missed`` + alerts x ``cost_alert``) against the threshold, the saved
+    threshold and the test-optimal one marked; and both costs."""
+    grid = threshold_grid(scores, threshold)
+    alerts, caught = alert_counts(y, scores, grid)
+    cost = cost_missed * (int(y.sum()) - caught) + cost_alert * alerts
+    i, best = int(np.searchsorted(grid, threshold)), int(np.argmin(cost))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(grid, cost, color="tab:red")
+    ax.axvline(threshold, color="k", lw=1, label=f"saved threshold {threshold:.3f}: cost {cost[i]:,.0f}")
+    ax.plot(grid[best], cost[best], "o", color="tab:green", label=f"lowest test cost {cost[best]:,.0f} at {grid[best]:.3f} (hindsight)")
+    ax.set(xlabel="alert threshold (fraud score)", ylabel=f"test cost (missed fraud {cost_missed:g}, alert {cost_alert:g})", title="Cost curve (test)")
+    ax.legend(fontsize=8)
+    return fig, {"cost": float(cost[i]), "best_cost": float(cost[best]), "best_threshold": float(grid[best]), "no_alert_cost": float(cost_missed * y.sum())}
+
+
+def reliability_bins(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean score, observed fraud rate and number of transactions in each of ``bins`` quantile bins (tied scores
+    share a bin, so there may be fewer). Written out rather than sklearn's ``calibration_curve``, which does not
+    return the bin sizes the expected calibration error weighs by."""
+    edges = np.unique(np.quantile(scores, np.linspace(0, 1, bins + 1)))
+    index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, max(len(edges) - 2, 0))
+    counts = np.bincount(index, minlength=max(len(edges) - 1, 1))
+    keep = counts > 0
+    predicted = np.bincount(index, weights=scores, minlength=len(counts))[keep] / counts[keep]
+    observed = np.bincount(index, weights=y.astype(np.float64), minlength=len(counts))[keep] / counts[keep]
+    return predicted, observed, counts[keep]
+
+
+def calibration_figure(y: np.ndarray, scores: dict[str, np.ndarray], bins: int = 10) -> tuple[plt.Figure, dict[str, dict[str, float]]]:
+    """Reliability diagram: observed fraud rate against mean score in ``bins`` quantile bins (equal numbers of
+    transactions), log axes, one line per scorer; and each scorer's Brier score and expected calibration error."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    stats = {}
+    lo = 1.0
+    for name, s in scores.items():
+        s = np.clip(np.asarray(s, dtype=np.float64), 0, 1)
+        predicted, observed, counts = reliability_bins(y, s, bins)
+        ece = float(np.sum(counts * np.abs(observed - predicted)) / max(counts.sum(), 1))
+        stats[name] = {"brier": float(brier_score_loss(y, s)), "ece": ece}
+        ax.plot(predicted, observed, marker="o", lw=2.5 if name == "model" else 1.2, label=f"{name} (ECE {ece:.3f})")
+        positive = np.concatenate([predicted[predicted > 0], observed[observed > 0]])
+        lo = min(lo, positive.min()) if len(positive) else lo
+    lo = max(lo / 2, 1e-5)
+    ax.plot([lo, 1], [lo, 1], "k:", lw=0.8, label="perfectly calibrated")
+    ax.set(xscale="log", yscale="log", xlim=(lo, 1), ylim=(lo, 1), xlabel="mean fraud score in bin", ylabel="observed fraud rate in bin",
+           title=f"Reliability ({bins} equal-count bins, test)")
+    ax.legend(fontsize=8)
+    return fig, stats
+
+
+def low_fpr_figure(y: np.ndarray, scores: dict[str, np.ndarray], threshold: float, max_fpr: float = LOW_FPR) -> tuple[plt.Figure, dict[str, dict[str, float]]]:
+    """The ROC curve up to ``max_fpr`` (where fraud teams operate: alerts are paid for), the model's operating
+    point at the saved threshold marked; and each scorer's recall at the false-positive rates of ``FPR_POINTS``."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    recall_at = {}
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(y, s)
+        keep = fpr <= max_fpr
+        ax.plot(100 * np.append(fpr[keep], max_fpr), np.append(tpr[keep], np.interp(max_fpr, fpr, tpr)),
+                lw=2.5 if name == "model" else 1.2, label=name)
+        recall_at[name] = {f"{p:g}": float(tpr[fpr <= p].max()) for p in FPR_POINTS}
+    model = scores["model"]
+    alert = model >= threshold
+    point_fpr, point_tpr = alert[y == 0].mean(), alert[y == 1].mean()
+    if point_fpr <= max_fpr:
+        ax.plot(100 * point_fpr, point_tpr, "k*", ms=12, label=f"saved threshold {threshold:.3f}")
+    ax.set(xlim=(0, 100 * max_fpr), ylim=(0, 1.02), xlabel="false-positive rate (%)", ylabel="true-positive rate (recall)",
+           title=f"ROC at false-positive rates up to {max_fpr:.0%} (test)")
+    ax.legend(fontsize=8)
+    return fig, recall_at
+
+
+def operating_sections(ctx: RunContext, y: np.ndarray, scores: dict[str, np.ndarray], threshold: float) -> list[ReportSection]:
+    """Threshold, cost, calibration and low-false-positive-rate sections (test, both classes present)."""
+    hp = ctx.module.hparams
+    fig, at = threshold_figure(y, scores["model"], threshold)
+    curves = save_figure(fig, ctx.plot_path("threshold_curves.png"))
+    body = (f"At the saved threshold {threshold:.4f}: precision {at['precision']:.3f}, recall {at['recall']:.3f}, "
+            f"{at['alerts']} alerts ({at['alert_rate']:.2%} of {len(y)} test transactions).")
+    cost_missed, cost_alert = float(hp.cost_missed_fraud), float(hp.cost_alert)
+    fig, cost = cost_figure(y, scores["model"], threshold, cost_missed, cost_alert)
+    cost_plot = save_figure(fig, ctx.plot_path("cost_curve.png"))
+    cost_body = (f"Cost of a missed fraud {cost_missed:g} (`model.cost_missed_fraud`), of an alert {cost_alert:g} (`model.cost_alert`). "
+                 f"Test cost at the saved threshold: {cost['cost']:,.0f} (no alerts at all: {cost['no_alert_cost']:,.0f}). "
+                 f"The lowest test cost, {cost['best_cost']:,.0f} at threshold {cost['best_threshold']:.4f}, is hindsight on the test "
+                 "window, shown for reference; `model.threshold_policy=cost` chooses the threshold by these costs on validation.")
+    fig, calibration = calibration_figure(y, scores)
+    reliability = save_figure(fig, ctx.plot_path("calibration.png"))
+    rows = "\n".join(f"| {name} | {v['brier']:.4f} | {v['ece']:.4f} |" for name, v in calibration.items())
+    calibration_body = ("Observed fraud rate against the mean score in ten bins of equal size; on the diagonal a score reads as a "
+                        "probability. Weighted training (`model.pos_weight`, balanced sampling) shifts scores upwards.\n\n"
+                        f"| scorer | Brier score | expected calibration error |\n|---|---|---|\n{rows}")
+    fig, recall_at = low_fpr_figure(y, scores, threshold)
+    low = save_figure(fig, ctx.plot_path("roc_low_fpr.png"))
+    header = " | ".join(f"recall at {p:.1%} FPR" for p in FPR_POINTS)
+    rows = "\n".join(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values.values()) + " |" for name, values in recall_at.items())
+    low_body = f"| scorer | {header} |\n" + "|---" * (len(FPR_POINTS) + 1) + f"|\n{rows}"
+    return [
+        ReportSection("Precision, recall and alert volume against the threshold", body, [curves], metrics={"at_threshold": at}),
+        ReportSection("Cost curve", cost_body, [cost_plot], metrics={"cost": cost}),
+        ReportSection("Calibration (reliability)", calibration_body, [reliability], metrics={"calibration": calibration}),
+        ReportSection(f"ROC at low false-positive rates (up to {LOW_FPR:.0%})", low_body, [low], metrics={"recall_at_fpr": recall_at}),
+    ]
+
+
 def score_groups(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """The predicted scores split by label: legitimate, fraud and (where labels are unknown) unlabelled."""
     scores = table["score"].to_numpy()
@@ -137,6 +284,7 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     if y.min() != y.max():
         curves = save_figure(curves_figure(y, scores), ctx.plot_path("roc_pr.png"))
         sections.append(ReportSection("ROC and precision-recall curves (test window)", "Model against the in-run baselines on the same test rows.", [curves]))
+        sections += operating_sections(ctx, y, scores, threshold)
     sections.append(ReportSection("Score distributions", f"Test transactions: {len(y)}, frauds: {int(y.sum())}.", [path]))
     tn, fp, fn, tp = confusion_matrix(y, table["alert"].to_numpy(), labels=[0, 1]).ravel()
     body = (
@@ -153,8 +301,9 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
         sections.insert(0, ReportSection("Metrics that could not be computed", body, metrics={"metric_notes": notes}))
     settings = importance_settings(ctx.cfg)
     names = dm.fitted["numeric"]
-    importance = permutation_importance(module, dm.datasets["test"].tensors, scores["model"], names, seed=int(dm.seed),
-                                        max_rows=int(settings["rows"]), features=settings["features"], screen_rows=int(settings["screen_rows"]))
+    with phase("permutation importance"):
+        importance = permutation_importance(module, dm.datasets["test"].tensors, scores["model"], names, seed=int(dm.seed),
+                                            max_rows=int(settings["rows"]), features=settings["features"], screen_rows=int(settings["screen_rows"]))
     if importance:
         rows = "\n".join(f"| {name} | {drop:+.4f} |" for name, drop in importance)
         fig, ax = plt.subplots(figsize=(6, 0.3 * len(importance) + 1))

@@ -14,6 +14,7 @@ from torch.utils.data import Subset
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.network import Network
+from sectorkit.core.progress import phase
 from sectorkit.domains.healthcare.models.base import anomaly_network
 from sectorkit.domains.healthcare.readers import Record, list_images, read_splits
 from sectorkit.domains.healthcare.sample import make_phantoms
@@ -27,7 +28,8 @@ def phantom_records(n_train: int, n_val: int, n_test: int, size: int, spatial_di
     out: dict[str, list[Record]] = {}
     for offset, (stage, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         n_abnormal = 0 if stage == "train" and not supervised else n // 2
-        ph = make_phantoms(n - n_abnormal, n_abnormal, size=size, spatial_dims=spatial_dims, seed=seed * 1000 + offset)
+        with phase(f"generating {stage} phantoms ({n} images, {size} px)"):
+            ph = make_phantoms(n - n_abnormal, n_abnormal, size=size, spatial_dims=spatial_dims, seed=seed * 1000 + offset)
         buckets = ph.size_bucket
         out[stage] = [
             {"image": ph.images[i], "mask": ph.masks[i].astype(np.float32), "label": int(ph.labels[i]),
@@ -70,6 +72,7 @@ class HealthcareDataModule(SectorDataModule):
         cache_dir: str | None = None,
         network: type[Network] | None = None,
         max_heatmaps: int | None = 100,
+        allowed_root: str | None = None,
     ) -> None:
         super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir,
                          anomaly_network(network) if network is not None else None)
@@ -79,6 +82,7 @@ class HealthcareDataModule(SectorDataModule):
         self.image_size, self.spatial_dims, self.channels = image_size, spatial_dims, channels
         self.cache, self.augment, self.nan_policy = cache, augment, nan_policy
         self.max_heatmaps = max_heatmaps
+        self.allowed_root = allowed_root  # a manifest's files must lie in its own folder, or under this one
         self.sample = {"n_train": 64, "n_val": 32, "n_test": 64, **(sample or {})}
         self.records: dict[str, list[Record]] = {}
         self.datasets: dict[str, Any] = {}
@@ -100,7 +104,7 @@ class HealthcareDataModule(SectorDataModule):
         if self.path is None:
             s = self.sample
             return phantom_records(s["n_train"], s["n_val"], s["n_test"], self.image_size, self.spatial_dims, self.seed, self.supervised)
-        return read_splits(self.require_path(), self.layout, self.normal_label, self.seed, self.supervised)
+        return read_splits(self.require_path(), self.layout, self.normal_label, self.seed, self.supervised, self.allowed_root)
 
     def make_dataset(self, records: list[Record], augment: bool, cache: str | None = None) -> Any:
         """A MONAI dataset over ``records``; loading/check errors surface here as DataErrors naming the file."""
@@ -178,9 +182,43 @@ class HealthcareDataModule(SectorDataModule):
             self._arrays[stage] = tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[assignment]
         return self._arrays[stage]
 
+    def data_summary(self) -> dict[str, Any]:
+        """Per split: images, normal and abnormal images and the abnormal share; the image geometry."""
+        splits = {}
+        for name in (*STAGES, *(["predict"] if self.path is not None and "predict" in self.records else [])):
+            records = self.records.get(name)
+            if records is None:
+                continue
+            labels = [r.get("label") for r in records]
+            abnormal = sum(1 for label in labels if label == 1)  # records carry 1 abnormal, 0 normal
+            known = sum(1 for label in labels if label is not None)
+            facts: dict[str, Any] = {"images": len(records)}
+            if known:
+                facts.update({"normal": known - abnormal, "abnormal": abnormal, "abnormal share": f"{abnormal / known:.1%}"})
+            splits[name] = facts
+        geometry = f"{self.spatial_dims}D, {self.channels} channel(s), resized to {self.image_size} px a side"
+        return {"source": str(self.path) if self.path else "built-in phantom sample", "facts": {"images": geometry}, "splits": splits}
+
     def record_frame(self, stage: str) -> pd.DataFrame:
         """One row per record of a stage: name, label and (sample only) lesion radius, contrast and size bucket."""
         return pd.DataFrame(self.records[stage]).drop(columns=["image", "mask"], errors="ignore")
+
+    # --- export contract -------------------------------------------------------------------------
+    def export_contract(self) -> dict[str, Any]:
+        """The exported graph's input: images as the loader makes them. The per-image min-max scaling and the resize
+        stay outside the graph: MONAI's transforms run them on load (resizing by area is not one fixed op for every
+        input size); the score and map normalisation and both thresholds are inside it."""
+        size = [self.image_size] * self.spatial_dims
+        return {
+            "images": {"dtype": "float32", "shape": ["batch", self.channels, *size],
+                       "preprocessing": f"channels first; each image's intensities scaled to [0, 1] (min-max per image, MONAI "
+                                        f"ScaleIntensity); resized to {size} (MONAI Resize, mode 'area'); NaN is an error "
+                                        f"(data.nan_policy={self.nan_policy!r})", "in_graph": False},
+            "outputs": {"score": "(batch,) image anomaly score, normalised: 0.5 is the image threshold",
+                        "anomaly_map": f"(batch, 1, {', '.join(map(str, size))}) pixel scores, normalised: 0.5 is the pixel threshold",
+                        "is_anomalous": "(batch,) 1.0 where the raw image score >= the image threshold",
+                        "pixel_is_anomalous": "(batch, 1, ...) 1.0 where the raw pixel score >= the pixel threshold"},
+        }
 
     # --- predict output --------------------------------------------------------------------------
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:

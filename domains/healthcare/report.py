@@ -1,5 +1,7 @@
-"""Every healthcare figure: per-image heatmap overlays (test and predict), and the report's heatmap grid, ROC
-curves vs the baselines, score histograms and decision thresholds (test).
+"""Every healthcare figure: per-image heatmap overlays (test and predict), and the report's heatmap grid, per-image
+panels (image, mask, map with colour bar), lesion localisation vs the baselines (with a warning at the top of
+report.md when a baseline localises better), ROC curves vs the baselines, score histograms and decision
+thresholds (test).
 
 Nothing here fits anything. Scores come from the run's predictions table and the baselines' results; a run keeps
 one score per image, not the anomaly maps, so the maps of the few images drawn (the grid's top and bottom
@@ -27,6 +29,7 @@ from sectorkit.core.reporting import ReportSection, RunContext  # noqa: E402
 from sectorkit.domains.healthcare.module import forward_outputs  # noqa: E402
 
 GRID_COLUMNS = 6  # the report's grid: this many highest- and lowest-scored test images
+PANEL_CASES = 3  # per-image panels (image, mask, map): this many of the grid's highest and lowest (PANEL_CASES <= GRID_COLUMNS)
 CHUNK = 64  # images whose maps are recomputed and drawn at a time
 OVERLAY_SIDE = 192  # per-image overlays are enlarged (nearest neighbour) to at least this many pixels a side
 JET = plt.get_cmap("jet")
@@ -94,6 +97,66 @@ def overlay_grid(images: np.ndarray, maps: np.ndarray, masks: np.ndarray, scores
     return fig
 
 
+def case_panels(images: np.ndarray, masks: np.ndarray, maps: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                names: list[str]) -> Any:
+    """One row per picked image: the image, its ground-truth lesion mask and the model's anomaly map with a colour
+    bar (normalised: the pixel threshold sits at 0.5, outlined in white), the image score and threshold in the title."""
+    fig, axes = plt.subplots(len(images), 3, figsize=(9, 2.6 * len(images)), squeeze=False)
+    for row, (image, mask, amap, score, label, name) in enumerate(zip(images, masks, maps, scores, labels, names, strict=True)):
+        left, middle, right = axes[row]
+        left.imshow(_middle(image), cmap="gray")
+        left.set_title(f"{name} ({'abnormal' if label else 'normal'})", fontsize=8)
+        middle.imshow(_middle(mask), cmap="gray", vmin=0, vmax=1)
+        middle.set_title("ground-truth mask" if mask.any() else "ground-truth mask (no lesion)", fontsize=8)
+        shown = right.imshow(_middle(amap), cmap="jet", vmin=0, vmax=1)
+        if (_middle(amap) >= 0.5).any() and (_middle(amap) < 0.5).any():
+            right.contour(_middle(amap), levels=[0.5], colors="white", linewidths=0.8)
+        fig.colorbar(shown, ax=right, fraction=0.046, pad=0.04).set_label("anomaly (pixel threshold 0.5)", fontsize=7)
+        verdict = "flagged" if score >= 0.5 else "not flagged"
+        right.set_title(f"score {score:.3f}, threshold 0.500: {verdict}", fontsize=8)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+LOCALISATION = {"pixel_auroc": "pixel AUROC", "aupro": "AUPRO", "dice": "Dice"}
+LOCALISATION_WARN = ("pixel_auroc", "dice")  # a baseline above the model on either gets a warning
+LOCALISATION_TIE = 1e-3  # differences smaller than this are ties
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def localisation_warnings(metrics: dict[str, Any]) -> list[str]:
+    """One sentence per baseline whose pixel AUROC or Dice is above the model's (by more than ``LOCALISATION_TIE``):
+    its heatmaps point at lesions better, whatever the image-level verdict says."""
+    model = metrics.get("test", {})
+    warnings = []
+    for name, values in metrics.get("baselines", {}).items():
+        better = [f"{LOCALISATION[key]} {values[key]:.3f} vs the model's {model[key]:.3f}" for key in LOCALISATION_WARN
+                  if _finite(values.get(key)) and _finite(model.get(key)) and values[key] > model[key] + LOCALISATION_TIE]
+        if better:
+            warnings.append(f"the baseline {name} localises lesions better than the model ({', '.join(better)}); "
+                            "the model's heatmaps are the less reliable guide to where a lesion is")
+    return warnings
+
+
+def localisation_section(metrics: dict[str, Any]) -> ReportSection:
+    """Pixel-level metrics of the model and each baseline, with a warning when a baseline localises better."""
+    rows = {f"{metrics.get('model_name', 'model')} (model)": metrics.get("test", {}),
+            **{f"{name} (baseline)": values for name, values in metrics.get("baselines", {}).items()}}
+    lines = ["| | " + " | ".join(LOCALISATION.values()) + " |", "|---" * (len(LOCALISATION) + 1) + "|"]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.4f}" if _finite(values.get(k)) else "–" for k in LOCALISATION) + " |")
+    warnings = localisation_warnings(metrics)
+    verdict = (" ".join(f"**Warning: {w}.**" for w in warnings) if warnings else
+               "No baseline localises lesions better than the model (pixel AUROC and Dice).")
+    return ReportSection("Lesion localisation (test, pixel level)", "\n".join(lines) + "\n\n" + verdict, warnings=warnings)
+
+
 def grid_rows(scores: np.ndarray, n: int = GRID_COLUMNS) -> np.ndarray:
     """The rows the grid shows: the ``n`` highest then the ``n`` lowest scores."""
     order = np.argsort(scores, kind="stable")
@@ -148,6 +211,10 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     images, masks, _ = (np.concatenate(parts) for parts in zip(*dm.chunks("test", picks, CHUNK), strict=True))
     maps = forward_outputs(ctx.module, images, CHUNK)[1].float().numpy()
     grid = save_figure(overlay_grid(images, maps, masks, scores[picks], labels[picks]), ctx.plot_path("heatmaps.png"))
+    cases = np.r_[0:PANEL_CASES, GRID_COLUMNS:GRID_COLUMNS + PANEL_CASES]
+    cases = cases[cases < len(picks)]
+    panels = save_figure(case_panels(images[cases], masks[cases], maps[cases], scores[picks[cases]], labels[picks[cases]],
+                                     [names[i] for i in picks[cases]]), ctx.plot_path("case_panels.png"))
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     curves = {ctx.metrics["model_name"]: scores}
     curves.update({f"{name} (baseline)": result.predictions["scores"][: len(scores)] for name, result in ctx.baselines.items()})
@@ -171,6 +238,9 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     return [
         ReportSection("Anomaly heatmaps", body=f"Grid: the {GRID_COLUMNS} highest- and lowest-scored test images. {overlay_text(ctx, limit, len(overlays))}",
                       images=[grid]),
+        ReportSection("Per-image panels", body=f"The {PANEL_CASES} highest- then the {PANEL_CASES} lowest-scored test images: image, "
+                      "ground-truth mask, and the model's anomaly map (white outline: pixels above the pixel threshold).", images=[panels]),
+        localisation_section(ctx.metrics),
         ReportSection("ROC curves vs baselines (test, image level)", images=[roc]),
         ReportSection("Score histograms per class", body="Scores are normalised so the validation-chosen threshold sits at 0.5.", images=[hist]),
         ReportSection("Decision thresholds (chosen on validation)",

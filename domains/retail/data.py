@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.network import Network
+from sectorkit.core.progress import phase
 from sectorkit.domains.retail.interactions import UserLists, sequence_windows
 from sectorkit.domains.retail.metrics import Segments, activity_segments, check_quantiles
 from sectorkit.domains.retail.models.base import recommender_network
@@ -23,6 +24,8 @@ from sectorkit.domains.retail.preprocess import build_id_map, encode, handle_dup
 from sectorkit.domains.retail.readers import read_interactions
 from sectorkit.domains.retail.sample import generate_interactions
 from sectorkit.domains.retail.splits import make_split
+from sectorkit.domains.retail.cold_start import CandidateBatches
+from sectorkit.domains.retail.text import ItemSide, build_item_side
 
 
 @dataclass
@@ -66,7 +69,7 @@ def prepare_interactions(
     method, order = split.get("method", "ratio"), split.get("order", "random")
     ratios = list(split.get("ratios", (0.8, 0.1, 0.1)))
     if missing_timestamps == "auto":
-        needs_time = method not in ("ratio", "recbole") or order == "temporal"
+        needs_time = method not in ("ratio", "recbole", "cold_items") or order == "temporal"
         missing_timestamps = "error" if needs_time else "row_order"
     frame = handle_missing_timestamps(frame, missing_timestamps, source)
     frame = handle_duplicates(frame, duplicates, source)
@@ -169,6 +172,13 @@ class RetailDataModule(SectorDataModule):
         split: dict[str, Any] | None = None,
         segments: dict[str, Any] | None = None,
         sample: dict[str, Any] | None = None,
+        items_path: str | None = None,
+        item_id_column: str = "item_id",
+        item_text_columns: Sequence[str] = ("title", "genre"),
+        item_genre_column: str | None = "genre",
+        text_model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        text_max_length: int = 64,
+        text_batch_size: int = 64,
         max_seq_len: int = 50,
         top_k: int = 10,
         batch_size: int = 2048,
@@ -189,6 +199,8 @@ class RetailDataModule(SectorDataModule):
         self.segments_cfg = {"very_light_max": 5, "quantiles": [0.25, 0.5, 0.75], **dict(segments or {})}
         check_quantiles(self.segments_cfg["quantiles"])
         self.max_seq_len, self.top_k = max_seq_len, top_k
+        self.item_side_cfg = dict(items_path=items_path, item_id_column=item_id_column, text_columns=list(item_text_columns), genre_column=item_genre_column,
+                                  text_model=text_model, text_max_length=text_max_length, text_batch_size=text_batch_size)
         self.prepared: PreparedData | None = None
         self.user_ids: list[str] = []
         self.item_ids: list[str] = []
@@ -200,7 +212,8 @@ class RetailDataModule(SectorDataModule):
     def load_frame(self) -> tuple[pd.DataFrame, str]:
         """The raw standard frame and a name for messages."""
         if self.path is None:
-            return generate_interactions(**{"seed": self.seed, **self.sample_cfg}), "built-in sample"
+            with phase("generating the interaction sample"):
+                return generate_interactions(**{"seed": self.seed, **self.sample_cfg}), "built-in sample"
         path = self.require_path()
         return read_interactions(path, **self.reader_kwargs), str(path)
 
@@ -227,12 +240,33 @@ class RetailDataModule(SectorDataModule):
         return len(self.item_ids)
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Catalogue sizes, the number of training interactions and the history length of sequence batches."""
-        return {"n_users": self.n_users, "n_items": self.n_items, "n_train": int(len(self.train_users)), "max_seq_len": self.max_seq_len}
+        """Catalogue sizes, the number of training interactions and the history length of sequence batches (and
+        the size of the item text vectors for networks that read item text)."""
+        text = {"item_text_dim": int(self.item_side.text.shape[1])} if self.uses_item_text else {}
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_train": int(len(self.train_users)), "max_seq_len": self.max_seq_len, **text}
 
     def training_state(self) -> dict[str, Any]:
-        """The training interactions (time-ordered per user) the model keeps for negatives, graphs and popularity."""
-        return {"users": self.train_users, "items": self.train_items}
+        """The training interactions (time-ordered per user) the model keeps for negatives, graphs and popularity
+        (and the items' text vectors for networks that read item text)."""
+        text = {"item_text": self.item_side.text} if self.uses_item_text else {}
+        return {"users": self.train_users, "items": self.train_items, **text}
+
+    @property
+    def uses_item_text(self) -> bool:
+        return bool(self.network is not None and getattr(self.network, "uses_item_text", False))
+
+    @cached_property
+    def item_side(self) -> ItemSide:
+        """The items' text vectors and genres (``data.items_path``, or the built-in sample's generated item
+        table), computed on first use (after ``setup``)."""
+        return build_item_side(self.item_ids, cache_dir=self.cache_dir, interactions_given=self.path is not None,
+                               sample=self.sample_cfg, seed=self.seed, **self.item_side_cfg)
+
+    def cold_candidates(self, stage: str) -> np.ndarray | None:
+        """With ``data.split.method=cold_items``: the items held out for ``stage`` (the only ones ranked there)."""
+        if self.split_cfg.get("method") != "cold_items" or self.prepared is None:
+            return None
+        return np.unique(getattr(self.prepared, stage)["item"].to_numpy())
 
     # --- loaders -------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -246,6 +280,27 @@ class RetailDataModule(SectorDataModule):
             users = torch.from_numpy(np.flatnonzero(self.lists["train"].lengths() > 0))
             return batch_loader(TensorDictDataset({"users": users}), self.batch_size, True, self.seed)
         return batch_loader(PairDataset(self.train_users.numpy(), self.train_items.numpy()), self.batch_size, True, self.seed)
+
+    def data_summary(self) -> dict[str, Any]:
+        """Users, items, interactions and density after cleaning; per split its interactions, users and items, and
+        its first and last timestamp (as UTC dates when they read as Unix seconds; ``row_order`` ones are row numbers)."""
+        if self.prepared is None:
+            return super().data_summary()
+        splits = {}
+        for name in ("train", "valid", "test"):
+            part = getattr(self.prepared, name)
+            facts: dict[str, Any] = {"interactions": len(part), "users": int(part["user"].nunique()), "items": int(part["item"].nunique())}
+            times = part["timestamp"].dropna()
+            if len(times):
+                unix = times.min() >= 1e8  # after 1973 as Unix seconds
+                first, last = (str(pd.Timestamp(t, unit="s").date()) if unix else f"{t:g}" for t in (times.min(), times.max()))
+                facts.update({"first timestamp": first, "last timestamp": last})
+            splits[name] = facts
+        total = sum(len(getattr(self.prepared, name)) for name in ("train", "valid", "test"))
+        facts = {"users": self.n_users, "items": self.n_items, "interactions": total,
+                 "density": f"{total / max(self.n_users * self.n_items, 1):.2%}",
+                 "split": f"{self.split_cfg.get('method', 'ratio')} ({self.split_cfg.get('order', 'random')} order)"}
+        return {"source": str(self.path) if self.path else "built-in sample", "facts": facts, "splits": splits}
 
     def known_history(self, stage: str) -> UserLists:
         """Every user's known items when ``stage`` ('valid' or 'test') is evaluated, in time order: the training
@@ -262,11 +317,15 @@ class RetailDataModule(SectorDataModule):
 
     def eval_dataset(self, stage: str) -> UserBatchDataset:
         """Users with at least one ``stage`` ('valid' or 'test') item, with their known history (masked, and the
-        network's ``history``) and their ``stage`` items as targets."""
+        network's ``history``) and their ``stage`` items as targets; with the ``cold_items`` split, every item
+        but the ones held out for ``stage`` is excluded too (``CandidateBatches``)."""
         targets = self.lists[stage]
         seen = self.known_history(stage)
         users = np.flatnonzero(targets.lengths() > 0)
-        return UserBatchDataset(users, seen, seen, _reindex(targets, users), self.n_items, self.history_length())
+        known = _reindex(seen, users)  # the dataset's lists are by row (its users' order), not by user code
+        dataset = UserBatchDataset(users, known, known, _reindex(targets, users), self.n_items, self.history_length())
+        candidates = self.cold_candidates(stage)
+        return dataset if candidates is None else CandidateBatches(dataset, candidates, self.n_items)
 
     def test_segments(self) -> Segments:
         """The test users (in the order of the test loader) grouped by activity, their number of training
@@ -326,6 +385,24 @@ class RetailDataModule(SectorDataModule):
             table["train_interactions"] = np.repeat(segments.activity, k)[valid]
             table["segment"] = np.repeat(np.asarray(segments.names, dtype=object)[segments.codes], k)[valid]
         return pd.DataFrame(table)
+
+    def export_contract(self) -> dict[str, Any]:
+        """The exported graph's inputs: user and item codes (the id maps below; the lookup of raw ids is outside the
+        graph, a string table), the user's known items as history and as the items to exclude; the top-K is taken
+        by the caller from the scores (``predict`` keeps the ``data.top_k`` best)."""
+        length = self.history_length()
+        return {
+            "users": {"dtype": "int64", "shape": ["batch"], "preprocessing": "the user's position in user_ids; -1 for an unknown user "
+                                                                              "(then the scores are the popularity fallback)"},
+            "history": {"dtype": "int64", "shape": ["batch", "history"],
+                        "preprocessing": f"the user's known items as positions in item_ids, oldest first, right-aligned and left-padded with "
+                                         f"{self.n_items} (= n_items)" + (f", the last {length} only" if length else "")},
+            "exclude": {"dtype": "int64", "shape": ["batch", "excluded"], "preprocessing": "the items not to recommend (the known items) as "
+                                                                                           "positions in item_ids, right-padded with -1"},
+            "outputs": {"scores": f"(batch, {self.n_items}): a score per item of item_ids, -inf for excluded items; take the top {self.top_k}"},
+            "user_ids": list(self.user_ids), "item_ids": list(self.item_ids), "top_k": self.top_k,
+            "known_items": "the training interactions (the checkpoint's train_users / train_items) give each known user's history",
+        }
 
     # --- persisted preprocessing ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

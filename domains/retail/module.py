@@ -43,6 +43,8 @@ class RecommenderModule(SectorModule):
     ``input_type`` and ``loss_type`` decide how a batch becomes a loss and whether negatives are sampled.
     """
 
+    export_outputs = ("scores",)  # (batch, n_items): every item's score, known items at -inf
+
     def __init__(
         self,
         net: dict[str, Any],
@@ -57,6 +59,7 @@ class RecommenderModule(SectorModule):
         scheduler: dict[str, Any] | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        item_text_dim: int = 0,
     ) -> None:
         # plain containers so checkpoints load with weights_only=True (hparams are read from these locals)
         net, optimizer, scheduler, ks = (plain_container(x) for x in (net, optimizer, scheduler, ks))
@@ -68,6 +71,8 @@ class RecommenderModule(SectorModule):
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         sizes = {"n_users": n_users, "n_items": n_items, **({"max_seq_len": max_seq_len} if network.input_type == "sequence" else {})}
+        if network.uses_item_text:  # the item text vectors themselves arrive in prepare_fit and live in the net's buffers
+            sizes["item_text_dim"] = item_text_dim
         self.net = build_network(net, **sizes)
         self.n_negatives = n_negatives
         self.register_buffer("train_users", torch.zeros(n_train, dtype=torch.long))
@@ -86,6 +91,8 @@ class RecommenderModule(SectorModule):
         self.train_users.copy_(users)
         self.train_items.copy_(items)
         self.popularity.copy_(torch.bincount(items, minlength=self.n_items).float() / max(self.n_users, 1))
+        if self.net.uses_item_text:
+            self.net.set_item_text(state["item_text"])
         self._index_training_data(self.train_users, self.train_items)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -115,6 +122,16 @@ class RecommenderModule(SectorModule):
         if input_type == "user_vector":
             return self.net.loss(users)
         return self.net.loss(users, batch["items"], self.sample_negatives(users, (len(users), self.n_negatives)))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if self.net.memory_bank:  # fitted in closed form in prepare_fit (EASE): no loss, no optimizer step
+            return None
+        return super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.net.memory_bank:
+            self.trainer.should_stop = True  # nothing changes after the first epoch
 
     # --- inference -----------------------------------------------------------------------------
     def forward(self, users: torch.Tensor, history: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:

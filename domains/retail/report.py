@@ -1,5 +1,5 @@
 """Report sections: metric-vs-K curves (model vs baselines), per-user NDCG distribution, popularity of recommendations,
-metrics by user-activity segment.
+metrics by user-activity segment (table and plot, cold users stated), example top-K lists beside a few users' histories.
 
 Everything is drawn from what the run already computed: the model's test (or predict) outputs in
 ``ctx.outputs`` and each baseline's top-K items in ``ctx.baselines``; nothing is scored again.
@@ -83,6 +83,75 @@ def segment_section(datamodule: Any, ranked: dict[str, np.ndarray], k: int, mode
     return ReportSection("Metrics by user activity", "\n".join(lines), metrics={"user_activity_segments": {"k": k, "segments": rows}})
 
 
+EXAMPLE_USERS = 3  # example top-K lists: the lightest, the median and the heaviest test user by training activity
+HISTORY_SHOWN = 5  # latest known items shown per example user
+
+
+def item_names(datamodule: Any) -> list[str]:
+    """Display names of the items: ``id: title`` where the data has titles (the built-in sample's item table or a
+    ``title`` column of ``data.items_path``), else the item ids."""
+    ids = [str(i) for i in datamodule.item_ids]
+    has_items = getattr(datamodule, "item_side_cfg", {}).get("items_path") or datamodule.path is None
+    try:
+        aligned = datamodule.item_side.aligned if has_items else None
+    except Exception:  # noqa: BLE001 - titles are a nicety; ids are always there
+        aligned = None
+    if aligned is None or "title" not in aligned.columns:
+        return ids
+    return [f"{i}: {t}" if str(t) else i for i, t in zip(ids, aligned["title"].astype(str))]
+
+
+def example_rows(activity: np.ndarray, n: int = EXAMPLE_USERS) -> np.ndarray:
+    """Test rows of the example users: the lightest, the median and the heaviest by training activity (distinct)."""
+    order = np.argsort(activity, kind="stable")
+    picks = order[np.linspace(0, len(order) - 1, n).round().astype(int)] if len(order) else order
+    return np.array(list(dict.fromkeys(picks.tolist())), dtype=int)
+
+
+def examples_section(datamodule: Any, items: np.ndarray, real: np.ndarray, k: int) -> ReportSection:
+    """A table: for a few test users, their latest known items, the model's top-``k`` (hits in bold) and their
+    held-out test items."""
+    dataset = datamodule.eval_dataset("test")
+    users = np.asarray(dataset.users)
+    activity = datamodule.test_segments().activity
+    rows = example_rows(activity)
+    names = item_names(datamodule)
+    history = datamodule.known_history("test").padded(users[rows], -1)
+    targets = dataset.targets.padded(rows, -1)
+    lines = [f"| user | training interactions | latest known items (newest first) | top {k} of the model (**hit**) | test items |",
+             "|---|---|---|---|---|"]
+    examples = []
+    for j, row in enumerate(rows):
+        seen = [int(i) for i in history[j] if i >= 0][::-1]
+        held = {int(i) for i in targets[j] if i >= 0}
+        top = [int(i) for i, ok in zip(items[row, :k], real[row, :k]) if ok]
+        shown = ", ".join(names[i] for i in seen[:HISTORY_SHOWN]) + (f" (+{len(seen) - HISTORY_SHOWN} more)" if len(seen) > HISTORY_SHOWN else "")
+        ranked = ", ".join(f"**{names[i]}**" if i in held else names[i] for i in top)
+        lines.append(f"| {datamodule.user_ids[users[row]]} | {int(activity[row])} | {shown or '(none: cold user)'} | {ranked} | "
+                     f"{', '.join(names[i] for i in sorted(held))} |")
+        examples.append({"user": str(datamodule.user_ids[users[row]]), "train_interactions": int(activity[row]), "top": [names[i] for i in top],
+                         "hits": sum(i in held for i in top)})
+    intro = (f"The lightest, the median and the heaviest test user by training activity: what the model ranked in its top {k} "
+             "beside what they had done and what they did next (items they already know are never recommended).")
+    return ReportSection("Example recommendations", intro + "\n\n" + "\n".join(lines), metrics={"example_users": examples})
+
+
+def segment_figure(rows: list[dict[str, Any]], names: list[str], labels: list[str], k: int) -> Any:
+    """NDCG@k and Recall@k per user-activity segment, one bar per recommender, users per segment on the axis."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = np.arange(len(rows))
+    width = 0.8 / max(len(names), 1)
+    for ax, metric in zip(axes, ("ndcg", "recall")):
+        for i, (name, label) in enumerate(zip(names, labels)):
+            values = [np.nan if r[name][metric] is None else r[name][metric] for r in rows]
+            ax.bar(x - 0.4 + (i + 0.5) * width, values, width, label=label, color="black" if name == "model" else None)
+        ax.set_xticks(x, [f"{r['segment']}\n{r['train_interactions']}\n{r['users']} users" for r in rows], fontsize=7)
+        ax.set(xlabel="user segment (training interactions)", ylabel=f"test {metric}@{k}")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def popularity_figure(train_items: np.ndarray, recommended: dict[str, np.ndarray], n_items: int) -> tuple[Any, str]:
     """Share of recommendations per item-popularity decile, for each recommender, against the share of training
     interactions; the text describes the first recommender."""
@@ -135,5 +204,13 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     fig, text = popularity_figure(train_items, recommended, n_items)
     sections.append(ReportSection("Popularity of recommended items", text, [save_figure(fig, ctx.plot_path("popularity.png"))]))
     ranked = {"model": items, **{name: result.predictions for name, result in ctx.baselines.items()}}
-    sections.append(segment_section(ctx.datamodule, ranked, k, model_name))
+    segments = segment_section(ctx.datamodule, ranked, k, model_name)
+    rows = segments.metrics["user_activity_segments"]["segments"]
+    labels = [f"{model_name} (model)" if name == "model" else name for name in ranked]
+    segments.images.append(save_figure(segment_figure(rows, list(ranked), labels, k), ctx.plot_path("segments.png")))
+    cold = ctx.datamodule.test_segments().activity == 0
+    segments.body += (f"\n\nCold users (no training interaction) among the test users: {int(cold.sum())}"
+                      + (f", in the first segment; the model's NDCG@{k} on them is {ndcg[cold].mean():.4f}." if cold.any() else "."))
+    sections.append(segments)
+    sections.append(examples_section(ctx.datamodule, items, real, k))
     return sections

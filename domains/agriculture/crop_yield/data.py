@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.io import read_table
+from sectorkit.core.progress import phase
 from sectorkit.domains.agriculture import sample
 from sectorkit.domains.agriculture.crop_yield.baselines import trend_predictions
 from sectorkit.domains.agriculture.crop_yield.protocols import Fold, make_folds
@@ -88,10 +89,28 @@ class YieldDataModule(SectorDataModule):
         """The yield data's name in messages: the file, or the built-in sample."""
         return "synthetic yield sample" if self.path is None else str(self.path)
 
+    def data_summary(self) -> dict[str, Any]:
+        """Per split: region-years, regions, first and last year and mean yield (a row counts in train or val when
+        at least one fold uses it so); the protocol, its folds and the features."""
+        splits = {}
+        for name in ("train", "val", "test", "predict"):
+            frame = self.frames.get(name)
+            if frame is None or frame.empty:
+                continue
+            facts: dict[str, Any] = {"region-years": len(frame), "regions": int(frame["region"].nunique()),
+                                     "from year": int(frame["year"].min()), "to year": int(frame["year"].max())}
+            if frame["yield"].notna().any():
+                facts["mean yield"] = round(float(frame["yield"].mean()), 3)
+            splits[name] = facts
+        facts = {"protocol": f"{self.protocol}, {len(self.folds)} fold(s)",
+                 "features": ", ".join(self.feature_names) or "trend only"}
+        return {"source": self.source(), "facts": facts, "splits": splits}
+
     def load_tables(self, allow_missing: bool = False) -> pd.DataFrame:
         """Yields joined with season aggregates (when weather is used); rows without a yield kept only for predict."""
         if self.path is None:
-            yields, weather = sample.synthetic_yield(**self.synthetic)
+            with phase("generating the crop-yield sample (yields and season weather)"):
+                yields, weather = sample.synthetic_yield(**self.synthetic)
         else:
             source = str(self.require_path())
             raw = read_table(self.path, "yield table")
@@ -268,6 +287,23 @@ class YieldDataModule(SectorDataModule):
             out["actual"] = frame["yield"].to_numpy()
             out["fold"] = frame["fold"].to_numpy()
         return out
+
+    def export_contract(self) -> dict[str, Any]:
+        """The exported graph's inputs: standardised features for every fold, each fold's trend and the fold that
+        predicts the row; the standardisation stays outside the graph (one cheap step, kept beside the features' own
+        aggregation from daily weather); the yield's unscaling and the choice of fold are inside it."""
+        folds = max(len(self.folds), 1)
+        return {
+            "features": {"dtype": "float32", "shape": ["batch", folds, len(self.feature_names)], "features": list(self.feature_names),
+                         "preprocessing": "(x - feature_mean[fold]) / feature_std[fold], for every fold", "in_graph": False,
+                         "feature_mean": np.asarray(self.feature_mean).tolist() if self.feature_mean is not None else None,
+                         "feature_std": np.asarray(self.feature_std).tolist() if self.feature_std is not None else None},
+            "trend": {"dtype": "float32", "shape": ["batch", folds], "preprocessing": "each fold's linear trend of the region's yield over its "
+                                                                                     "training years, in yield units"},
+            "fold": {"dtype": "int64", "shape": ["batch"], "preprocessing": "the fold that tested the row; -1 for a new season (the mean over folds)"},
+            "outputs": {"yield": "(batch,) predicted yield in the yield's units"},
+            "protocol": self.protocol,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         if self.feature_mean is None:

@@ -1,6 +1,6 @@
 """Crop-yield sections of report.md and the yield figures: predicted vs actual per region-year and per year
-after a test, yield history with next season's forecast for ``predict``. The only place yield figures are
-drawn."""
+after a test, yield history with next season's forecast for ``predict``, axes in the yield's units where known.
+The only place yield figures are drawn."""
 
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     dm: YieldDataModule = ctx.datamodule
     if ctx.stage == "predict":
         if dm.predict_split() == "predict":
-            save_figure(yield_forecast_figure(dm.frames["history"], ctx.predictions), ctx.plot_path("forecast.png"))
+            save_figure(yield_forecast_figure(dm.frames["history"], ctx.predictions, yield_label(dm)), ctx.plot_path("forecast.png"))
         return []
     test = dm.frames["test"]
     pred = torch.cat([torch.as_tensor(o) for o in ctx.outputs]).numpy().astype(np.float64)
     base = {name: np.asarray(result.predictions) for name, result in ctx.baselines.items()}
-    path = save_figure(yield_figure(test, pred, base), ctx.plot_path("yield_predicted_vs_actual.png"))
+    path = save_figure(yield_figure(test, pred, base, yield_label(dm)), ctx.plot_path("yield_predicted_vs_actual.png"))
     by_year = test.assign(model=pred, **base).groupby("year")[["yield", "model", *base]].mean()
     body = (
         f"{PROTOCOL_TEXT.get(dm.protocol, '')} Each fold's trend, scaling and baselines are fitted on its own years. "
@@ -54,6 +54,12 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     ]
 
 
+def yield_label(dm: YieldDataModule) -> str:
+    """The yield column with its units for axis labels: t/ha for the built-in sample; a user's file does not state
+    them, so its column name alone."""
+    return f"{dm.target} (t/ha)" if dm.path is None else dm.target
+
+
 def fold_table(folds: list[dict], names: list[str]) -> str:
     """Markdown: one row per fold (its test years and rows) with each predictor's NRMSE, then the mean over folds."""
     lines = ["| fold | test years | rows | " + " | ".join(names) + " |", "|---" * (len(names) + 3) + "|"]
@@ -68,21 +74,21 @@ def fold_table(folds: list[dict], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def yield_figure(test: pd.DataFrame, pred: np.ndarray, base: dict[str, np.ndarray]) -> plt.Figure:
+def yield_figure(test: pd.DataFrame, pred: np.ndarray, base: dict[str, np.ndarray], label: str = "yield") -> plt.Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     left.scatter(test["yield"], pred, s=18, label="model")
     if "linear_trend" in base:
         left.scatter(test["yield"], base["linear_trend"], s=12, alpha=0.6, label="linear trend")
     lo, hi = float(min(test["yield"].min(), pred.min())), float(max(test["yield"].max(), pred.max()))
     left.plot([lo, hi], [lo, hi], color="gray", lw=1)
-    left.set(xlabel="actual yield", ylabel="predicted yield", title="Region-years of the test span")
+    left.set(xlabel=f"actual {label}", ylabel=f"predicted {label}", title="Region-years of the test span")
     left.legend(fontsize=8)
     yearly = test.assign(model=pred, **base).groupby("year")[["yield", "model", *base]].mean()
     right.plot(yearly.index, yearly["yield"], color="black", marker="o", label="actual")
     right.plot(yearly.index, yearly["model"], marker="s", label="model")
     for name in base:
         right.plot(yearly.index, yearly[name], lw=1, alpha=0.7, label=name)
-    right.set(xlabel="year", ylabel="mean yield over regions", title="Per year")
+    right.set(xlabel="year", ylabel=f"mean {label} over regions", title="Per year")
     right.legend(fontsize=8)
     return fig
 
@@ -97,7 +103,7 @@ def frame_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def yield_forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame) -> plt.Figure:
+def yield_forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame, label: str = "yield") -> plt.Figure:
     """Yield history per region with next season's predicted yield (for ``predict``)."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, (region, g) in enumerate(history.groupby("region")):
@@ -105,6 +111,6 @@ def yield_forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame) -> plt.
         ax.plot(g["year"], g["yield"], color=color, lw=1, alpha=0.7)
         f = forecast[forecast["region"] == region]
         ax.scatter(f["year"], f["predicted_yield"], color=color, marker="*", s=90, label=str(region))
-    ax.set(xlabel="year", ylabel="yield", title="Yield history (lines) and forecast (stars)")
+    ax.set(xlabel="year", ylabel=label, title="Yield history (lines) and forecast (stars)")
     ax.legend(fontsize=7, ncol=2)
     return fig

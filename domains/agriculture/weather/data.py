@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.progress import phase
 from sectorkit.domains.agriculture import sample
 from sectorkit.domains.agriculture.metrics import QUANTILES
 from sectorkit.domains.agriculture.readers import read_series_table, validate_series
@@ -98,9 +99,11 @@ class WeatherDataModule(SectorDataModule):
         """The validated long frame from ``path`` or the built-in sample."""
         if self.path is None:
             if list(self.stations) == ["synthetic"]:
-                raw, source = sample.synthetic_weather(**self.synthetic), "synthetic sample"
+                with phase("generating the synthetic weather sample"):
+                    raw, source = sample.synthetic_weather(**self.synthetic), "synthetic sample"
             else:
-                raw, source = sample.sample_weather(self.stations), f"bundled stations {self.stations}"
+                with phase(f"reading the bundled stations {', '.join(self.stations)}"):
+                    raw, source = sample.sample_weather(self.stations), f"bundled stations {self.stations}"
             id_col, date_col = "series_id", "date"
         else:
             raw, source, id_col, date_col = (
@@ -199,6 +202,25 @@ class WeatherDataModule(SectorDataModule):
             "covariates": self.inputs,
         }
 
+    def data_summary(self) -> dict[str, Any]:
+        """Per split: forecast origins (windows), the series they come from and the first and last forecast date
+        (origins in the test span are backtested one per day); the target, its units and each series' days."""
+        splits = {}
+        for name, origins in self.origins.items():
+            if name == "predict" or not len(origins):
+                continue
+            targets = self.panel.dates[np.concatenate([origins + 1, origins + self.horizon])]
+            splits[name] = {"forecast origins": len(origins), "series": len(np.unique(self.panel.series_index[origins])),
+                            "forecast dates from": str(np.datetime_as_string(targets.min(), unit="D")),
+                            "to": str(np.datetime_as_string(targets.max(), unit="D"))}
+        lengths = {str(name): int(n) for name, n in zip(self.stats.series, self.panel.lengths)} if self.panel is not None else {}
+        facts = {"target": f"{self.target} ({self.expected_units or 'units not stated'}), {self.horizon}-day horizon, "
+                           f"quantiles {', '.join(f'{q:g}' for q in self.quantiles)}",
+                 "days per series": ", ".join(f"{name} {n}" for name, n in lengths.items()),
+                 "splits": f"chronological within each series (data.split={self.split}: train and validation fractions, the "
+                           "rest is tested), so the date ranges below pool series of different lengths"}
+        return {"source": str(self.path) if self.path else f"built-in sample ({', '.join(self.stations)})", "facts": facts, "splits": splits}
+
     def training_state(self) -> dict[str, Any]:
         """The training span a model's ridge reference is fitted on: the panel and its training origins."""
         return {"panel": self.panel, "train_origins": self.origins["train"]}
@@ -222,6 +244,31 @@ class WeatherDataModule(SectorDataModule):
         if key == "test":
             frame["actual"] = self.panel.target[origins[:, None] + np.arange(1, h + 1)].ravel()
         return frame
+
+    def export_contract(self) -> dict[str, Any]:
+        """The exported graph's inputs: scaled windows. The per-series scaling of the inputs stays outside the graph
+        (the windows are built from the series table, where it is one vectorised step; the graph would need the series'
+        raw columns and its climatology); the unscaling of the forecasts with ``loc``/``scale`` is inside it."""
+        stats = self.stats
+        columns = [self.target, *self.inputs]
+        return {
+            "past": {"dtype": "float32", "shape": ["batch", self.lookback, len(columns) + 3],
+                     "columns": [f"{c}_z" for c in columns] + ["climatology_z", "day_of_year_sin", "day_of_year_cos"],
+                     "preprocessing": "x_z = (x - series_loc[series][column]) / series_scale[series][column] (0 where a series lacks a covariate); "
+                                      "climatology_z = (climatology[series, day_of_year - 1] - series_loc[series][0]) / series_scale[series][0]; "
+                                      "day of year as sin/cos of 2 pi (doy - 1) / 365.25; the last lookback days, oldest first",
+                     "in_graph": False},
+            "future": {"dtype": "float32", "shape": ["batch", self.horizon, 3], "columns": ["climatology_z", "day_of_year_sin", "day_of_year_cos"],
+                       "preprocessing": "the same known-ahead features for the horizon days after the window", "in_graph": False},
+            "loc": {"dtype": "float32", "shape": ["batch"], "preprocessing": f"series_loc[series][0] (the target {self.target!r}'s location)"},
+            "scale": {"dtype": "float32", "shape": ["batch"], "preprocessing": f"series_scale[series][0] (the target {self.target!r}'s scale)"},
+            "series": {"dtype": "int64", "shape": ["batch"], "preprocessing": "the series' position in series_ids"},
+            "outputs": {"quantiles": f"(batch, {self.horizon}, {len(self.quantiles)}) forecasts of {self.target!r} in its own units, "
+                                     f"quantiles {list(self.quantiles)}"},
+            "series_ids": list(stats.series) if stats else [], "columns_order": columns,
+            "series_loc": stats.loc.tolist() if stats else [], "series_scale": stats.scale.tolist() if stats else [],
+            "climatology": "the checkpoint's data state (clim: per series, 366 days)",
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"stats": self.stats.to_state()} if self.stats is not None else {}

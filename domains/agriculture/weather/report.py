@@ -1,7 +1,11 @@
-"""Weather sections of report.md and the weather figures: per-horizon errors against every baseline and fan
-charts after a test, the next days' forecast fans for ``predict``. The only place weather figures are drawn."""
+"""Weather sections of report.md and the weather figures: per-horizon errors against every baseline, fan charts
+with the baselines' median forecasts beside the model's quantiles, per-quantile coverage (nominal vs observed) and
+a PIT histogram after a test, the next days' forecast fans for ``predict``; axes carry the target's units
+(``data.expected_units``). The only place weather figures are drawn."""
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,8 +32,13 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
     scale = dm.stats.mase_scale[dm.panel.series_index[origins]]
     model = score_forecasts(preds, target, scale, dm.quantiles)
     baselines = {name: score_forecasts(result.predictions, target, scale, dm.quantiles) for name, result in ctx.baselines.items()}
-    error_plot = save_figure(per_horizon_figure(model, baselines), ctx.plot_path("per_horizon_mae.png"))
-    fan = save_figure(fan_figure(dm, preds), ctx.plot_path("fan_charts.png"))
+    error_plot = save_figure(per_horizon_figure(model, baselines, target_label(dm)), ctx.plot_path("per_horizon_mae.png"))
+    baseline_forecasts = {name: np.asarray(result.predictions) for name, result in ctx.baselines.items()}
+    fan = save_figure(fan_figure(dm, preds, baselines=baseline_forecasts), ctx.plot_path("fan_charts.png"))
+    coverage = {"model": quantile_coverage(preds, target), **{n: quantile_coverage(f, target) for n, f in baseline_forecasts.items()}}
+    coverage_plot = save_figure(coverage_figure(dm.quantiles, coverage), ctx.plot_path("quantile_coverage.png"))
+    pit = {"model": pit_shares(preds, target), **{n: pit_shares(f, target) for n, f in baseline_forecasts.items()}}
+    pit_plot = save_figure(pit_figure(dm.quantiles, pit), ctx.plot_path("pit_histogram.png"))
     body = (
         "MAE per horizon on the rolling-origin test backtest (one origin per day). MASE scale: in-sample "
         "one-day naive MAE on the training span, so values above 1 at longer horizons are normal. Baseline "
@@ -45,8 +54,84 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
             + series_table(by_series),
             metrics={"test_by_series": by_series},
         ),
-        ReportSection("Fan charts (10-90 % band, median, actual)", "", [fan]),
+        ReportSection("Fan charts (10-90 % band, median, actual)",
+                      f"The model's quantile band and median with each baseline's median forecast (thin lines) from the same origins; "
+                      f"{target_label(dm)}.", [fan]),
+        ReportSection("Per-quantile coverage (nominal vs observed)", coverage_text(dm.quantiles, coverage), [coverage_plot],
+                      metrics={"quantile_coverage": {"quantiles": list(dm.quantiles), **coverage}}),
+        ReportSection("PIT histogram", pit_text(dm.quantiles, pit), [pit_plot], metrics={"pit": {"quantiles": list(dm.quantiles), **pit}}),
     ]
+
+
+def target_label(dm: WeatherDataModule) -> str:
+    """The target with its units for axis labels: ``data.expected_units`` when set, else the column name alone."""
+    return f"{dm.target} ({dm.expected_units})" if dm.expected_units else dm.target
+
+
+def quantile_coverage(forecasts: np.ndarray, target: np.ndarray) -> list[float]:
+    """Per quantile level, the share of test values at or below that quantile's forecast (``forecasts`` (N, H, Q),
+    ``target`` (N, H)): equal to the level for a calibrated forecast."""
+    forecasts = np.asarray(forecasts, dtype=np.float64)
+    return [float(np.mean(target <= forecasts[..., q])) for q in range(forecasts.shape[-1])]
+
+
+def pit_shares(forecasts: np.ndarray, target: np.ndarray) -> list[float]:
+    """A PIT histogram of quantile forecasts: the share of test values falling below the first quantile, between
+    consecutive quantiles and above the last (Q + 1 bins). A calibrated forecast puts the nominal widths there
+    (0.1, 0.4, 0.4, 0.1 for the 10/50/90 % quantiles); a U shape means intervals too narrow, a hump too wide."""
+    forecasts = np.sort(np.asarray(forecasts, dtype=np.float64), axis=-1)  # crossed quantiles count in order
+    bins = (target[..., None] > forecasts).sum(axis=-1).reshape(-1)
+    return (np.bincount(bins, minlength=forecasts.shape[-1] + 1) / max(len(bins), 1)).tolist()
+
+
+def coverage_figure(quantiles: tuple[float, ...], coverage: dict[str, list[float]]) -> plt.Figure:
+    """Observed against nominal level of each quantile, one line per forecaster, the diagonal for reference."""
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="calibrated")
+    for name, observed in coverage.items():
+        ax.plot(quantiles, observed, marker="s" if name == "model" else "o", lw=2.5 if name == "model" else 1, label=name,
+                color="black" if name == "model" else None)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal quantile level", ylabel="share of test values below the forecast quantile",
+           title="Per-quantile coverage (test)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def pit_figure(quantiles: tuple[float, ...], pit: dict[str, list[float]]) -> plt.Figure:
+    """PIT histograms binned at the quantile levels, as densities (share / bin width: 1 everywhere when calibrated)."""
+    edges = np.array([0.0, *quantiles, 1.0])
+    widths = np.diff(edges)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    width = 0.8 / len(pit)
+    for i, (name, shares) in enumerate(pit.items()):
+        ax.bar(np.arange(len(widths)) - 0.4 + (i + 0.5) * width, np.asarray(shares) / widths, width,
+               color="black" if name == "model" else None, label=name)
+    ax.axhline(1.0, color="k", ls=":", lw=0.8, label="calibrated")
+    ax.set_xticks(np.arange(len(widths)), [f"{lo:g}-{hi:g}" for lo, hi in pairwise(edges)])
+    ax.set(xlabel="PIT bin (between forecast quantile levels)", ylabel="density (share / bin width)", title="PIT histogram (test)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def coverage_text(quantiles: tuple[float, ...], coverage: dict[str, list[float]]) -> str:
+    """Markdown: observed share below each quantile forecast, per forecaster."""
+    lines = [("Share of test values (every origin and horizon) at or below each quantile forecast; a calibrated forecaster "
+              "matches the nominal level."), "", "| forecaster | " + " | ".join(f"q{q:g} (nominal {q:g})" for q in quantiles) + " |",
+             "|---" * (len(quantiles) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |" for name, values in coverage.items()]
+    return "\n".join(lines)
+
+
+def pit_text(quantiles: tuple[float, ...], pit: dict[str, list[float]]) -> str:
+    """Markdown: the PIT shares per bin and the nominal ones."""
+    edges = [0.0, *quantiles, 1.0]
+    header = [f"{lo:g}-{hi:g}" for lo, hi in pairwise(edges)]
+    lines = [("Where each test value falls among its forecast quantiles (probability integral transform binned at the "
+              "quantile levels). Flat density is calibrated; a U shape means intervals too narrow, a hump too wide."), "",
+             "| forecaster | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|",
+             "| nominal | " + " | ".join(f"{hi - lo:.3f}" for lo, hi in pairwise(edges)) + " |"]
+    lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |" for name, values in pit.items()]
+    return "\n".join(lines)
 
 
 def series_breakdown(dm: WeatherDataModule, preds: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -104,25 +189,26 @@ def per_horizon_table(model: dict, baselines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def per_horizon_figure(model: dict, baselines: dict[str, dict]) -> plt.Figure:
+def per_horizon_figure(model: dict, baselines: dict[str, dict], label: str = "target") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4))
     h = np.arange(1, len(model["per_horizon"]["mae"]) + 1)
     for name, scores in baselines.items():
         ax.plot(h, scores["per_horizon"]["mae"], marker="o", lw=1, alpha=0.7, label=name)
     ax.plot(h, model["per_horizon"]["mae"], marker="s", lw=2.5, color="black", label="model")
-    ax.set(xlabel="horizon (days)", ylabel="MAE", title="Test MAE per horizon")
+    ax.set(xlabel="horizon (days)", ylabel=f"MAE of {label}", title="Test MAE per horizon")
     ax.legend(fontsize=8)
     return fig
 
 
 def fan_figure(
-    dm: WeatherDataModule, preds: np.ndarray, n_series: int = 3, n_fans: int = 4, spacing: int = 10
+    dm: WeatherDataModule, preds: np.ndarray, n_series: int = 3, n_fans: int = 4, spacing: int = 10,
+    baselines: dict[str, np.ndarray] | None = None,
 ) -> plt.Figure:
     """For up to ``n_series`` series: actuals over the last part of the test span with forecast fans from a
-    few origins."""
+    few origins, and each baseline's median forecast (``baselines``: (N, H, Q) per name) from the same origins."""
     origins = dm.origins["test"]
     series_ids = np.unique(dm.panel.series_index[origins])[:n_series]
-    fig, axes = plt.subplots(len(series_ids), 1, figsize=(9, 3 * len(series_ids)), squeeze=False)
+    fig, axes = plt.subplots(len(series_ids), 1, figsize=(11.5, 3 * len(series_ids)), squeeze=False)
     h = dm.horizon
     for ax, s in zip(axes[:, 0], series_ids):
         idx = np.flatnonzero(dm.panel.series_index[origins] == s)
@@ -144,8 +230,12 @@ def fan_figure(
             ax.plot(
                 dates, preds[i, :, preds.shape[-1] // 2], color="tab:blue", lw=1.5, label="median" if k == 0 else None
             )
+            for j, (name, forecast) in enumerate((baselines or {}).items()):
+                ax.plot(dates, forecast[i, :, forecast.shape[-1] // 2], color=f"C{(j + 1) % 10}", lw=0.9, ls="--",
+                        label=f"{name} (median)" if k == 0 else None)
         ax.set_title(f"{dm.stats.series[s]}: {dm.target}")
-        ax.legend(fontsize=8, loc="upper left")
+        ax.set_ylabel(target_label(dm))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     return fig
@@ -168,6 +258,7 @@ def forecast_figure(
         )
         ax.plot(f["date"], f[qcols[len(qcols) // 2]], color="tab:blue", lw=2, label="median forecast")
         ax.set_title(f"{sid}: next {f['horizon'].max()} days of {dm.target}")
+        ax.set_ylabel(target_label(dm))
         ax.legend(fontsize=8, loc="upper left")
         ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()

@@ -138,6 +138,10 @@ def test_leave_one_year_out_run_writes_pooled_and_per_fold_metrics(tmp_path):
         assert set(folds[0][name]) == {"nrmse", "rmse", "mae"}
     report = (tmp_path / "report.md").read_text()
     assert "## Yield: test metrics per fold" in report and "| 36 | 2018 | 8 |" in report and "mean over folds" in report
+    # the Data section: every region-year is tested once, by the fold that held its year out
+    assert f"| test | {len(table)} | 8 | 1982 | 2018 |" in report
+    assert written["data"]["splits"]["test"]["mean yield"] == pytest.approx(table["actual"].mean(), abs=1e-3)
+    assert written["data"]["facts"]["protocol"] == "leave_one_year_out, 37 fold(s)"
 
     # evaluate: the checkpoint's folds are rebuilt from the data and reproduce the run's test predictions; a
     # checkpoint of one protocol evaluated under another is refused, naming the option

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -14,7 +15,9 @@ from sectorkit.domains.agriculture import DOMAIN
 from sectorkit.domains.agriculture.crop_yield.data import YieldDataModule
 from sectorkit.domains.agriculture.crop_yield.module import YieldRegressor
 from sectorkit.domains.agriculture.metrics import score_forecasts
+from sectorkit.domains.agriculture.crop_yield.report import yield_figure, yield_label
 from sectorkit.domains.agriculture.weather.data import WeatherDataModule
+from sectorkit.domains.agriculture.weather.report import fan_figure, target_label
 from sectorkit.domains.agriculture.weather.module import WeatherForecaster
 
 WEATHER = OmegaConf.create({"data": {"problem": "weather"}})
@@ -36,6 +39,8 @@ def test_weather_report_and_forecast_plot(tmp_path):
         "Per-horizon errors vs baselines",
         "Per-station test metrics",
         "Fan charts (10-90 % band, median, actual)",
+        "Per-quantile coverage (nominal vs observed)",
+        "PIT histogram",
     ]
     assert all(p.is_file() for s in sections for p in s.images)
     assert "| ridge_ar | mae |" in sections[0].body and "h7" in sections[0].body
@@ -64,6 +69,35 @@ def test_weather_report_and_forecast_plot(tmp_path):
         assert f"| {name} | {rows.sum()} | **model** | {model_mae:.3f} |" in sections[1].body
         assert set(by_series[name]["baselines"]) == set(baselines)
 
+    # calibration of the quantiles: share of actuals below each quantile forecast, and where they fall among them
+    coverage = sections[3].metrics["quantile_coverage"]
+    assert coverage["quantiles"] == [0.1, 0.5, 0.9] and set(coverage) == {"quantiles", "model", *baselines}
+    for name, forecasts in {"model": preds, **{n: r.predictions for n, r in baselines.items()}}.items():
+        assert all(0 <= v <= 1 for v in coverage[name])
+        assert coverage[name] == pytest.approx([np.mean(target <= forecasts[..., j]) for j in range(3)])
+        pit = sections[4].metrics["pit"][name]
+        assert len(pit) == 4 and sum(pit) == pytest.approx(1) and all(0 <= v <= 1 for v in pit)
+        low, high = np.mean(target < np.sort(forecasts, axis=-1)[..., 0]), np.mean(target > np.sort(forecasts, axis=-1)[..., -1])
+        assert pit[0] == pytest.approx(low) and pit[-1] == pytest.approx(high)
+    assert f"| model | {coverage['model'][0]:.3f} | {coverage['model'][1]:.3f} |" in sections[3].body
+    assert [p.name for p in sections[3].images + sections[4].images] == ["quantile_coverage.png", "pit_histogram.png"]
+
+    # the fan chart carries the baselines' forecasts beside the model's, and the target's units on its axis
+    fig = fan_figure(dm, preds, baselines={n: r.predictions for n, r in baselines.items()})
+    assert fig.axes[0].get_ylabel() == "tmax (degC)" == target_label(dm)
+    assert {f"{n} (median)" for n in baselines} <= set(fig.axes[0].get_legend_handles_labels()[1])
+    plt.close(fig)
+
+    # the data the run used: forecast origins and dates of each split, as the data module holds them
+    summary = dm.data_summary()
+    assert list(summary["splits"]) == ["train", "val", "test"]
+    for name, facts in summary["splits"].items():
+        origins = dm.origins[name]
+        assert facts["forecast origins"] == len(origins) and facts["series"] == 2
+        assert facts["forecast dates from"] == str(dm.panel.dates[origins + 1].min())[:10]
+        assert facts["to"] == str(dm.panel.dates[origins + 7].max())[:10]
+    assert summary["splits"]["train"]["to"] < summary["splits"]["test"]["forecast dates from"]
+
     dm.setup("predict")
     outputs, table = collect_predictions(module, dm, "predict")
     plots = tmp_path / "forecast_plots"
@@ -85,6 +119,16 @@ def test_yield_report(tmp_path):
     assert fold["test_years"] == list(range(2014, 2019)) and fold["n"] == len(dm.frames["test"])
     assert fold["linear_trend"] == pytest.approx(baselines["linear_trend"].metrics)
     assert "| 0 | 2014-2018 | 40 |" in sections[1].body
+    fig = yield_figure(dm.frames["test"], baselines["linear_trend"].predictions, {}, yield_label(dm))  # units on the axes
+    assert yield_label(dm) == "yield (t/ha)" and fig.axes[0].get_xlabel() == "actual yield (t/ha)"
+    assert fig.axes[1].get_ylabel() == "mean yield (t/ha) over regions"
+    plt.close(fig)
+    summary = dm.data_summary()
+    for name in ("train", "val", "test"):
+        frame = dm.frames[name]
+        facts = summary["splits"][name]
+        assert facts["region-years"] == len(frame) and (facts["from year"], facts["to year"]) == (frame["year"].min(), frame["year"].max())
+    assert (summary["splits"]["test"]["from year"], summary["splits"]["test"]["to year"]) == (2014, 2018)
     for name, result in baselines.items():  # the per-year table shows each baseline's own test predictions
         by_year = dm.frames["test"].assign(pred=result.predictions).groupby("year")["pred"].mean().round(3)
         assert name in sections[0].body and f"| {by_year.index[0]} |" in sections[0].body

@@ -96,7 +96,7 @@ def test_quick_pipeline_baselines_report_checkpoint_predict(tmp_path) -> None:
     outputs = model.predict_loader(dm.test_dataloader())
     ctx = RunContext(tmp_path, cfg, dm, model, metrics, trainer, predictions=dm.predict_frame(outputs, "test"), outputs=outputs, baselines=baselines)
     sections = DOMAIN.report(ctx)
-    assert len(sections) == 4 and all(Path(img).is_file() for s in sections for img in s.images)
+    assert len(sections) == 8 and all(Path(img).is_file() for s in sections for img in s.images)
 
     # weights-only checkpoint: threshold and preprocessing come back
     checkpoint = load_checkpoint(trainer.checkpoint_callback.best_model_path)
@@ -157,6 +157,13 @@ def test_train_and_predict_runs_hand_over_baselines_and_plots(tmp_path) -> None:
     report = Path(metrics["report"]).read_text()
     assert "ROC and precision-recall" in report and "chosen on the validation window" in report
     assert (tmp_path / "train" / "plots" / "roc_pr.png").is_file()
+    for plot in ("threshold_curves.png", "cost_curve.png", "calibration.png", "roc_low_fpr.png"):
+        assert (tmp_path / "train" / "plots" / plot).is_file() and f"(plots/{plot})" in report
+    predictions = pd.read_csv(metrics["predictions"])  # the Data section states the test window the predictions cover
+    test = metrics["data"]["splits"]["test"]
+    assert test["transactions"] == len(predictions) and test["frauds"] == int(predictions["label"].sum())
+    assert f"| test | {len(predictions)} | {test['from']} | {test['to']} |" in report and "## Data" in report
+    assert set(metrics["breakdowns"]) >= {"at_threshold", "cost", "calibration", "recall_at_fpr"}
     output = tmp_path / "scores.csv"
     run(compose_config(DOMAIN, ["task=predict", "experiment=quick", f"ckpt_path={metrics['checkpoint']}", f"output={output}",
                                 f"paths.output_dir={tmp_path / 'predict'}", *common]))

@@ -68,6 +68,35 @@ def test_report_sections(trained, tmp_path, monkeypatch) -> None:
     confusion = next(s for s in sections if "Confusion" in s.title).body
     assert module.threshold_rule in confusion and module.threshold_rule == "best F1 on validation"
 
+    # what a fraud team reads: the operating point, its cost, calibration and the low-FPR part of the ROC
+    table = ctx.predictions
+    y, alert = table["label"].to_numpy().astype(int), table["alert"].to_numpy()
+    tp, fp, fn = int((alert & (y == 1)).sum()), int((alert & (y == 0)).sum()), int((~alert & (y == 1)).sum())
+    by_title = {s.title: s for s in sections}
+    for title, plot in (("Precision, recall and alert volume against the threshold", "threshold_curves.png"), ("Cost curve", "cost_curve.png"),
+                        ("Calibration (reliability)", "calibration.png"), ("ROC at low false-positive rates (up to 5%)", "roc_low_fpr.png")):
+        assert by_title[title].images == [tmp_path / "plots" / plot]
+    at = by_title["Precision, recall and alert volume against the threshold"].metrics["at_threshold"]
+    assert at["alerts"] == tp + fp and at["recall"] == pytest.approx(tp / (tp + fn)) and at["precision"] == pytest.approx(tp / max(tp + fp, 1))
+    cost = by_title["Cost curve"].metrics["cost"]
+    hp = module.hparams
+    assert cost["cost"] == pytest.approx(hp.cost_missed_fraud * fn + hp.cost_alert * (tp + fp)) and cost["best_cost"] <= cost["cost"]
+    assert f"{cost['cost']:,.0f}" in by_title["Cost curve"].body
+    calibration = by_title["Calibration (reliability)"].metrics["calibration"]
+    assert set(calibration) == {"model", *baselines} and all(0 <= v["ece"] <= 1 and 0 <= v["brier"] <= 1 for v in calibration.values())
+    recall_at = by_title["ROC at low false-positive rates (up to 5%)"].metrics["recall_at_fpr"]
+    for values in recall_at.values():
+        assert list(values.values()) == sorted(values.values()) and all(0 <= v <= 1 for v in values.values())
+    assert f"| model | {recall_at['model']['0.001']:.3f} |" in by_title["ROC at low false-positive rates (up to 5%)"].body
+
+    # the data the run used: sizes, time range and fraud rate of each split, as in the data module's tables
+    summary = dm.data_summary()
+    assert list(summary["splits"]) == list(dm.tables)
+    for name, facts in summary["splits"].items():
+        part = dm.tables[name]
+        assert facts["transactions"] == len(part) and facts["frauds"] == int(part["label"].sum())
+        assert facts["from"] == str(part["datetime"].min().floor("s")) and facts["fraud rate"] == f"{part['label'].mean():.3%}"
+
 
 def test_report_after_predict_draws_into_the_plots_folder(trained, tmp_path) -> None:
     dm, module, *_ = trained

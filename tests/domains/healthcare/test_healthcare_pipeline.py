@@ -28,7 +28,9 @@ from sectorkit.core.schema import check_ranges
 from sectorkit.core.trainer import build_trainer
 from sectorkit.domains.healthcare import DOMAIN
 from sectorkit.domains.healthcare.data import HealthcareDataModule
-from sectorkit.domains.healthcare.report import heatmap_name
+from sectorkit.core.reporting import RunContext, write_report
+from sectorkit.domains.healthcare import report as healthcare_report
+from sectorkit.domains.healthcare.report import heatmap_name, localisation_section, localisation_warnings
 from sectorkit.domains.healthcare.sample import make_phantoms
 
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
@@ -51,6 +53,8 @@ def test_every_experiment_composes(experiment):
 @pytest.mark.parametrize("model", DOMAIN.options("model"))
 def test_every_model_config_builds(model):
     cfg = compose_config(DOMAIN, [f"model={model}", "paths.output_dir=/tmp/x"])
+    if "/" in str(cfg.model.net.get("backbone", "")):  # hub weights are not downloaded in tests: test_pretrained.py builds these from local folders
+        pytest.skip(f"model={model} loads {cfg.model.net.backbone} from the Hugging Face hub")
     module = instantiate(cfg.model, spatial_dims=2, in_channels=1, image_size=32, optimizer=cfg.optimizer, _recursive_=False)
     assert module.hparams.net == OmegaConf.to_container(cfg.model.net) and type(module.net) is network_class(cfg.model.net)
 
@@ -109,8 +113,17 @@ def test_quick_train_report_checkpoint_and_predict(tmp_path):
     assert len(predictions) == cfg.data.sample.n_test and set(predictions.columns) == {"name", "score", "is_anomalous", "label"}
     report = (run / "report.md").read_text()
     assert "| image | best F1 on validation |" in report and "threshold_rule" in report
-    for plot in ("heatmaps.png", "roc.png", "score_histogram.png", "primary_metric.png"):
+    for plot in ("heatmaps.png", "case_panels.png", "roc.png", "score_histogram.png", "primary_metric.png"):
         assert (run / "plots" / plot).is_file() and f"plots/{plot}" in report
+    # the data the run used (split sizes and class balance, as generated) and the pixel-level comparison
+    sample = cfg.data.sample
+    for split, n in (("train", sample.n_train), ("val", sample.n_val), ("test", sample.n_test)):
+        abnormal = 0 if split == "train" else n // 2
+        assert f"| {split} | {n} | {n - abnormal} | {abnormal} | {abnormal / n:.1%} |" in report
+    assert metrics["data"]["splits"]["test"]["abnormal"] == int(predictions["label"].sum())
+    expected = localisation_warnings(metrics)
+    assert ("## Lesion localisation (test, pixel level)" in report) and (metrics.get("warnings", []) == expected)
+    assert all(f"> **Warning:** {w}" in report.split("## Test metrics")[0] for w in expected)
     overlays = sorted((run / "plots" / "heatmaps").glob("*.png"))
     assert [p.name for p in overlays] == [Path(heatmap_name(i, n)).name for i, n in enumerate(predictions["name"])]
 
@@ -136,6 +149,32 @@ def test_quick_train_report_checkpoint_and_predict(tmp_path):
     bad = instantiate(cfg.data, path=str(folder))
     with pytest.raises(DataError, match=r"scan9\.png: cannot read"):
         bad.setup("predict")
+
+
+def _localisation_metrics(pixel_auroc: float, dice: float) -> dict:
+    model = {"image_auroc": 0.9, "pixel_auroc": 0.85, "aupro": 0.5, "dice": 0.40}
+    return {"domain": "healthcare", "model_name": "autoencoder", "primary_metric": "image_auroc", "mode": "max", "test": model,
+            "baselines": {"knn": {**model, "pixel_auroc": 0.80, "dice": 0.30}, "pca": {**model, "pixel_auroc": pixel_auroc, "dice": dice}}}
+
+
+@pytest.mark.parametrize(("pixel_auroc", "dice", "warned"), [(1.0, 0.30, "pixel AUROC 1.000 vs the model's 0.850"),
+                                                            (0.80, 0.55, "Dice 0.550 vs the model's 0.400"),
+                                                            (0.8505, 0.4004, None), (float("nan"), 0.30, None)])
+def test_a_baseline_that_localises_better_is_a_warning_at_the_top_of_the_report(tmp_path, pixel_auroc, dice, warned):
+    """A baseline above the model on pixel AUROC or Dice (not within 0.001, not NaN) is named at the top of report.md
+    and in metrics.json's ``warnings``; otherwise the report says no baseline localises better."""
+    metrics = _localisation_metrics(pixel_auroc, dice)
+    section = localisation_section(metrics)
+    ctx = RunContext(tmp_path, OmegaConf.create({}), None, None, metrics)
+    head = write_report(ctx, [section]).read_text().split("## Test metrics")[0]
+    if warned:
+        assert section.warnings == [w := f"the baseline pca localises lesions better than the model ({warned}); the model's heatmaps "
+                                         "are the less reliable guide to where a lesion is"]
+        assert f"> **Warning:** {w}" in head and metrics["warnings"] == [w] and f"**Warning: {w}.**" in section.body
+    else:
+        assert section.warnings == [] and "Warning" not in head and "warnings" not in metrics
+        assert "No baseline localises lesions better than the model" in section.body
+    assert "| pca (baseline) |" in section.body and "| autoencoder (model) | 0.8500 | 0.5000 | 0.4000 |" in section.body
 
 
 def test_heatmap_names_are_unique_per_input():
@@ -171,9 +210,13 @@ def _normal_only_validation_folder(root: Path) -> None:
     save(root / "test" / "Ungood" / "anomaly_mask", test.masks[test.labels == 1].astype(np.float32))
 
 
-def test_normal_only_validation_says_which_threshold_rule_and_heatmaps_are_capped(tmp_path, capsys):
+FORCED = "the baseline pca localises lesions better than the model (forced in this test)"
+
+
+def test_normal_only_validation_says_which_threshold_rule_and_heatmaps_are_capped(tmp_path, capsys, monkeypatch):
     """valid/good only: F1 cannot be chosen, so the thresholds are the normal-score quantile at model.fpr, and the
     rule is in the terminal, metrics.json and report.md; data.max_heatmaps=3 writes the 3 highest-scored overlays."""
+    monkeypatch.setattr(healthcare_report, "localisation_warnings", lambda metrics: [FORCED])
     _normal_only_validation_folder(tmp_path / "data")
     run = tmp_path / "run"
     cfg = compose_config(DOMAIN, ["data=folder", f"data.path={tmp_path / 'data'}", "data.image_size=32", "data.max_heatmaps=3",
@@ -182,7 +225,9 @@ def test_normal_only_validation_says_which_threshold_rule_and_heatmaps_are_cappe
     metrics = json.loads((run / "metrics.json").read_text())
     rule = "f1 impossible (validation has no positives): normal-score quantile, false-positive rate 0.05"
     assert metrics["decisions"]["image_threshold_rule"] == rule and metrics["decisions"]["pixel_threshold_rule"] == rule
-    assert f"image_threshold_rule: {rule}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"image_threshold_rule: {rule}" in out
+    assert f"warning: {FORCED}" in out and metrics["warnings"] == [FORCED]  # a report section's warning reaches the terminal
     report = (run / "report.md").read_text()
     assert f"| image | {rule} |" in report and "The validation split has no abnormal image (image threshold) and no lesion pixel" in report
     assert "0.95 quantile of the normal validation scores" in report and np.isfinite(metrics["test"]["image_f1"])

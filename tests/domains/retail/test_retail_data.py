@@ -256,3 +256,17 @@ def test_activity_segments_cut_at_quantiles_with_a_very_light_segment():
     assert heavy.ranges == ["0-5", "6-20", "21+"] and heavy.codes.tolist() == [1, 1, 1, 2]  # empty very light stays; tied cuts merge
     with pytest.raises(ConfigError, match=r"data\.segments\.quantiles"):
         RetailDataModule(segments={"quantiles": [0.5, 1.5]})
+
+
+def test_evaluated_users_mask_their_own_history_when_some_users_have_no_test_items():
+    """A global temporal split leaves many users without test items: each batch row's history and exclusion list
+    must be that row's user's known items, not those of the user whose code equals the row number."""
+    dm = RetailDataModule(sample={"n_users": 60, "n_items": 50}, split={"method": "temporal"}, eval_batch_size=1000)
+    dm.setup("fit")
+    dataset = dm.eval_dataset("test")
+    assert len(dataset.users) < dm.n_users  # some users have no test items
+    batch = dataset[list(range(len(dataset.users)))]
+    known = dm.known_history("test")
+    for row, user in enumerate(batch["users"].tolist()):
+        excluded = set(batch["exclude"][row].tolist()) - {-1}
+        assert excluded == set(known.padded(np.array([user]), -1)[0].tolist()) - {-1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,7 +15,7 @@ from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, re
 from sectorkit.core.config import compose_config, validate_overrides
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.pipeline import build_datamodule, build_model, collect_predictions
-from sectorkit.core.reporting import RunContext
+from sectorkit.core.reporting import RunContext, write_report
 from sectorkit.core.trainer import build_trainer
 from sectorkit.domains.retail import DOMAIN
 from sectorkit.domains.retail.models.base import RecommenderNetwork
@@ -32,7 +33,7 @@ def test_every_experiment_composes(experiment):
     assert cfg.monitor.metric == ("mrr@10" if experiment == "recbole_ml100k" else "ndcg@10") and cfg.model._target_.endswith("RecommenderModule")
 
 
-@pytest.mark.parametrize("model", DOMAIN.options("model"))
+@pytest.mark.parametrize("model", [m for m in DOMAIN.options("model") if m != "auto"])  # model=auto: tests/core/test_auto.py
 def test_every_model_config_builds_a_retail_network(model):
     cfg = compose_config(DOMAIN, [f"model={model}", "data.sample.n_users=40", "data.sample.n_items=30"])
     dm = build_datamodule(cfg)
@@ -137,6 +138,29 @@ def test_quick_experiment_trains_beats_mostpop_reports_and_predicts(tmp_path):
     assert (per_user["segment"].map(len) == 1).all() and {s for (s,) in per_user["segment"]} <= {r["segment"] for r in rows}
     train_counts = dm.lists["train"].lengths()
     assert all(per_user.loc[dm.user_ids[u], "train_interactions"] == {train_counts[u]} for u in dm.eval_dataset("test").users)
+    activity = dm.test_segments().activity
+    assert segments.images == [tmp_path / "plots" / "segments.png"] and segments.images[0].is_file()
+    assert f"Cold users (no training interaction) among the test users: {int((activity == 0).sum())}" in segments.body
+
+    # example top-K lists beside the histories: the lightest, median and heaviest test users, the model's own ranking
+    (examples,) = [s for s in sections if s.title == "Example recommendations"]
+    shown = examples.metrics["example_users"]
+    assert [e["train_interactions"] for e in shown] == [activity.min(), int(np.sort(activity)[len(activity) // 2]), activity.max()]
+    for example in shown:
+        ranked = table[table.user == example["user"]].sort_values("rank")["item"].tolist()
+        assert [name.split(": ")[0] for name in example["top"]] == ranked[:10]
+        assert f"| {example['user']} | {example['train_interactions']} |" in examples.body
+        assert examples.body.count("**") >= 2 * example["hits"]
+
+    # the data the run used, in report.md: sizes and time range of each split, users, items
+    summary = dm.data_summary()
+    assert summary["facts"]["users"] == dm.n_users and summary["facts"]["items"] == dm.n_items
+    report = write_report(ctx, sections).read_text()
+    for name in ("train", "valid", "test"):
+        part = getattr(dm.prepared, name)
+        first = str(pd.Timestamp(part["timestamp"].min(), unit="s").date())
+        assert f"| {name} | {len(part)} | {part['user'].nunique()} | {part['item'].nunique()} | {first} |" in report
+    assert "plots/segments.png" in report and "## Example recommendations" in report and f"- users: {dm.n_users}" in report
 
     # checkpoint holds only tensors and plain containers; predict on a file restores the id maps
     checkpoint = load_checkpoint(trainer.checkpoint_callback.best_model_path)
