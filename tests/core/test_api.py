@@ -42,7 +42,7 @@ def test_train_load_predict_evaluate_export_from_python(tmp_path: Path) -> None:
     out = json.loads(result.stdout.strip().splitlines()[-1])
     run_dir = Path(out["run_dir"])
     assert run_dir.parent == tmp_path / "outputs" / "finance" / "runs" and (run_dir / "report.md").is_file()
-    assert 0.0 <= out["test"]["ap"] <= 1.0 and out["baselines"] == ["hist_gradient_boosting", "logistic_regression"]
+    assert 0.0 <= out["test"]["ap"] <= 1.0 and out["baselines"] == ["hist_gradient_boosting", "lightgbm", "logistic_regression"]
     assert out["verdict"].startswith(("the model", "the baseline"))
     assert (out["domain"], out["model_name"]) == ("finance", "mlp_small") and Path(out["checkpoint"]).parent == run_dir / "checkpoints"
     assert out["rows"] == 3000 and {"score", "alert"} <= set(out["columns"])

@@ -46,6 +46,8 @@ class WeatherForecaster(SectorModule):
     added to every quantile: each station gets its own linear response to its own recent weather and sensors.
     """
 
+    export_outputs = ("quantiles",)  # (batch, horizon, quantiles) in the target's units
+
     def __init__(
         self,
         net: dict[str, Any],
@@ -102,6 +104,9 @@ class WeatherForecaster(SectorModule):
         self.register_buffer("calibration", torch.zeros(shape))  # added to the network's quantiles
         self.register_buffer("band", torch.zeros(shape))  # added to the network's median
         self.register_buffer("band_weight", torch.zeros(int(n_series)))  # 0: network quantiles, 1: band
+        # nothing to train (a pretrained network used zero-shot, no adapter): one pass, no optimizer, no gradient
+        # steps; validation still calibrates the intervals (as healthcare's memory banks fit without an optimizer)
+        self.gradient_free = not any(p.requires_grad for p in self.parameters())
 
     def build_metrics(self) -> MetricCollection:
         return MetricCollection({"forecast": ForecastMetrics(self.horizon, self.quantiles)})
@@ -131,6 +136,14 @@ class WeatherForecaster(SectorModule):
                 "training span: call model.prepare_fit(datamodule.training_state()) before fitting, or set "
                 "model.reference=none and model.ridge_combination=0"
             )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        return None if self.gradient_free else super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.gradient_free:
+            self.trainer.should_stop = True  # one validation pass calibrates the intervals; nothing else to fit
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         z = (batch["target"] - batch["loc"][:, None]) / batch["scale"][:, None]
