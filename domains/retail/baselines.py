@@ -4,10 +4,17 @@ Each is fitted on the training interactions and scores users from their known hi
 (``datamodule.known_history``: training items at validation, training + validation items at test), with no
 refit; the same history is masked, for them and for the model, and is what the model's ``history`` holds.
 ItemKNN and EASE need an item-item matrix, so they are meant for catalogues up to ~20k items.
+
+For held-out (cold) items, which have no training interactions, the baselines that read item side
+information (``data.items_path``): ``text`` (cosine between the mean text vector of the user's known items
+and each item's text vector), ``genre`` (the same with multi-hot genres), ``cold_popularity`` (the items'
+popularity in the evaluated split itself: an oracle no live system has at launch, the ceiling of "recommend
+what turns out popular") and ``random``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,7 +23,10 @@ from omegaconf import OmegaConf
 from scipy import sparse
 
 from sectorkit.core.baselines import BaselineResult
+from sectorkit.core.errors import ConfigError
 from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
+
+log = logging.getLogger(__name__)
 
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sparse.csr_matrix:
@@ -66,12 +76,11 @@ class EASE:
         self.reg_weight = reg_weight
 
     def fit(self, matrix: sparse.csr_matrix) -> "EASE":
-        gram = torch.as_tensor((matrix.T @ matrix).toarray(), dtype=torch.float64)
-        gram += self.reg_weight * torch.eye(gram.shape[0], dtype=torch.float64)
-        precision = torch.linalg.inv(gram)
-        weights = -precision / torch.diagonal(precision)[None, :]
-        weights.fill_diagonal_(0.0)
-        self.weights = weights.float()
+        from sectorkit.domains.retail.models.ease import ease_weights  # the one closed form, shared with the network
+
+        coo = matrix.tocoo()
+        self.weights = ease_weights(torch.as_tensor(coo.row, dtype=torch.long), torch.as_tensor(coo.col, dtype=torch.long),
+                                    matrix.shape[0], matrix.shape[1], self.reg_weight)
         return self
 
     def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:
@@ -79,7 +88,66 @@ class EASE:
         return torch.as_tensor(rows.toarray()) @ self.weights
 
 
-BASELINES = {"mostpop": MostPop, "itemknn": ItemKNN, "ease": EASE}
+class RandomScores:
+    """Uniform random scores (seeded): the chance level of a ranking."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def fit(self, matrix: sparse.csr_matrix) -> "RandomScores":
+        self.n_items = matrix.shape[1]
+        return self
+
+    def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:
+        return torch.rand(rows.shape[0], self.n_items, generator=self.generator)
+
+
+class ProfileSimilarity:
+    """Content-based: a user's profile is the mean of the (L2-normalised) feature vectors of their known items;
+    an item's score is the cosine between that profile and its own vector. Needs no training interactions of
+    the scored item, so it ranks cold items."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        self.features = torch.nn.functional.normalize(features.float(), dim=1)
+
+    def fit(self, matrix: sparse.csr_matrix) -> "ProfileSimilarity":
+        return self
+
+    def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:
+        profile = torch.nn.functional.normalize(torch.as_tensor(rows.toarray()) @ self.features, dim=1)
+        return profile @ self.features.T
+
+
+class SplitPopularity:
+    """Item popularity counted on the evaluated split's own interactions (an oracle reference for cold items)."""
+
+    def __init__(self, counts: torch.Tensor) -> None:
+        self.counts = counts.float()
+
+    def fit(self, matrix: sparse.csr_matrix) -> "SplitPopularity":
+        return self
+
+    def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:
+        return self.counts.expand(rows.shape[0], -1).clone()
+
+
+BASELINES = {"mostpop": MostPop, "itemknn": ItemKNN, "ease": EASE, "random": RandomScores}
+ITEM_SIDE_BASELINES = ("text", "genre", "cold_popularity")
+INTERACTION_ONLY = ("mostpop", "itemknn", "ease")
+COLD_ITEM_BASELINES = ("cold_popularity", "genre", "text", "random")
+
+
+def build_baseline(name: str, settings: dict[str, Any], datamodule: Any, stage: str) -> Any:
+    """An unfitted baseline by name; the item-side ones read the datamodule's item text/genres or the split."""
+    if name == "text":
+        return ProfileSimilarity(datamodule.item_side.text)
+    if name == "genre":
+        return ProfileSimilarity(datamodule.item_side.genres)
+    if name == "cold_popularity":
+        return SplitPopularity(torch.bincount(torch.as_tensor(datamodule.lists[stage].items), minlength=datamodule.n_items))
+    if name not in BASELINES:
+        raise ConfigError(f"baselines.names: unknown baseline {name!r}; expected some of {', '.join([*BASELINES, *ITEM_SIDE_BASELINES])}")
+    return BASELINES[name](**settings)
 
 
 def evaluate_scorer(model: Any, dataset: Any, seen: sparse.csr_matrix, ks: list[int], n_items: int, popularity: torch.Tensor,
@@ -116,12 +184,21 @@ def evaluate_baselines(datamodule: Any, ks: list[int], names: list[str] | None =
     popularity = torch.bincount(datamodule.train_items, minlength=datamodule.n_items).float() / max(datamodule.n_users, 1)
     dataset = datamodule.eval_dataset(stage)
     ks = [k for k in ks if k <= datamodule.n_items]
-    return {name: evaluate_scorer(BASELINES[name](**settings.get(name, {})).fit(train), dataset, seen, ks, datamodule.n_items, popularity)
-            for name in names or list(BASELINES)}
+    return {name: evaluate_scorer(build_baseline(name, settings.get(name, {}), datamodule, stage).fit(train), dataset, seen, ks,
+                                  datamodule.n_items, popularity)
+            for name in names or ["mostpop", "itemknn", "ease"]}
 
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, BaselineResult]:
-    """The domain's baselines hook: ``baselines.names`` with their ``baselines.<name>`` settings at ``metrics.ks``."""
+    """The domain's baselines hook: ``baselines.names`` with their ``baselines.<name>`` settings at ``metrics.ks``.
+    On a ``cold_items`` split, baselines that score from training interactions only (MostPop, ItemKNN, EASE:
+    every held-out item scores 0) are replaced by the cold-item ones."""
     settings = OmegaConf.to_container(cfg.baselines, resolve=True) if cfg.get("baselines") else {}
     names = settings.pop("names", None)
+    cold_split = getattr(datamodule, "cold_candidates", lambda stage: None)("test") is not None
+    if cold_split and any(n in INTERACTION_ONLY for n in names or INTERACTION_ONLY):
+        kept = [n for n in names or [] if n not in INTERACTION_ONLY]
+        names = kept + [n for n in COLD_ITEM_BASELINES if n not in kept]
+        log.warning("cold_items split: %s cannot score held-out items (they have no training interactions); baselines: %s",
+                    ", ".join(INTERACTION_ONLY), ", ".join(names))
     return evaluate_baselines(datamodule, list(cfg.metrics.ks), names, settings)

@@ -33,10 +33,11 @@ class SampleConfig:
 
 @dataclass
 class SplitConfig:
-    """How interactions are split: ``method`` ratio | recbole | leave_one_out | temporal; ``order`` random |
-    temporal (ratio and recbole; for recbole these are RecBole's RO and TO orderings, seeded by ``data.seed``)."""
+    """How interactions are split: ``method`` ratio | recbole | leave_one_out | temporal | cold_items; ``order``
+    random | temporal (ratio and recbole; for recbole these are RecBole's RO and TO orderings, seeded by
+    ``data.seed``). ``cold_items`` splits the items by ``ratios`` (validation and test items are never trained on)."""
 
-    method: str = one_of("ratio", "ratio", "recbole", "leave_one_out", "temporal")
+    method: str = one_of("ratio", "ratio", "recbole", "leave_one_out", "temporal", "cold_items")
     ratios: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     order: str = one_of("random", "random", "temporal")
 
@@ -70,6 +71,13 @@ class RetailDataConfig(DataConfig):
     split: SplitConfig = field(default_factory=SplitConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    items_path: Optional[str] = None
+    item_id_column: str = "item_id"
+    item_text_columns: List[str] = field(default_factory=lambda: ["title", "genre"])
+    item_genre_column: Optional[str] = "genre"
+    text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    text_max_length: int = bounded(64, 1)
+    text_batch_size: int = bounded(64, 1)
     max_seq_len: int = bounded(50, 1)
     top_k: int = bounded(10, 1)
     batch_size: int = bounded(2048, 1)

@@ -10,7 +10,10 @@
   Given the same rows in the same file order and the same seed, this is RecBole's split row for row;
 * ``leave_one_out``: per user, the last interaction is test and the one before is validation (temporal);
   users with fewer than 3 interactions only train;
-* ``temporal``: one global cut by time quantiles; validation/test users are those with history in train.
+* ``temporal``: one global cut by time quantiles; validation/test users are those with history in train;
+* ``cold_items``: the items (not the interactions) are split by ``ratios``: every interaction of a validation
+  item is validation, every interaction of a test item is test, so those items are never seen in training
+  (cold-start items, scored from their side information only).
 
 Each function returns an int array of split labels (0 train, 1 validation, 2 test), one per row.
 """
@@ -23,7 +26,7 @@ import torch
 
 from sectorkit.core.errors import ConfigError
 
-SPLIT_METHODS = ("ratio", "recbole", "leave_one_out", "temporal")
+SPLIT_METHODS = ("ratio", "recbole", "leave_one_out", "temporal", "cold_items")
 
 
 def _order_key(frame: pd.DataFrame, order: str, seed: int) -> np.ndarray:
@@ -136,6 +139,23 @@ def temporal_split(frame: pd.DataFrame, ratios: list[float] = (0.8, 0.1, 0.1)) -
     return np.where(rank < cut1, 0, np.where(rank < cut2, 1, 2)).astype(np.int64)
 
 
+def cold_items_split(frame: pd.DataFrame, ratios: list[float] = (0.8, 0.1, 0.1), seed: int = 0) -> np.ndarray:
+    """Hold out whole items: a random ``ratios[1]`` share of the items (at least one) give all their
+    interactions to validation, another ``ratios[2]`` share (at least one) to test; the rest train."""
+    _check_ratios(ratios)
+    total = sum(ratios)
+    items = np.unique(frame["item"].to_numpy())
+    n_valid = max(int(round(len(items) * ratios[1] / total)), 1 if ratios[1] > 0 else 0)
+    n_test = max(int(round(len(items) * ratios[2] / total)), 1)
+    if n_valid + n_test >= len(items):
+        raise ConfigError(f"data.split.ratios={list(ratios)}: holding out {n_valid} + {n_test} of {len(items)} items leaves none to train on")
+    order = np.random.default_rng(seed).permutation(items)
+    part = pd.Series(0, index=items, dtype=np.int64)
+    part[order[:n_valid]] = 1
+    part[order[n_valid:n_valid + n_test]] = 2
+    return part.reindex(frame["item"].to_numpy()).to_numpy(dtype=np.int64)
+
+
 def make_split(frame: pd.DataFrame, method: str = "ratio", ratios: list[float] = (0.8, 0.1, 0.1), order: str = "random", seed: int = 0) -> np.ndarray:
     """Dispatch on ``data.split.method``."""
     if method == "ratio":
@@ -146,4 +166,6 @@ def make_split(frame: pd.DataFrame, method: str = "ratio", ratios: list[float] =
         return leave_one_out_split(frame)
     if method == "temporal":
         return temporal_split(frame, ratios)
+    if method == "cold_items":
+        return cold_items_split(frame, ratios, seed)
     raise ConfigError(f"data.split.method={method!r}; expected one of {', '.join(SPLIT_METHODS)}")

@@ -30,15 +30,22 @@ class RecommenderNetwork(Network):
     (training items at validation, training + validation items at test, the checkpoint's training items plus
     the predict file's at predict): ``none`` (learned user vectors only; the known items act through the
     mask), ``recent`` (the last ``data.max_seq_len`` items in time order) or ``full`` (every known item).
+    ``uses_item_text``: the network is built with ``item_text_dim`` and :meth:`set_item_text` receives the
+    items' text vectors (``data.items_path``, ``data.text_model``) before fitting; it keeps them as a buffer.
     """
 
     input_type: ClassVar[str] = "pairwise"
     loss_type: ClassVar[str] = "bpr"
     history_input: ClassVar[str] = "none"
+    uses_item_text: ClassVar[bool] = False
 
     def set_graph(self, users: torch.Tensor, items: torch.Tensor) -> None:
         """Take the training interactions (only called when ``needs_graph`` is set)."""
         raise NotImplementedError(f"{type(self).__name__} declares needs_graph but does not implement set_graph")
+
+    def set_item_text(self, vectors: torch.Tensor) -> None:
+        """Take the [n_items, item_text_dim] item text vectors (only called when ``uses_item_text`` is set)."""
+        raise NotImplementedError(f"{type(self).__name__} declares uses_item_text but does not implement set_item_text")
 
     def score_all(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """[B] users and [B, L] right-aligned histories (padding ``n_items``) → [B, n_items] scores."""
