@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-EXTRAS ?= sweep,slurm,test
+EXTRAS ?= sweep,slurm,export,test,pretrained,serve,text
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-all bench bench-full clean

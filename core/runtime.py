@@ -9,6 +9,7 @@ import warnings
 import torch
 from omegaconf import DictConfig
 
+from sectorkit.core import progress
 from sectorkit.core.errors import ConfigError
 
 DDP_JOB_ENV = "SECTORKIT_DDP_JOB"  # set by a DDP run's first process; its workers read it to join the same job
@@ -86,6 +87,7 @@ def configure_runtime(runtime_cfg: DictConfig, trainer_cfg: DictConfig) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     quiet_library_output(bool(runtime_cfg.get("verbose", False)))
+    progress.configure(verbose=bool(runtime_cfg.get("verbose", False)))  # verbose runs report every phase's time
     threads = runtime_cfg.torch_threads
     if threads is None:
         threads = default_torch_threads(processes_per_node(trainer_cfg))

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from sectorkit.core.progress import phase
+
 SECONDS_PER_DAY = 86_400
 
 
@@ -185,12 +187,15 @@ def simulate(cfg: SimulatorConfig | None = None) -> pd.DataFrame:
 def load_sample(cfg: SimulatorConfig | None = None, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """The simulated table, read from ``cache_dir/finance_sim_<hash>.parquet`` when already generated."""
     cfg = cfg or SimulatorConfig()
+    label = f"simulating transactions ({cfg.n_customers} customers, {cfg.n_days} days)"
     if cache_dir is None:
-        return simulate(cfg)
+        with phase(label):
+            return simulate(cfg)
     path = Path(cache_dir).expanduser() / f"finance_sim_{cfg.key()}.parquet"
     if path.is_file():
         return pd.read_parquet(path)
-    frame = simulate(cfg)
+    with phase(label):
+        frame = simulate(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     frame.to_parquet(tmp, index=False)
