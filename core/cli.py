@@ -67,9 +67,9 @@ def _dispatch(argv: list[str]) -> int:
     demo = sub.add_parser("demo", help="run every domain's demo (else quick) experiment on its built-in sample, then a short "
                           "Optuna search; print model vs baselines")
     demo.add_argument("--domains", nargs="*", help="only these domains")
-    demo.add_argument("--sweep", default="finance", metavar="DOMAIN",
+    demo.add_argument("--sweep", default=None, metavar="DOMAIN",
                       help="after the runs, a 4-trial Optuna search on this domain's quick experiment, if it is among --domains "
-                           "(default: finance; none: no search)")
+                           "(default: the domain whose demo run was fastest; none: no search)")
     new = sub.add_parser("new-domain", help="scaffold a domain plugin package that trains out of the box")
     new.add_argument("name")
     new.add_argument("--dest", default=".", help="folder to create the package in (default: current folder)")

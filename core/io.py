@@ -3,9 +3,13 @@ half-written output behind)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import lzma
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from sectorkit.core.errors import DataError
+from sectorkit.core.errors import ConfigError, DataError, SectorkitError
 
+DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)  # a full or read-only disk: one line
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".txt")
 
 
@@ -24,7 +29,7 @@ def read_table(path: str | Path, expected: str = "table") -> pd.DataFrame:
     path = Path(path)
     name = path.name.lower()
     if path.is_dir():
-        raise DataError(f"{path}: is a folder; give one CSV or Parquet {expected} file")
+        raise DataError(f"{path}: is a folder, expected a file (one CSV or Parquet {expected})")
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a CSV or Parquet {expected})")
     if not name.endswith(TABLE_SUFFIXES):
@@ -35,8 +40,9 @@ def read_table(path: str | Path, expected: str = "table") -> pd.DataFrame:
         frame = pd.read_parquet(path) if name.endswith((".parquet", ".pq")) else pd.read_csv(path)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty; expected a CSV or Parquet {expected}") from exc
-    except (pd.errors.ParserError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: could not be read as a table ({exc})") from exc
+    except (pd.errors.ParserError, OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # a truncated .gz is an EOFError
+        raise DataError(f"{path}: could not be read as a table ({detail})") from None
     if frame.empty:
         raise DataError(f"{path}: has a header but no rows")
     return frame
@@ -46,16 +52,23 @@ def read_table(path: str | Path, expected: str = "table") -> pd.DataFrame:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        raise SectorkitError(f"{target.parent}: cannot write {target.name} ({err.strerror or err}); the previous file, if any, "
+                             "is kept") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -111,3 +124,22 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def write_input(data: pd.DataFrame | str | Path | np.ndarray, folder: Path) -> Path:
+    """``data`` as a path the domain's reader takes (predict here and the server's requests)."""
+    import numpy as np
+
+    if isinstance(data, (str, Path)):
+        return Path(data).expanduser().resolve()
+    if isinstance(data, pd.DataFrame):
+        path = folder / "input.parquet"
+        data.to_parquet(path, index=False)
+        return path
+    if isinstance(data, np.ndarray):
+        if data.ndim not in (3, 4):
+            raise DataError(f"image arrays must be (N, H, W) or (N, C, H, W), got shape {data.shape}")
+        path = folder / "input.npz"
+        np.savez_compressed(path, test_images=data, test_labels=np.zeros(len(data), dtype=np.int64))
+        return path
+    raise ConfigError(f"predict: expected a pandas DataFrame, a path or an image array, got {type(data).__name__}")

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sectorkit.core import __version__
 from sectorkit.core.baselines import BaselineResult
-from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state, resume_checkpoint
+from sectorkit.core.checkpoint import RandomState, load_checkpoint, model_from_checkpoint, restore_datamodule_state, resume_checkpoint
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, SectorkitError
 from sectorkit.core.export import export_model
@@ -256,6 +256,7 @@ def train(cfg: DictConfig) -> float | None:
     model = build_model(cfg, datamodule)
     trainer = build_trainer(cfg)
     trainer.callbacks.append(RecordRun(run_record(cfg, model_name(cfg))))
+    trainer.callbacks.append(RandomState())  # a resumed run continues the random streams of the run it resumes
     announce_ddp_job(cfg)
     weights_only = not cfg.allow_unsafe_checkpoint
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=weights_only)

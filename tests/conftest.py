@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,3 +32,34 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+QUICK = ["experiment=quick", "trainer.max_epochs=1", "runtime.torch_threads=1", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+@dataclass(frozen=True)
+class QuickRun:
+    """A built-in domain's quick training run: its ``SECTORKIT_ROOT`` and parsed ``metrics.json``."""
+
+    root: Path
+    metrics: dict
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory):
+    """``quick_run(domain)``: ``sectorkit train domain=<domain> experiment=quick`` (1 epoch) through the CLI, once per
+    domain and session, shared by the tests that need a trained built-in model."""
+    runs: dict[str, QuickRun] = {}
+
+    def train(domain: str) -> QuickRun:
+        if domain not in runs:
+            root = tmp_path_factory.mktemp(f"quick_{domain}")
+            env = {**os.environ, "SECTORKIT_ROOT": str(root), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+            trained = subprocess.run([sys.executable, "-m", "sectorkit", "train", f"domain={domain}", *QUICK], env=env, cwd=root,
+                                     capture_output=True, text=True, timeout=300, check=False)
+            assert trained.returncode == 0, trained.stderr[-3000:]
+            (metrics_file,) = (root / "outputs" / domain / "runs").glob("*/metrics.json")
+            runs[domain] = QuickRun(root, json.loads(metrics_file.read_text()))
+        return runs[domain]
+
+    return train

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.io import read_table
 from sectorkit.core.network import Network
 from sectorkit.core.progress import phase
+from sectorkit.core.sharding import distributed_rank, read_shard
+from sectorkit.domains.finance import scale
 from sectorkit.domains.finance.features import build_features
 from sectorkit.domains.finance.models.base import fraud_network
 from sectorkit.domains.finance.models.numeric_encoding import tree_bin_edges
@@ -93,11 +96,17 @@ class FraudDataModule(SectorDataModule):
         cache_dir: str | None = None,
         network: type[Network] | None = None,
         history: str | pd.DataFrame | None = None,
+        engine: str = "auto",
+        engine_min_rows: int = scale.AUTO_ROWS,
+        shard_by_rank: bool = False,
     ) -> None:
         super().__init__(path, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, seed, cache_dir, network)
         # predict: earlier transactions (a file in data.path's layout, or a served model's frame) whose card and
         # terminal windows the scored rows see; they are not scored themselves
         self.history = history
+        # features in memory (pandas) or out-of-core (pyarrow, see scale.py); shard_by_rank: each global rank reads
+        # only its row groups of the feature table
+        self.engine, self.engine_min_rows, self.shard_by_rank = engine, int(engine_min_rows), bool(shard_by_rank)
         # without ``columns`` a file is read with the simulator's layout
         self.spec = ColumnSpec(**dict(columns)) if self.path is not None and columns is not None else sample_spec()
         self.simulator = SimulatorConfig(**dict(simulator or {}))
@@ -125,6 +134,8 @@ class FraudDataModule(SectorDataModule):
         if self.split_cfg["method"] == "column" and with_label and not column:
             raise ConfigError("data.split.column: data.split.method=column needs the name of the file's column that assigns rows to splits")
         keep = {column: SPLIT_COLUMN} if column else None
+        if self.resolved_engine() == "pyarrow" and (with_label or self.history is None):
+            return self.load_frame_out_of_core(with_label, keep)
         if self.path is None:
             frame = to_canonical(load_sample(self.simulator, self.cache_dir), self.spec, self.source, keep=keep)
         else:
@@ -134,6 +145,37 @@ class FraudDataModule(SectorDataModule):
         with phase(f"computing features ({len(frame)} transactions)"):
             features = build_features(frame, **self.feature_cfg)
         return pd.concat([frame, features], axis=1)
+
+    def resolved_engine(self) -> str:
+        """``data.engine``: ``pandas``, ``pyarrow``, or for ``auto`` pyarrow on a folder of Parquet files or on a Parquet file
+        or simulator run of at least ``data.engine_min_rows`` transactions, else pandas."""
+        if self.path is None:
+            rows = scale.expected_rows(self.simulator)
+        elif self.require_path().is_dir():
+            rows = self.engine_min_rows if self.engine == "auto" else 0
+        elif str(self.path).lower().endswith((".parquet", ".pq")):
+            rows = scale.table_rows(self.require_path())
+        else:
+            rows = 0  # a CSV file is read in memory
+        return scale.resolve_engine(self.engine, rows, self.engine_min_rows)
+
+    def load_frame_out_of_core(self, with_label: bool, keep: dict[str, str] | None) -> pd.DataFrame:
+        """The canonical frame with its features computed out-of-core (``scale.build_features_out_of_core``) into the cache
+        folder, read back whole or, with ``shard_by_rank``, only this global rank's row groups."""
+        if keep:
+            raise ConfigError("data.engine=pyarrow: data.split.method=column is not supported out-of-core; use windows, ranges or fractions")
+        cache = self.cache_dir or Path(tempfile.gettempdir()) / "sectorkit_finance"
+        if self.path is None:
+            source: Path = scale.simulate_to_parquet(self.simulator, cache / f"finance_sim_parts_{self.simulator.key()}")
+        else:
+            source = self.require_path()
+            if not (source.is_dir() or str(source).lower().endswith((".parquet", ".pq"))):
+                raise ConfigError(f"data.engine=pyarrow: {source} must be a Parquet file or a folder of them (convert the CSV first)")
+        key = scale.feature_table_key(source, self.spec, {**self.feature_cfg, "with_label": with_label})
+        with phase(f"computing features out-of-core ({scale.table_rows(source)} transactions)"):
+            folder = scale.cached_features(source, cache, key, self.spec, self.feature_cfg, with_label=with_label)
+        frame = read_shard(folder, *distributed_rank()) if self.shard_by_rank else pd.read_parquet(folder)
+        return frame.drop(columns=[scale.ROW_ID])
 
     def with_history(self) -> pd.DataFrame:
         """The rows of ``path`` (checked alone first, so a message names their own rows) with features computed over
@@ -345,6 +387,10 @@ class FraudDataModule(SectorDataModule):
         return self._loader(self.datasets[name], SequentialSampler(self.datasets[name]), self.eval_batch_size)
 
     # --- core hooks -------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """``arrays`` (:meth:`arrays`, called only by a network fitted in closed form before training)."""
+        return {"arrays": self.arrays}
+
     def model_kwargs(self) -> dict[str, Any]:
         f = self.fitted
         return {

@@ -27,6 +27,8 @@ class FraudModule(SectorModule):
     """Fraud scorer around the network ``net`` names: supervised (logits, e.g. ``EmbeddingMLP``) or unsupervised
     (reconstruction errors, ``TabularAutoencoder``), as the network class declares."""
 
+    export_outputs = ("score_and_alert",)  # (batch, 2): the fraud score and the alert flag
+
     def __init__(
         self,
         n_numeric: int,
@@ -111,6 +113,21 @@ class FraudModule(SectorModule):
     # --- training ---------------------------------------------------------------------------
     def build_metrics(self) -> MetricCollection:
         return build_metrics(self.top_k, self.fpr, self.with_cards)
+
+    def prepare_fit(self, state: dict[str, Any]) -> None:
+        """A network fitted in closed form (``memory_bank``, e.g. the logistic regression) fits here, from the data
+        module's ``arrays`` (train and valid splits)."""
+        if self.network.memory_bank and "arrays" in state:
+            for net in self.net.members if isinstance(self.net, MemberEnsemble) else [self.net]:
+                net.fit(state["arrays"])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        return None if self.network.memory_bank else super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.network.memory_bank:
+            self.trainer.should_stop = True  # fitted before training: one pass chooses the threshold on validation
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         if not self.network.supervised:

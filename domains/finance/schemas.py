@@ -114,6 +114,7 @@ class FraudDataConfig(DataConfig):
 
     _target_: str = "sectorkit.domains.finance.data.FraudDataModule"
     columns: ColumnsSection = field(default_factory=ColumnsSection)
+    history: Optional[str] = None  # predict: earlier transactions in data.path's layout whose card/terminal windows the rows see
     simulator: SimulatorSection = field(default_factory=SimulatorSection)
     features: FeaturesSection = field(default_factory=FeaturesSection)
     split: SplitSection = field(default_factory=SplitSection)
@@ -123,6 +124,9 @@ class FraudDataConfig(DataConfig):
     sampler: str = one_of("none", "none", "balanced")
     batch_size: int = bounded(512, 1)
     eval_batch_size: Optional[int] = bounded(4096, 1)
+    engine: str = one_of("auto", "auto", "pandas", "pyarrow")  # features in memory or out-of-core (domains/finance/scale.py)
+    engine_min_rows: int = bounded(20_000_000, 1)  # engine=auto: out-of-core from this many transactions (or a Parquet folder)
+    shard_by_rank: bool = False  # out-of-core: each global rank reads only its row groups of the feature table
 
 
 @dataclass

@@ -38,6 +38,8 @@ class AnomalyDetector(SectorModule):
     image score is the mean of this top share of the anomaly map.
     """
 
+    export_outputs = ("score", "anomaly_map", "is_anomalous", "pixel_is_anomalous")  # normalised: thresholds at 0.5
+
     def __init__(
         self,
         net: dict[str, Any],

@@ -11,12 +11,15 @@ identifies the input within its dataset (a path relative to the folder, the mani
   label equals ``normal_label`` are normal (multi-label sets: rows with no positive label are normal).
   Only normal training images are kept for training (unless the network is supervised).
 * **manifest**: a CSV with columns ``path,label`` (+ optional ``mask_path`` and ``split`` in
-  train|val|test); relative paths are resolved against the CSV's folder. Without ``split``, normals are
-  split 60/20/20 and abnormals 50/50 between val and test, deterministically by ``seed``.
+  train|val|test); relative paths are resolved against the CSV's folder, and every path must stay inside it
+  (``../`` or an absolute path elsewhere is refused naming the row) unless ``data.allowed_root`` names a folder
+  that holds them. Without ``split``, normals are split 60/20/20 and abnormals 50/50 between val and test,
+  deterministically by ``seed``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +96,17 @@ def _medmnist_images(images: np.ndarray) -> np.ndarray:
     return images[:, None] if images.ndim == 3 else np.moveaxis(images, -1, 1)
 
 
+def require_file(path: Path, expected: str) -> None:
+    """A DataError naming ``path`` when it is a folder or missing (``expected``: what the file should be)."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a file ({expected}); for the folder layout use data.layout=auto or folder")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected {expected})")
+
+
 def read_medmnist(path: Path, normal_label: int = 0, supervised: bool = False) -> Splits:
     """Records of a MedMNIST ``.npz`` (arrays in memory); abnormal training images are dropped."""
+    require_file(path, "a MedMNIST .npz")
     try:
         data = np.load(path)
     except Exception as exc:  # noqa: BLE001 - any numpy/zip failure means the file is unreadable
@@ -122,8 +134,36 @@ def read_medmnist(path: Path, normal_label: int = 0, supervised: bool = False) -
     return splits
 
 
-def read_manifest(path: Path, seed: int = 0, supervised: bool = False) -> Splits:
-    """Records of a CSV manifest ``path,label[,mask_path][,split]``."""
+def inside(base: Path, written: str, allowed_root: Path | None) -> Path:
+    """``written`` (a manifest entry) resolved against ``base``, lexically (``..`` folded, symbolic links kept), and
+    the folder it must stay in: ``allowed_root`` when given, else ``base``; ``None`` for a path outside it."""
+    root = Path(os.path.abspath(allowed_root if allowed_root is not None else base))
+    resolved = Path(os.path.abspath(base / Path(written).expanduser()))
+    return resolved if resolved.is_relative_to(root) else None  # type: ignore[return-value]
+
+
+def _checked_paths(frame: pd.DataFrame, column: str, path: Path, allowed_root: Path | None) -> pd.Series:
+    """The column's entries resolved inside the manifest's folder (or ``allowed_root``); the first entry that resolves
+    outside it is a DataError naming the manifest, the row and the path, so a shared manifest cannot make a run read
+    ``../../../../etc/passwd`` or another absolute path."""
+    out = []
+    for position, written in enumerate(frame[column]):
+        if not isinstance(written, str) or not written.strip():
+            out.append(None)
+            continue
+        resolved = inside(path.parent, written.strip(), allowed_root)
+        if resolved is None:
+            where = f"data.allowed_root {allowed_root}" if allowed_root is not None else f"the manifest's folder {Path(os.path.abspath(path.parent))}"
+            raise DataError(f"{path}: row {int(frame.index[position]) + 2} column {column!r} names {written!r}, which resolves outside "
+                            f"{where}; move the files there or set data.allowed_root to a folder that holds them")
+        out.append(str(resolved))
+    return pd.Series(out, index=frame.index, dtype=object)
+
+
+def read_manifest(path: Path, seed: int = 0, supervised: bool = False, allowed_root: Path | None = None) -> Splits:
+    """Records of a CSV manifest ``path,label[,mask_path][,split]``; every file it names must resolve inside the
+    manifest's folder, or inside ``allowed_root`` when given."""
+    require_file(path, "a CSV manifest path,label[,mask_path][,split]")
     try:
         frame = pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001
@@ -136,13 +176,14 @@ def read_manifest(path: Path, seed: int = 0, supervised: bool = False) -> Splits
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + 2  # 1-based, after the header line
         raise DataError(f"{path}: column 'label' must be 0 (normal) or 1 (abnormal); row {row} has {frame['label'][bad].iloc[0]!r}")
-    base = path.parent
-    resolve = lambda s: s.map(lambda p: str(p if Path(p).is_absolute() else base / p))  # noqa: E731
-    frame = frame.assign(label=labels.astype(int), name=frame["path"].astype(str), path=resolve(frame["path"].astype(str)))
+    frame = frame.reset_index(drop=True)
+    empty = frame["path"].isna() | (frame["path"].astype(str).str.strip() == "")
+    if empty.any():
+        raise DataError(f"{path}: column 'path' is empty in row {int(np.flatnonzero(empty.to_numpy())[0]) + 2}; every row names an image")
+    frame = frame.assign(label=labels.astype(int), name=frame["path"].astype(str),
+                         path=_checked_paths(frame.assign(path=frame["path"].astype(str)), "path", path, allowed_root))
     if "mask_path" in frame:
-        has = frame["mask_path"].notna() & (frame["mask_path"].astype(str).str.strip().str.len() > 0)
-        masks = resolve(frame["mask_path"].fillna("").astype(str)).astype(object)
-        frame["mask_path"] = masks.where(has.to_numpy(), None)
+        frame["mask_path"] = _checked_paths(frame.assign(mask_path=frame["mask_path"].astype(object)), "mask_path", path, allowed_root)
     else:
         frame["mask_path"] = None
     if "split" in frame:
@@ -181,17 +222,19 @@ def detect_layout(path: Path) -> str:
     raise DataError(f"{path}: cannot tell the layout; give a folder (train/good, test/...), a MedMNIST .npz or a CSV manifest")
 
 
-def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: int = 0, supervised: bool = False) -> Splits:
+def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: int = 0, supervised: bool = False,
+                allowed_root: str | Path | None = None) -> Splits:
     """Train/val/test records of ``path`` in ``layout`` (auto-detected by default); checks the normal set.
 
-    ``supervised`` keeps abnormal training images (for a supervised network such as the classifier)."""
+    ``supervised`` keeps abnormal training images (for a supervised network such as the classifier);
+    ``allowed_root``: the folder a manifest's files may lie in (default: the manifest's own folder)."""
     layout = detect_layout(path) if layout == "auto" else layout
     if layout == "folder":
         splits = read_folder(path, supervised)
     elif layout == "medmnist":
         splits = read_medmnist(path, normal_label, supervised)
     elif layout == "manifest":
-        splits = read_manifest(path, seed, supervised)
+        splits = read_manifest(path, seed, supervised, Path(allowed_root).expanduser() if allowed_root else None)
     else:
         raise ConfigError(f"data.layout={layout!r}; expected auto, folder, medmnist or manifest")
     if not any(r["label"] == 0 for r in splits["train"]):
@@ -205,7 +248,17 @@ def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: i
 
 
 def list_images(path: Path) -> list[Record]:
-    """Records for ``sectorkit predict``: one image file, or every image of a folder (recursively)."""
+    """Records for ``sectorkit predict``: one image file, every image of a folder (recursively), or the image arrays
+    of an ``.npz`` (every ``*_images`` array, (N, H, W), (N, C, H, W) or MedMNIST's (N, H, W, C))."""
+    if path.is_file() and path.name.lower().endswith(".npz"):
+        with np.load(path) as data:
+            keys = [key for key in data.files if key.endswith("_images")]
+            if not keys:
+                raise DataError(f"{path}: no '*_images' array in this .npz (expected e.g. test_images, as MedMNIST files hold)")
+            arrays = {key: np.asarray(data[key]) for key in keys}
+        channels_first = {key: a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3) for key, a in arrays.items()}
+        return [{"image": image, "mask": None, "label": 0, "name": f"{key.removesuffix('_images')}_{i}"} for key, a in arrays.items()
+                for i, image in enumerate(a if channels_first[key] else _medmnist_images(a))]
     if path.is_file():
         files = [path]
     else:

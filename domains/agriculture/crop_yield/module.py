@@ -30,6 +30,8 @@ class YieldRegressor(SectorModule):
     ``predict``) gets the mean of every fold's prediction. ``y_mean``/``y_std``: one value per fold.
     """
 
+    export_outputs = ("yield",)  # (batch,) in the yield's units
+
     def __init__(
         self,
         net: dict[str, Any],

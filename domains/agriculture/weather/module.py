@@ -78,6 +78,7 @@ class WeatherForecaster(SectorModule):
         super().__init__(optimizer=optimizer, scheduler=scheduler, compile=compile, channels_last=channels_last)
         self.save_hyperparameters()
         network = network_class(net)
+        self.net_takes_series = bool(getattr(network, "takes_series", False))  # per-series fitted state (classical.py)
         if not issubclass(network, WindowForecaster):
             raise ConfigError(f"model.net._target_={net['_target_']!r}: not a weather network (expected a WindowForecaster)")
         if series_embedding and not network.known_ahead:
@@ -91,7 +92,8 @@ class WeatherForecaster(SectorModule):
             )
         self.embedding = torch.nn.Embedding(int(n_series), int(series_embedding)) if series_embedding else None
         sizes = {"lookback": int(lookback), "horizon": self.horizon, "n_past": int(n_past),
-                 "n_future": int(n_future) + int(series_embedding), "quantiles": quantiles}
+                 "n_future": int(n_future) + int(series_embedding), "quantiles": quantiles,
+                 **({"n_series": int(n_series)} if self.net_takes_series else {})}
         self.net = MemberEnsemble(lambda: build_network(net, **sizes), ensemble)
         # the ridge autoregression, for the residual hybrid and/or the combination
         self.residual_on_reference, self.ridge_combination = reference == "ridge_ar", float(ridge_combination)
@@ -127,6 +129,9 @@ class WeatherForecaster(SectorModule):
         if self.reference is not None:
             weights = ridge_ar_scaled_weights(state["panel"], state["train_origins"], self.horizon)
             self.reference.weight.copy_(torch.as_tensor(weights, dtype=self.reference.weight.dtype))
+        for member in self.net.members:  # a network fitted in closed form on the training span (classical.py)
+            if hasattr(member, "fit"):
+                member.fit(state["panel"], state["train_origins"])
 
     def on_fit_start(self) -> None:
         """Refuse to train around a ridge that was never fitted (a resumed checkpoint has restored it by now)."""
@@ -180,7 +185,7 @@ class WeatherForecaster(SectorModule):
         adapter (when on), combined with the ridge forecast when ``ridge_combination > 0`` and ``combine``
         (training leaves it out); ``members=True`` gives each ensemble member's ``(n, B, H, Q)`` instead of
         their mean."""
-        out = self.net(past, self.known_inputs(future, series))
+        out = self.net(past, self.known_inputs(future, series), *((series,) if self.net_takes_series else ()))
         out = out if members else out.mean(0)
         out = out + self.shift(past, series)
         if combine and self.ridge_combination > 0:
