@@ -70,17 +70,18 @@ class ItemKNN:
 
 
 class EASE:
-    """EASE (Steck, 2019): closed-form item-item ridge regression with a zero diagonal; ``reg_weight`` = lambda."""
+    """EASE (Steck, 2019): closed-form item-item ridge regression with a zero diagonal; ``reg_weight`` = lambda.
+    ``device`` (``baselines.ease.device``): where the closed form is solved (``cpu``, ``cuda``); scoring is on the CPU."""
 
-    def __init__(self, reg_weight: float = 250.0) -> None:
-        self.reg_weight = reg_weight
+    def __init__(self, reg_weight: float = 250.0, device: str = "cpu") -> None:
+        self.reg_weight, self.device = reg_weight, device
 
     def fit(self, matrix: sparse.csr_matrix) -> "EASE":
         from sectorkit.domains.retail.models.ease import ease_weights  # the one closed form, shared with the network
 
         coo = matrix.tocoo()
-        self.weights = ease_weights(torch.as_tensor(coo.row, dtype=torch.long), torch.as_tensor(coo.col, dtype=torch.long),
-                                    matrix.shape[0], matrix.shape[1], self.reg_weight)
+        users, items = (torch.as_tensor(x, dtype=torch.long, device=self.device) for x in (coo.row, coo.col))
+        self.weights = ease_weights(users, items, matrix.shape[0], matrix.shape[1], self.reg_weight).cpu()
         return self
 
     def scores(self, rows: sparse.csr_matrix) -> torch.Tensor:

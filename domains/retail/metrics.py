@@ -44,8 +44,13 @@ def per_user_metrics(topk_items: torch.Tensor, targets: torch.Tensor, ks: list[i
     """Per-user metric values, each [B] for users with >= 1 target (``targets`` is [B, n_items] bool)."""
     n_true = targets.sum(1)
     keep = n_true > 0
-    hits = torch.gather(targets, 1, topk_items)[keep].float()
-    n_true = n_true[keep].float()
+    return metrics_from_hits(torch.gather(targets, 1, topk_items)[keep], n_true[keep], ks)
+
+
+def metrics_from_hits(hits: torch.Tensor, n_true: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
+    """Per-user metric values from ``hits`` [B, >= max K] (whether each ranked item is a target) and ``n_true``
+    [B] (each user's number of targets, all >= 1): what :func:`per_user_metrics` computes without dense targets."""
+    hits, n_true = hits.float(), n_true.float()
     ranks = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float32)
     discount = 1.0 / torch.log2(ranks + 1)
     cum_hits = hits.cumsum(1)
@@ -83,12 +88,17 @@ class RankingMetrics(Metric):
         self.add_state("popularity_sum", torch.zeros(len(self.ks), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("popularity_mean", torch.zeros((), dtype=torch.float64), dist_reduce_fx="max")
 
-    def update(self, topk_items: torch.Tensor, targets: torch.Tensor, popularity: torch.Tensor | None = None) -> None:
-        """``topk_items`` [B, >= max K] ranked indices; ``targets`` [B, n_items] bool; ``popularity`` [n_items]."""
-        values = per_user_metrics(topk_items, targets, self.ks)
+    def update(self, topk_items: torch.Tensor, targets: torch.Tensor | None, popularity: torch.Tensor | None = None,
+               hits: torch.Tensor | None = None, n_true: torch.Tensor | None = None) -> None:
+        """``topk_items`` [B, >= max K] ranked indices; ``targets`` [B, n_items] bool; ``popularity`` [n_items].
+        Without a [B, n_items] target matrix (``targets=None``): ``hits`` [B, >= max K] (whether each ranked item is
+        a target) and ``n_true`` [B] (each user's number of targets; users with none are skipped)."""
+        if targets is not None:
+            hits, n_true = torch.gather(targets, 1, topk_items), targets.sum(1)
+        keep = n_true > 0
+        values = metrics_from_hits(hits[keep], n_true[keep], self.ks)
         for i, name in enumerate(RANKING_METRICS):
             self.sums[i] += torch.stack([values[f"{name}@{k}"].sum() for k in self.ks]).double()
-        keep = targets.any(1)
         self.users += keep.sum()
         top = topk_items[keep]
         for j, k in enumerate(self.ks):

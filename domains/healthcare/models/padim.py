@@ -12,7 +12,10 @@ from sectorkit.domains.healthcare.models.patchcore import embed
 
 
 class PaDiMDetector(MemoryBankNetwork):
-    """Per-position mean and inverse covariance of ``n_features`` randomly chosen feature channels."""
+    """Per-position mean and inverse covariance of ``n_features`` randomly chosen feature channels.
+
+    Training streams: each batch adds to per-position sums of the features and of their outer products (float64,
+    on the features' device), so memory is ``positions x n_features^2`` whatever the number of training images."""
 
     bank_buffers = ("mean", "inv_cov")
 
@@ -34,18 +37,21 @@ class PaDiMDetector(MemoryBankNetwork):
 
     @torch.no_grad()
     def collect(self, images: torch.Tensor) -> None:
-        self._collected.append(self.features(images).float().cpu())
+        f = self.features(images).flatten(2).permute(2, 0, 1).double()  # (L, B, C)
+        if not self._collected:  # [count, sum, sum of outer products]
+            self._collected = [0, f.new_zeros(f.shape[0], f.shape[2]), f.new_zeros(f.shape[0], f.shape[2], f.shape[2])]
+        count, total, outer = self._collected
+        self._collected = [count + f.shape[1], total + f.sum(1), torch.baddbmm(outer, f.transpose(1, 2), f)]
 
     def fit_memory(self) -> None:
         if not self._collected:
             return
-        f = torch.cat(self._collected).flatten(2).permute(2, 0, 1)  # (L, N, C)
+        count, total, outer = self._collected
         self._collected = []
-        mean = f.mean(dim=1)
-        centred = f - mean[:, None]
-        cov = centred.transpose(1, 2) @ centred / max(1, f.shape[1] - 1)
-        cov = cov + self.regularisation * torch.eye(f.shape[2])
-        self.mean, self.inv_cov = mean.to(self.mean.device), torch.linalg.inv(cov).to(self.mean.device)
+        mean = total / count
+        cov = (outer - count * mean[:, :, None] * mean[:, None, :]) / max(1, count - 1)
+        cov = cov.float() + self.regularisation * torch.eye(cov.shape[2], device=cov.device)
+        self.mean, self.inv_cov = mean.float().to(self.mean.device), torch.linalg.inv(cov).to(self.mean.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
