@@ -262,7 +262,14 @@ def markdown(results: dict[str, Any]) -> str:
     extra = f" Overrides on every run: `{' '.join(results['overrides'])}`." if results.get("overrides") else ""
     return "\n".join(["Each row is one `sectorkit train` on the data set (test split, the domain's primary metric); margins are "
                       "relative to the best in-run baseline of the same run (positive: the model is better). `default` is the "
-                      "domain's default model." + extra, "", *sources, "", table(results), "", *targets(results)])
+                      "domain's default model." + extra, "", *sources, "", table(results), "", *targets(results), *AUTO_NOTE])
+
+
+# what the model=auto rows are; their candidates, the choice on each data set and the targets: docs/auto.md
+AUTO_NOTE = ["", ("`auto` rows: `model=auto` with the domain's default candidate list, chosen on each data set's validation split "
+                  "(agriculture: the four window baselines as models and the GRU; finance: the logistic regression as a model and the "
+                  "MLP). Every candidate's validation and test score, why each list was chosen and the issue's targets (not reached) "
+                  "are in docs/auto.md, section Development suite.")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 from sectorkit.core.auto import CANDIDATES_DIR, FAILURE_FILE, auto_settings, candidate_overrides
-from sectorkit.core.errors import ConfigError
 from sectorkit.core.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -30,10 +29,10 @@ def run_auto(domain: Domain, overrides: Sequence[str], flags: Sequence[str] = ()
     from sectorkit.core.launch import run_hydra
     from sectorkit.core.sweep import one_device
 
+    # model.* overrides (e.g. finance's model.top_k) reach every candidate, checked against each candidate's config
+    # (a candidate without the key fails and is recorded); the auto run itself has no model section of its own
     per_model = [o for o in overrides if o.lstrip("+~").startswith("model.")]
-    if per_model:
-        raise ConfigError(f"{per_model[0]}: model=auto has no model section of its own; set a candidate's options in its model "
-                          "config or an experiment, or train that model alone")
+    overrides = [o for o in overrides if o not in per_model]
     validate_overrides(domain, overrides)
     if flags:  # --cfg: the auto run's own config
         run_hydra(domain, [*flags, "task=train", *overrides])
@@ -48,7 +47,7 @@ def run_auto(domain: Domain, overrides: Sequence[str], flags: Sequence[str] = ()
                          f"({'higher' if cfg.monitor.mode == 'max' else 'lower'} is better) | run folder: {run_dir}"), soft_wrap=True)
     for name in settings.candidates:
         folder = run_dir / CANDIDATES_DIR / name
-        child = candidate_overrides(overrides, name)
+        child = candidate_overrides([*overrides, *per_model], name)
         console.rule(f"candidate {name}")
         started = time.perf_counter()
         try:

@@ -103,6 +103,13 @@ def fit_logistic_regression(train: tuple, valid: tuple | None, test: np.ndarray,
     """Fraud probabilities of the logistic regression on ``test``; its inverse regularisation C chosen from
     ``C_grid`` by average precision on ``valid`` (a fixed ``C`` in the params skips the search; without validation
     rows holding both classes, C = 1)."""
+    prepare, best = fit_logistic_model(train, valid, seed, params)
+    return best.predict_proba(prepare.transform(test))[:, 1]
+
+
+def fit_logistic_model(train: tuple, valid: tuple | None, seed: int, params: dict[str, Any] | None) -> tuple[ColumnTransformer, LogisticRegression]:
+    """The fitted preprocessing and logistic regression of :func:`fit_logistic_regression` (C chosen on ``valid``);
+    also what the ``linear`` network is fitted with."""
     x, c, y = train
     options, kwargs = split_options(params, LOGISTIC_DEFAULTS)
     grid = [float(kwargs["C"])] if "C" in kwargs else sorted(float(v) for v in options["C_grid"])
@@ -124,7 +131,7 @@ def fit_logistic_regression(train: tuple, valid: tuple | None, test: np.ndarray,
             best, best_ap = copy.deepcopy(model), ap
     if xv is not None:
         log.info("logistic_regression: C=%g chosen on the validation split (AP %.4f) from %s", best.C, best_ap, grid)
-    return best.predict_proba(prepare.transform(test))[:, 1]
+    return prepare, best
 
 
 def fit_lightgbm(train: tuple, valid: tuple | None, test: tuple, seed: int, params: dict[str, Any] | None) -> np.ndarray:

@@ -122,6 +122,7 @@ def test_candidate_runs_get_the_users_overrides_and_failures_are_recorded(tmp_pa
     assert requested(overrides) and not requested(["domain=retail", "model=auto", "model=bpr"])
     assert candidate_overrides(overrides, "ease") == ["domain=retail", "experiment=quick", "trainer.max_epochs=2", "model=ease",
                                                       "with_baselines=false"]
+    assert candidate_overrides([*overrides, "model.top_k=50"], "ease")[-3:] == ["model.top_k=50", "model=ease", "with_baselines=false"]
     (tmp_path / "failed.json").write_text(json.dumps({"error": "DataError: no rows", "seconds": 0.5}))
     failed = read_candidate(tmp_path, "x")
     assert (failed.state, failed.note) == ("failed", "DataError: no rows")
@@ -136,25 +137,81 @@ def test_bad_auto_settings_and_auto_outside_train_are_one_line_config_errors(tmp
         run_task("train", ["domain=retail", "model=auto", "auto.candidates=[ease,nope]", f"hydra.run.dir={tmp_path}/r"])
     with pytest.raises(ConfigError, match="model=auto trains its candidates with sectorkit train"):
         run_task("evaluate", ["domain=retail", "model=auto"])
-    with pytest.raises(ConfigError, match=r"model.net.embedding_size=8: model=auto has no model section of its own"):
-        run_task("train", ["domain=retail", "model=auto", "model.net.embedding_size=8"])
     with pytest.raises(ConfigError, match="auto.blend=true: domain 'finance' names no auto.blend_network"):
         run_task("train", ["domain=finance", "model=auto", "auto.blend=true", f"hydra.run.dir={tmp_path}/f"])
     assert not (tmp_path / "r" / "candidates").exists()
 
 
-def test_logistic_regression_network_is_linear_in_features_and_levels() -> None:
+def test_logistic_regression_network_scores_as_the_logistic_regression_baseline() -> None:
+    """The ``linear`` network, fitted with the baseline's code (missing values, capped levels, C chosen on
+    validation), gives the baseline's probabilities on rows it never saw."""
+    import numpy as np
+    from sectorkit.domains.finance.baselines import fit_predict_baselines
     from sectorkit.domains.finance.models.linear import LogisticRegression
 
-    net = LogisticRegression(n_numeric=3, cardinalities=[4, 2])
-    with torch.no_grad():
-        net.numeric.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
-        net.numeric.bias.fill_(0.25)
-        net.levels[0].weight.copy_(torch.tensor([[0.0], [1.0], [2.0], [3.0]]))
-        net.levels[1].weight.copy_(torch.tensor([[0.0], [-1.0]]))
-    numeric = torch.tensor([[1.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
-    codes = torch.tensor([[3, 1], [0, 0]])
-    assert net(numeric, codes).tolist() == pytest.approx([1.0 - 2.0 + 1.0 + 0.25 + 3.0 - 1.0, 0.25])
+    rng = np.random.default_rng(0)
+    cardinalities = [9, 3]
+
+    def split(n: int) -> tuple:
+        x = rng.normal(size=(n, 4))
+        x[rng.random((n, 4)) < [0.1, 0.0, 0.3, 0.0]] = np.nan  # columns 0 and 2 have missing values
+        codes = np.stack([rng.integers(0, n_levels, n) for n_levels in cardinalities], axis=1)
+        logit = np.nan_to_num(x[:, 0]) - 0.8 * np.isnan(x[:, 2]) + 0.6 * (codes[:, 0] % 3 == 0) - 1.0
+        return x, codes, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+
+    data = {"train": split(3000), "valid": split(800), "test": split(800)}
+    params = {"max_levels": 5, "C_grid": [0.01, 0.1, 1.0]}  # column 0's 9 levels capped to 4 + "other"
+    net = LogisticRegression(n_numeric=4, cardinalities=cardinalities, params=params)
+    net.fit(lambda name, keep_missing=False: data[name])
+    assert net.memory_bank and bool(net.fitted) and not any(p.requires_grad for p in net.parameters())
+    x, codes, _ = data["test"]
+    expected = fit_predict_baselines(*data["train"], x, codes, names=["logistic_regression"], params={"logistic_regression": params},
+                                     valid=data["valid"])["logistic_regression"]
+    with torch.no_grad():  # the module hands the network standardised values with missing ones at 0
+        got = torch.sigmoid(net(torch.as_tensor(np.nan_to_num(x), dtype=torch.float32), torch.as_tensor(codes))).numpy()
+    assert net.regularisation in params["C_grid"] and net.has_missing.tolist() == [True, False, True, False]
+    assert np.abs(got - expected).max() < 1e-5 and np.std(expected) > 0.05
+
+
+def test_classical_weather_networks_forecast_as_their_baselines() -> None:
+    """``model=ridge_ar``, ``persistence``, ``climatology`` and ``damped_anomaly`` before interval calibration are
+    those baselines' point forecasts, fitted without an optimizer."""
+    import numpy as np
+    from sectorkit.domains.agriculture.weather.baselines import point_forecasts
+    from sectorkit.domains.agriculture.weather.data import WeatherDataModule
+    from sectorkit.domains.agriculture.weather.module import WeatherForecaster
+
+    dm = WeatherDataModule(stations=["synthetic"], synthetic={"n_series": 2, "n_days": 500}, lookback=28)
+    dm.setup("fit")
+    expected = point_forecasts(dm.panel, dm.origins, 7)
+    batch = next(iter(torch.utils.data.DataLoader(dm.dataset("test"), batch_size=10_000)))
+    classes = {"ridge_ar": "RidgeAR", "persistence": "Persistence", "climatology": "Climatology", "damped_anomaly": "DampedAnomaly"}
+    for name, network in classes.items():
+        net, reference = {"_target_": f"sectorkit.domains.agriculture.models.classical.{network}"}, "ridge_ar" if name == "ridge_ar" else "none"
+        module = WeatherForecaster(net=net, reference=reference, local_lags=0, **dm.model_kwargs())
+        module.prepare_fit(dm.training_state())
+        assert module.gradient_free and module.configure_optimizers() is None
+        with torch.no_grad():
+            z = module.network_output(batch["past"], batch["future"], batch["series"])
+        forecast = (z * batch["scale"][:, None, None] + batch["loc"][:, None, None]).numpy()
+        assert np.allclose(forecast, expected[name]["test"][..., None], atol=1e-3), name  # every quantile: the point forecast
+
+
+def test_agriculture_auto_run_ships_the_candidate_with_the_lowest_validation_mae(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny weather run: the damped-anomaly and ridge baselines as networks and a one-epoch GRU; the lowest
+    validation MAE is shipped (test scores play no part); the classical candidates forecast as their baselines
+    before calibration (checked above), so the shipped model is at least as good as they are on validation."""
+    import sectorkit
+
+    monkeypatch.setenv("SECTORKIT_ROOT", str(tmp_path))
+    run = sectorkit.train("agriculture", "model=auto", "experiment=quick", "auto.candidates=[damped_anomaly,ridge_ar,gru]", "trainer.max_epochs=1",
+                          "data.synthetic.n_series=2", "data.synthetic.n_days=500", "trainer.enable_progress_bar=false",
+                          "trainer.enable_model_summary=false", run_dir=tmp_path / "auto")
+    scores = {name: c["best_val"] for name, c in run.candidates.items()}
+    assert list(scores) == ["damped_anomaly", "ridge_ar", "gru"] and all(c["state"] == "complete" for c in run.candidates.values())
+    assert run.chosen == min(scores, key=scores.get) and run.metrics["primary_metric"] == "mae"
+    assert run.candidates["damped_anomaly"]["epochs"] == run.candidates["ridge_ar"]["epochs"] == 1  # no gradient steps
+    assert run.metrics["test"] == run.candidates[run.chosen]["test"] and set(run.metrics["baselines"]) >= {"damped_anomaly", "ridge_ar"}
 
 
 @pytest.mark.slow
