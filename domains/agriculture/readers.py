@@ -238,7 +238,7 @@ def validate_series(
         bad = frame.loc[frame[units_column].astype(str) != expected_units, units_column]
         if len(bad):
             raise DataError(
-                f"{source}: column {units_column!r} has {sorted(bad.astype(str).unique())[:3]}, "
+                f"{source}: column {units_column!r} has {sorted(map(str, bad.unique()))[:3]}, "
                 f"expected {expected_units!r} for every row (convert the values first)"
             )
     dates = parse_dates(frame[date_column], source, date_column, date_format)

@@ -82,15 +82,24 @@ def _times(frame: pd.DataFrame, spec: ColumnSpec, source: str) -> tuple[np.ndarr
         unit = "seconds" if pd.api.types.is_numeric_dtype(raw) else "datetime"
     if unit == "seconds":
         offsets = _numeric(frame, spec.time, source)
-        when = pd.Timestamp(spec.time_origin) + pd.to_timedelta(offsets, unit="s")
-        when = pd.Series(when, index=frame.index)
+        try:
+            when = pd.Series(pd.Timestamp(spec.time_origin) + pd.to_timedelta(offsets, unit="s"), index=frame.index)
+        except (OverflowError, ValueError) as exc:  # pandas' OutOfBounds errors are ValueErrors
+            row = int(np.nanargmax(np.abs(offsets)))
+            raise DataError(f"{source}: column {spec.time!r} (time, seconds since data.columns.time_origin) holds {raw.iloc[row]!r} in "
+                            f"row {row}, beyond the dates pandas can represent ({str(exc).splitlines()[0]})") from None
     else:
         try:
             when = pd.to_datetime(raw, errors="raise")
         except (ValueError, TypeError) as exc:
-            raise DataError(f"{source}: column {spec.time!r} (time) is not a datetime or a seconds offset ({exc})") from exc
+            raise DataError(f"{source}: column {spec.time!r} (time) is not a datetime or a seconds offset "
+                            f"({str(exc).splitlines()[0]})") from None
         if getattr(when.dt, "tz", None) is not None:
             when = when.dt.tz_convert("UTC").dt.tz_localize(None)
+    missing = when.isna().to_numpy()
+    if missing.any():  # text that reads as no time at all ('NaT', 'nan')
+        row = int(np.flatnonzero(missing)[0])
+        raise DataError(f"{source}: column {spec.time!r} (time) has no time in row {row} ({raw.iloc[row]!r}); every transaction needs a time")
     origin = when.min().normalize()
     seconds = ((when - origin) / pd.Timedelta(seconds=1)).to_numpy(np.float64)
     return seconds, when

@@ -44,6 +44,7 @@ class HealthcareDataConfig(DataConfig):
     nan_policy: str = one_of("error", "error", "zero")
     sample: SampleConfig = field(default_factory=SampleConfig)
     batch_size: int = bounded(32, 1)
+    allowed_root: Optional[str] = None  # a CSV manifest's files must lie in its folder, or under this folder when set
     max_heatmaps: Optional[int] = bounded(100, 0)  # per-image overlays after a test or predict (highest scores); null: every image
 
 

@@ -118,6 +118,8 @@ def read_interactions(
     implicit feedback (rating 1); a missing timestamp column gives NaN timestamps (see ``fill_timestamps``).
     """
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(f"{file}: is a folder, expected a file (one interaction log: u.data, ratings.csv, .inter, .csv or .parquet; from data.path)")
     if not file.is_file():
         raise DataError(f"{file}: no such file (from data.path)")
     if file.stat().st_size == 0:
@@ -177,9 +179,12 @@ def _numeric(raw: pd.DataFrame, column: str | None, file: Path, default: float, 
     values = pd.to_numeric(raw[column], errors="coerce")
     bad = values.isna() & raw[column].notna()
     if bad.any() and allow_dates:
-        dates = pd.to_datetime(raw[column], errors="coerce", utc=True)
-        if dates.notna().sum() >= bad.sum():
-            return pd.Series((dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), index=raw.index, dtype="float64")
+        try:
+            dates = pd.to_datetime(raw[column], errors="coerce", utc=True)
+            if dates.notna().sum() >= bad.sum():
+                return pd.Series((dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), index=raw.index, dtype="float64")
+        except (ValueError, OverflowError):  # years pandas cannot represent (OutOfBoundsDatetime): not a date column
+            pass
     if bad.any():
         example = raw.loc[bad, column].iloc[0]
         raise DataError(f"{file}: column {column!r} has {int(bad.sum())} non-numeric values (e.g. {example!r}); expected numbers")
