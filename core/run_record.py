@@ -13,8 +13,10 @@ The record also carries the model config and a fingerprint of the data config, s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.registry import discover
 
 RECORD_KEY = "sectorkit_run"
+LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "cache_dir")  # data keys that do not change the data
 
 
 def run_record(cfg: DictConfig, model_name: str) -> dict[str, Any]:
@@ -139,10 +141,31 @@ def checkpoint_data_preset(domain: Any, task: str, overrides: list[str]) -> list
 
 
 def data_fingerprint(data: dict[str, Any]) -> str:
-    """The hash of a resolved data config that sweeps name their studies by (loader-only keys left out)."""
-    from sectorkit.core.sweep import data_fingerprint as fingerprint
+    """:func:`data_config_fingerprint` of a resolved data config given as a plain dict."""
+    return data_config_fingerprint(OmegaConf.create({"data": data}))
 
-    return fingerprint(OmegaConf.create({"data": data}))
+
+def data_config_fingerprint(cfg: DictConfig, searched: Sequence[str] = ()) -> str:
+    """A short hash of ``cfg.data`` resolved (loader-only keys and searched ``data.*`` keys left out): what a run
+    record, a resume check and a sweep's study name identify the data by."""
+    try:
+        data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
+    except Exception:  # noqa: BLE001 - a value only a run can resolve: hash the config as written
+        data = OmegaConf.to_container(cfg.data, resolve=False)
+    for key in LOADER_KEYS:
+        data.pop(key, None)
+    for key in searched:
+        if key.startswith("data."):
+            _drop(data, key.removeprefix("data.").split("."))
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _drop(node: Any, path: list[str]) -> None:
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(path[-1], None)
 
 
 def _flat(node: Any, prefix: str) -> dict[str, Any]:
@@ -174,8 +197,6 @@ def record_differences(record: dict[str, Any] | None, current: dict[str, Any]) -
         out.append("model config " + "; ".join(_changed_keys(record["model"], current["model"], "model")))
     recorded = record.get("data_fingerprint") or (data_fingerprint(record["data"]) if isinstance(record.get("data"), dict) else None)
     if recorded != current["data_fingerprint"]:
-        from sectorkit.core.sweep import LOADER_KEYS
-
         changed = _changed_keys(record.get("data"), current["data"], "data", LOADER_KEYS)
         out.append(f"data (fingerprint {recorded} vs {current['data_fingerprint']}{': ' + '; '.join(changed) if changed else ''})")
     return out

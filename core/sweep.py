@@ -14,7 +14,6 @@ Both kinds end with one table over their jobs and the best configuration as over
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,13 +31,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
 from sectorkit.core.errors import ConfigError, SectorkitError
 from sectorkit.core.io import atomic_write_json, atomic_write_text
+from sectorkit.core.run_record import data_config_fingerprint
 
 if TYPE_CHECKING:
     import optuna
-
     from sectorkit.core.registry import Domain
 
 SEARCH_GROUP = "hparams_search"
@@ -46,7 +44,6 @@ SPACE_DIR = "space"  # conf/hparams_search/space/<domain>.yaml: the domain's sea
 DOMAIN_SPACE_KEY = "search_space"  # a domain's own space in its config: {params: {...}, models: {<model>: {...}}}
 PRUNING_CALLBACK = "optuna_pruning"
 TYPES = ("float", "int", "categorical")
-LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "cache_dir")  # data keys that do not change the data
 
 
 def requested(overrides: Sequence[str]) -> bool:
@@ -241,7 +238,6 @@ def split_overrides(domain: Domain, overrides: Sequence[str]) -> SearchOverrides
     cannot take (a sweep over a config group, the old ``hydra.sweeper.*`` settings)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-
     from sectorkit.core.config import group_options, user_searchpath
 
     launcher = [o for o in overrides if o.startswith("launcher=") and o != "launcher=null"]
@@ -275,32 +271,10 @@ def split_overrides(domain: Domain, overrides: Sequence[str]) -> SearchOverrides
 
 
 # --- study identity ---------------------------------------------------------------------------------------
-def data_fingerprint(cfg: DictConfig, searched: Sequence[str] = ()) -> str:
-    """A short hash of the resolved data config (loader-only keys and searched ``data.*`` keys left out)."""
-    try:
-        data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
-    except Exception:  # noqa: BLE001 - a value only a run can resolve: hash the config as written
-        data = OmegaConf.to_container(cfg.data, resolve=False)
-    for key in LOADER_KEYS:
-        data.pop(key, None)
-    for key in searched:
-        if key.startswith("data."):
-            _drop(data, key.removeprefix("data.").split("."))
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def _drop(node: Any, path: list[str]) -> None:
-    for part in path[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(path[-1], None)
-
-
 def default_study_name(cfg: DictConfig, searched: Sequence[str] = ()) -> str:
     """``<domain>/<model>/<data>.<data hash>/<experiment>/<metric>`` (``-`` for no experiment)."""
     choices = cfg.hydra.runtime.choices
-    return "/".join([str(cfg.domain), str(choices.get("model") or "-"), f"{choices.get('data') or '-'}.{data_fingerprint(cfg, searched)}",
+    return "/".join([str(cfg.domain), str(choices.get("model") or "-"), f"{choices.get('data') or '-'}.{data_config_fingerprint(cfg, searched)}",
                      str(choices.get("experiment") or "-"), str(cfg.monitor.metric)])
 
 
@@ -479,9 +453,8 @@ def run_search(domain: Domain, overrides: Sequence[str], flags: Sequence[str] = 
     """Run (or resume) the Optuna study the overrides describe, one in-process training run per trial, until
     it holds ``sweep.n_trials`` finished trials; print and write the summary."""
     import optuna
-
-    from sectorkit.core.launch import run_hydra
     from sectorkit.core.config import compose_config
+    from sectorkit.core.launch import run_hydra
 
     split = split_overrides(domain, overrides)
     if flags:  # --cfg: the config a trial starts from
@@ -562,9 +535,8 @@ def _run_trial(domain: Domain, trial: optuna.trial.Trial, dimensions: list[Dimen
                objective: str, console: Console) -> tuple[str, str]:
     """One trial: its run with the sampled values, told to the study as complete, pruned or failed."""
     import optuna
-
-    from sectorkit.core.launch import run_hydra
     from sectorkit.core.config import validate_overrides
+    from sectorkit.core.launch import run_hydra
 
     run_dir = sweep_dir / str(trial.number)
     sampled = [dim.override(trial.params[dim.key]) for dim in dimensions]
@@ -693,9 +665,8 @@ def _debugging() -> bool:
 def run_grid(domain: Domain, overrides: Sequence[str]) -> int:
     """Hydra's multirun over comma-separated values (through any launcher), then one table over its jobs."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from sectorkit.core.launch import run_hydra
     from sectorkit.core.config import compose_config
+    from sectorkit.core.launch import run_hydra
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
