@@ -175,8 +175,14 @@ def _publish(tmp: Path, final: Path, config: Any) -> Path:
 
 # --- out-of-core features -----------------------------------------------------------------------------------
 def table_rows(source: str | Path) -> int:
-    """Rows of a Parquet file or folder, from the footers."""
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in parquet_files(source))
+    """Rows of a Parquet file or folder, from the footers (a file that is not readable Parquet: DataError naming it)."""
+    total = 0
+    for path in parquet_files(source):
+        try:
+            total += pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+    return total
 
 
 def resolve_engine(engine: str, n_rows: int, threshold: int = AUTO_ROWS) -> str:
