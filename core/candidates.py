@@ -49,6 +49,7 @@ def run_auto(domain: Domain, overrides: Sequence[str], flags: Sequence[str] = ()
         folder = run_dir / CANDIDATES_DIR / name
         child = candidate_overrides([*overrides, *per_model], name)
         console.rule(f"candidate {name}")
+        (folder / FAILURE_FILE).unlink(missing_ok=True)  # a failure of an earlier run into this folder is not this run's
         started = time.perf_counter()
         try:
             validate_overrides(domain, child)

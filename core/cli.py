@@ -37,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a not in ("--debug", "--verbose")]
     if verbose and argv[:1] and argv[0] in RUN_TASKS:
         argv.append("runtime.verbose=true")
-    if debug:
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    if debug:  # for this call only (a notebook or test calling main() again gets its own setting)
         os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         if _is_ddp_worker():
@@ -48,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sectorkit: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if debug and before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -45,6 +45,7 @@ QUIET_WARNINGS = (
     r".*dirpath has changed.*",
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*Found .* module\(s\) in eval mode.*",
+    r".*training_step` returned `None`.*",  # memory-bank and zero-shot networks fill a bank or fit in closed form
 )
 # Lightning's rank-zero INFO lines: device availability, model-summary set-up, logging-service adverts.
 LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",

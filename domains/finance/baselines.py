@@ -130,7 +130,7 @@ def fit_logistic_model(train: tuple, valid: tuple | None, seed: int, params: dic
         if ap > best_ap:
             best, best_ap = copy.deepcopy(model), ap
     if xv is not None:
-        log.info("logistic_regression: C=%g chosen on the validation split (AP %.4f) from %s", best.C, best_ap, grid)
+        log.debug("logistic_regression: C=%g chosen on the validation split (AP %.4f) from %s", best.C, best_ap, grid)
     return prepare, best
 
 

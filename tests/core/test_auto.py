@@ -40,8 +40,12 @@ print(json.dumps({"run_dir": str(run.run_dir), "chosen": run.chosen, "candidates
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One retail ``model=auto`` run on a tiny sample (EASE, BPR-MF and their blend), then load, evaluate, predict and
-    export from its folder, in a subprocess (as a user's script would)."""
+    export from its folder, in a subprocess (as a user's script would). The run folder holds a stale candidate failure
+    of an earlier run, which must not count."""
     root = tmp_path_factory.mktemp("auto")
+    stale = root / "auto" / "candidates" / "ease" / "failed.json"  # left by an earlier run into the same folder
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"error": "an earlier run's failure", "seconds": 1.0}))
     env = {**os.environ, "SECTORKIT_ROOT": str(root), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(root), *TINY], cwd=root, env=env, capture_output=True,
                             text=True, timeout=600, check=False)

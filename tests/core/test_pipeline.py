@@ -191,7 +191,7 @@ def test_two_process_ddp_on_cpu_writes_one_run_folder(toy_domain, tmp_path) -> N
 
 
 def test_demo_runs_the_quick_pipeline_and_prints_model_vs_baseline(toy_domain, tmp_path) -> None:
-    result = run_cli(toy_domain, tmp_path, "demo", "--domains", "toy")
+    result = run_cli(toy_domain, tmp_path, "demo", "--domains", "toy", "--sweep", "none")  # the search: tests/core/test_sweep.py
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = (tmp_path / "outputs" / "demo").glob("*/toy/metrics.json")
     metrics = json.loads(metrics_file.read_text())

@@ -131,6 +131,7 @@ def test_agriculture_quantile_forecasts_match_predict(quick_run) -> None:
     assert len(got) > 0
 
 
+@pytest.mark.slow  # PatchCore's kNN over the served images: about 25 s; serving parity of the other domains runs by default
 def test_healthcare_scores_match_predict_and_heatmaps_come_on_request(quick_run) -> None:
     from PIL import Image
     from sectorkit.domains.healthcare.sample import make_phantoms
