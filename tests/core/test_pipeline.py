@@ -179,6 +179,7 @@ def test_a_crafted_checkpoint_cannot_run_code(toy_domain, toy_run, tmp_path, tas
     assert not marker.exists()
 
 
+@pytest.mark.slow  # two training processes (gloo): about 11 s
 def test_two_process_ddp_on_cpu_writes_one_run_folder(toy_domain, tmp_path) -> None:
     metrics = train(toy_domain, tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=3")
     (run_dir,) = (tmp_path / "outputs" / "toy" / "runs").iterdir()  # one folder for both ranks

@@ -113,6 +113,7 @@ def test_cli_new_domain_bad_name_is_one_line(toy_domain, tmp_path) -> None:
     assert result.stderr.strip().splitlines() == [expected]
 
 
+@pytest.mark.slow  # the generated package's own test suite in a subprocess: about 10 s
 def test_generated_package_tests_pass(toy_domain) -> None:
     result = toy_domain.run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], toy_domain.package_dir)
     assert result.returncode == 0, result.stdout[-3000:]
