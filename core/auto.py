@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sectorkit.core.errors import ConfigError, SectorkitError
-from sectorkit.core.io import atomic_write_json, atomic_write_text
+from sectorkit.core.io import atomic_path, atomic_write_json, atomic_write_text
+from sectorkit.core.module import plain_container
 
 AUTO = "auto"  # the model option (domains/<name>/conf/model/auto.yaml) and its config section
 CANDIDATES_DIR = "candidates"
@@ -64,7 +65,7 @@ def auto_settings(cfg: DictConfig, options: Sequence[str] | None = None) -> Auto
         raise ConfigError("auto: no auto section; choose model=auto (the domain's conf/model/auto.yaml)")
     candidates = node.get("candidates")
     if not isinstance(candidates, ListConfig) or not candidates or not all(isinstance(c, str) for c in candidates):
-        raise ConfigError(f"auto.candidates={_plain(candidates)!r}: expected a non-empty list of model config names, e.g. "
+        raise ConfigError(f"auto.candidates={plain_container(candidates)!r}: expected a non-empty list of model config names, e.g. "
                           "auto.candidates=[ease,multvae]")
     names = [str(c) for c in candidates]
     if len(set(names)) != len(names):
@@ -80,14 +81,10 @@ def auto_settings(cfg: DictConfig, options: Sequence[str] | None = None) -> Auto
     if blend and not network:
         raise ConfigError(f"auto.blend=true: domain {cfg.domain!r} names no auto.blend_network (the network that composes two "
                           "trained members); it has no blend yet")
-    weights = _plain(node.get("blend_weights", [0.25, 0.5, 0.75]))
+    weights = plain_container(node.get("blend_weights", [0.25, 0.5, 0.75]))
     if not isinstance(weights, list) or not weights or not all(isinstance(w, (int, float)) and 0.0 <= w <= 1.0 for w in weights):
         raise ConfigError(f"auto.blend_weights={weights!r}: expected a non-empty list of shares in [0, 1] (the best candidate's weight)")
     return AutoSettings(names, float(tie), blend, str(network) if network else None, [float(w) for w in weights])
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
 def candidate_overrides(overrides: Sequence[str], name: str) -> list[str]:
@@ -318,10 +315,8 @@ def chosen_model_config(folder: Path) -> dict[str, Any]:
 
 def copy_atomic(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` through a temporary file in the same folder and an atomic rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
+    with atomic_path(target) as partial:
+        shutil.copyfile(source, partial)
 
 
 # --- the candidates table ----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from rich.markup import escape
 from rich.table import Table
 from sectorkit.core.errors import ConfigError, SectorkitError
 from sectorkit.core.io import atomic_write_json, atomic_write_text
+from sectorkit.core.module import plain_container
 from sectorkit.core.run_record import data_config_fingerprint
 
 if TYPE_CHECKING:
@@ -176,11 +177,11 @@ def search_space(cfg: DictConfig, model: str, domain: Domain, cli: dict[str, Dim
         for key, entry in (mapping or {}).items():
             entries[str(key)] = (entry, where)
 
-    add(_plain(cfg.sweep.get("search_space")), "sweep.search_space")
+    add(plain_container(cfg.sweep.get("search_space")), "sweep.search_space")
     core_file = CORE_CONF_DIR / SEARCH_GROUP / SPACE_DIR / f"{domain.name}.yaml"
-    sources = [(_plain(OmegaConf.load(core_file)), str(core_file))] if core_file.is_file() else []
+    sources = [(plain_container(OmegaConf.load(core_file)), str(core_file))] if core_file.is_file() else []
     if cfg.get(DOMAIN_SPACE_KEY) is not None:
-        sources.append((_plain(cfg[DOMAIN_SPACE_KEY]), DOMAIN_SPACE_KEY))
+        sources.append((plain_container(cfg[DOMAIN_SPACE_KEY]), DOMAIN_SPACE_KEY))
     for space, where in sources:
         if not isinstance(space, dict) or set(space) - {"params", "models"}:
             raise ConfigError(f"{where}: expected the keys params (every model) and models (per model name)")
@@ -204,10 +205,6 @@ def search_space(cfg: DictConfig, model: str, domain: Domain, cli: dict[str, Dim
 
 
 _ABSENT = object()
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
 # --- overrides --------------------------------------------------------------------------------------------

@@ -84,6 +84,22 @@ def reachable_terminals(customers: pd.DataFrame, terminals: pd.DataFrame, radius
     return indptr, cols.astype(np.int64)
 
 
+def draw_amounts_and_terminals(rng: np.random.Generator, cust: np.ndarray, seconds: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                               indptr: np.ndarray, terminal_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per transaction of customer ``cust``: a normal amount (negative draws redrawn uniformly in [0, 2 mean]), a
+    terminal drawn among the customer's reachable ones (CSR ``indptr``/``terminal_idx``), and which transactions to
+    keep (time of day inside the day, a customer with a reachable terminal)."""
+    n = len(cust)
+    amount = rng.normal(mean, std)
+    negative = amount < 0
+    amount[negative] = rng.uniform(0, 2 * mean[negative])
+    degree = np.diff(indptr)[cust]
+    pick = np.floor(rng.random(n) * np.maximum(degree, 1)).astype(np.int64)
+    terminal = terminal_idx[np.minimum(indptr[cust] + pick, len(terminal_idx) - 1)] if len(terminal_idx) else np.zeros(n, np.int64)
+    keep = (seconds > 0) & (seconds < SECONDS_PER_DAY) & (degree > 0)
+    return amount, terminal, keep
+
+
 def _transactions(cfg: SimulatorConfig, customers: pd.DataFrame, indptr: np.ndarray, terminal_idx: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     """Poisson number of transactions per customer-day, normal time of day, normal amounts."""
     rate = customers["mean_nb_tx_per_day"].to_numpy()
@@ -93,13 +109,7 @@ def _transactions(cfg: SimulatorConfig, customers: pd.DataFrame, indptr: np.ndar
     n = len(cust)
     seconds = rng.normal(SECONDS_PER_DAY / 2, 20_000, n)
     mean, std = customers["mean_amount"].to_numpy()[cust], customers["std_amount"].to_numpy()[cust]
-    amount = rng.normal(mean, std)
-    negative = amount < 0
-    amount[negative] = rng.uniform(0, 2 * mean[negative])
-    degree = np.diff(indptr)[cust]
-    pick = np.floor(rng.random(n) * np.maximum(degree, 1)).astype(np.int64)
-    terminal = terminal_idx[np.minimum(indptr[cust] + pick, len(terminal_idx) - 1)] if len(terminal_idx) else np.zeros(n, np.int64)
-    keep = (seconds > 0) & (seconds < SECONDS_PER_DAY) & (degree > 0)
+    amount, terminal, keep = draw_amounts_and_terminals(rng, cust, seconds, mean, std, indptr, terminal_idx)
     tx_seconds = (seconds.astype(np.int64) + day * SECONDS_PER_DAY)[keep]
     frame = pd.DataFrame(
         {

@@ -47,6 +47,7 @@ from sectorkit.domains.finance.sample import (
     SECONDS_PER_DAY,
     SimulatorConfig,
     customer_profiles,
+    draw_amounts_and_terminals,
     reachable_terminals,
     terminal_profiles,
 )
@@ -80,13 +81,7 @@ def _day_transactions(cfg: SimulatorConfig, day: int, rate: np.ndarray, mean_amo
     n = len(cust)
     seconds = rng.normal(SECONDS_PER_DAY / 2, 20_000, n)
     mean = mean_amount[cust]
-    amount = rng.normal(mean, mean / 2)
-    negative = amount < 0
-    amount[negative] = rng.uniform(0, 2 * mean[negative])
-    degree = np.diff(indptr)[cust]
-    pick = np.floor(rng.random(n) * np.maximum(degree, 1)).astype(np.int64)
-    terminal = terminal_idx[np.minimum(indptr[cust] + pick, len(terminal_idx) - 1)] if len(terminal_idx) else np.zeros(n, np.int64)
-    keep = (seconds > 0) & (seconds < SECONDS_PER_DAY) & (degree > 0)
+    amount, terminal, keep = draw_amounts_and_terminals(rng, cust, seconds, mean, mean / 2, indptr, terminal_idx)
     cust, terminal, amount = cust[keep], terminal[keep], np.round(amount[keep], 2)
     tx_seconds = seconds[keep].astype(np.int64) + day * SECONDS_PER_DAY
     fraud = np.zeros(len(cust), np.int8)

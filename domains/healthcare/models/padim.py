@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 from sectorkit.domains.healthcare.models.base import MemoryBankNetwork
@@ -22,7 +23,13 @@ class PaDiMDetector(MemoryBankNetwork):
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, weights_path: str | None = None,
                  n_features: int = 64, regularisation: float = 0.01, sigma: float = 4.0, seed: int = 0, max_pool: bool = False) -> None:
         super().__init__(spatial_dims, in_channels, image_size)
-        self.backbone = ResNetFeatures(spatial_dims, in_channels, weights_path, seed, max_pool=max_pool)
+        self.set_up(ResNetFeatures(spatial_dims, in_channels, weights_path, seed, max_pool=max_pool), spatial_dims, n_features,
+                    regularisation, sigma, seed)
+
+    def set_up(self, backbone: nn.Module, spatial_dims: int, n_features: int, regularisation: float, sigma: float, seed: int) -> None:
+        """The feature extractor (with a ``channels`` count), the blur, ``n_features`` channels drawn with ``seed`` and
+        the empty statistics the training fills."""
+        self.backbone = backbone
         self.blur = GaussianBlur(spatial_dims, sigma)
         g = torch.Generator().manual_seed(seed)
         n = min(n_features, self.backbone.channels)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from sectorkit.domains.healthcare.models.base import MemoryBankNetwork
-from sectorkit.domains.healthcare.models.common import GaussianBlur
 from sectorkit.domains.healthcare.models.hf_backbone import PretrainedFeatures
 from sectorkit.domains.healthcare.models.padim import PaDiMDetector
 from sectorkit.domains.healthcare.models.patchcore_pretrained import check_2d
@@ -21,11 +19,5 @@ class PretrainedPaDiM(PaDiMDetector):
                  sigma: float = 4.0, seed: int = 0) -> None:
         MemoryBankNetwork.__init__(self, spatial_dims, in_channels, image_size)  # PaDiM's state, another feature extractor
         check_2d(spatial_dims)
-        self.backbone = PretrainedFeatures.from_name(backbone, image_size, layers, input_size)
-        self.blur = GaussianBlur(spatial_dims, sigma)
-        g = torch.Generator().manual_seed(seed)
-        n = min(n_features, self.backbone.channels)
-        self.register_buffer("channels", torch.randperm(self.backbone.channels, generator=g)[:n])
-        self.register_buffer("mean", torch.zeros(0))
-        self.register_buffer("inv_cov", torch.zeros(0))
-        self.regularisation = regularisation
+        self.set_up(PretrainedFeatures.from_name(backbone, image_size, layers, input_size), spatial_dims, n_features, regularisation,
+                    sigma, seed)
