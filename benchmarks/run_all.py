@@ -84,6 +84,13 @@ PARTS = {
     # the chunked finance simulator alone at 100 M transactions (bounded memory; the features are not run at this size)
     "scale_finance_100m": Part("scale_finance_100m", "benchmarks/scaling.py", "--out", "Scale: the finance simulator at 100 M transactions",
                                ("--data-path", "2000", "0", "--simulate-only"), ("--data-path", "285000", "0", "--simulate-only")),
+    # the same 100 M transactions through the out-of-core features (tens of GB of scratch files, deleted afterwards)
+    "scale_finance_100m_features": Part("scale_finance_100m_features", "benchmarks/scaling.py", "--out",
+                                        "Scale: the finance out-of-core features at 100 M transactions",
+                                        ("--data-path", "2000", "0"), ("--data-path", "285000", "0")),
+    # 3D volumes with experiment=volumes: 64³ and 128³ (quick: 32³ and 64³), seconds per volume and peak memory
+    "healthcare_volumes": Part("healthcare_volumes", "benchmarks/healthcare_volumes.py", "--out", "Healthcare: 3D volumes up to 128³",
+                               (), ("--n-train", "4", "--n-test", "2")),
     "serve_load": Part("serve_load", "benchmarks/serve_load.py", "--out", "Serving: requests/s and latency of sectorkit serve"),
     "gpu_check": Part("gpu_check", "benchmarks/gpu_check.py", "--out", "GPU check: 32-true and bf16-mixed vs CPU"),
     # full mode: production sizes on CUDA (a note without it); quick mode: the same workloads at tiny sizes on the CPU
@@ -263,6 +270,12 @@ def _render_serve_load(results: dict[str, Any], quick: bool) -> str:
     return markdown(results)
 
 
+def _render_healthcare_volumes(results: dict[str, Any], quick: bool) -> str:
+    from benchmarks.healthcare_volumes import markdown
+
+    return markdown(results)
+
+
 def _render_scale_data_path(results: dict[str, Any], quick: bool) -> str:
     """scaling.py --data-path: its own table."""
     from benchmarks.scaling import render_data_path
@@ -284,13 +297,14 @@ def _render_scaling(results: dict[str, Any], quick: bool) -> str:
 
 RENDERERS: dict[str, Callable[[dict[str, Any], bool], str]] = {
     "scaling_64x": _render_scaling, "scale_data_path": _render_scale_data_path, "scale_finance_100m": _render_scale_data_path,
-    "scale_finance_in_memory": _render_scale_data_path,
+    "scale_finance_in_memory": _render_scale_data_path, "scale_finance_100m_features": _render_scale_data_path,
     "core": _render_core, "finance": _render_finance, "retail": _render_retail, "healthcare": _render_healthcare,
     "agriculture": _render_agriculture, "scaling": _render_scaling, "gpu_check": _render_gpu_check, "gpu_scale": _render_gpu_scale,
     "retail_cold_start": _render_retail_cold_start,
     "agriculture_foundation": _render_agriculture_foundation,
     "dev_suite": _render_dev_suite,
     "serve_load": _render_serve_load,
+    "healthcare_volumes": _render_healthcare_volumes,
     "faults": _render_faults,
 }
 

@@ -11,6 +11,7 @@ grows faster than the data, explained in ``NOTES``.
     python benchmarks/scaling.py --domains finance agriculture --scales 1 4 16 64 --out benchmarks/results/scaling_64x.json
     python benchmarks/scaling.py --data-path 25000 5000   # finance out-of-core features (8.8 M rows), agriculture windows/s
     python benchmarks/scaling.py --data-path 285000 0 --simulate-only --out benchmarks/results/scale_finance_100m.json
+    python benchmarks/scaling.py --data-path 285000 0 --out benchmarks/results/scale_finance_100m_features.json  # ~31 GB scratch
 """
 
 from __future__ import annotations

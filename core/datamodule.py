@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -25,6 +25,8 @@ class SectorDataModule(pl.LightningDataModule):
     vocabularies, id maps) is returned by :meth:`state_dict` and saved in every checkpoint, so
     ``evaluate``/``predict`` restore it before ``setup``.
     """
+
+    predict_input: ClassVar[str] = "rows"  # what setup_predict takes: "rows" (a frame) or "images" (an array)
 
     def __init__(
         self,
@@ -72,6 +74,13 @@ class SectorDataModule(pl.LightningDataModule):
         the input names and shapes."""
         return {}
 
+    def export_graph(self, model: Any, batch: dict[str, torch.Tensor]) -> Any:
+        """The graph to export when part of the preprocessing is a pure function of the row (image scaling and
+        resizing, id lookup, window scaling): a :class:`sectorkit.core.export.ExportGraph` wrapping ``model`` so the
+        exported file takes the user's raw inputs, built from ``batch`` (an :meth:`example_batch`) and the fitted
+        state; :meth:`export_contract` then describes its inputs. Default: None, ``model.forward`` is exported."""
+        return None
+
     def data_summary(self) -> dict[str, Any]:
         """What the run's data was, for the "Data" section of report.md and ``data`` in metrics.json (called after
         ``setup``): ``source``; ``facts``, whole-data facts (users, items, series); ``splits``, per split its facts
@@ -80,9 +89,17 @@ class SectorDataModule(pl.LightningDataModule):
 
     def serving_history(self) -> pd.DataFrame | None:
         """Earlier raw rows (the user's schema) that the predictions of new rows depend on, read from the training
-        source: a server keeps them, appends the rows it scores and builds each request's data module with
-        ``history=<that frame>`` (the module must take that argument). Default: None, each row stands alone."""
+        source: a server keeps them, appends the rows it scores and hands them to its data module as ``history``
+        before each request (the module must take that argument and keep it as ``self.history``). Default: None, each
+        row stands alone."""
         return None
+
+    def setup_predict(self, rows: Any, source: str = "request") -> None:
+        """Prepare the predict split from rows held in memory (a frame in ``data.path``'s raw layout; images for an
+        image domain) with the code ``setup('predict')`` runs on ``data.path`` once it has read the file, so both give
+        the same predictions. A server builds its data module once and calls this per request; ``source`` names the
+        rows in messages. Default: not supported (the server then writes each request to a file)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take rows in memory")
 
     def example_batch(self) -> dict[str, torch.Tensor]:
         """One test batch (after ``setup('test')``), used to trace exports and check their parity."""

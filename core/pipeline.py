@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytorch_lightning as pl
 from rich.console import Console
+from rich.markup import escape
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -214,14 +215,14 @@ def finish_run(cfg: DictConfig, domain: Domain, datamodule: SectorDataModule, mo
         metrics["report"] = str(write_report(ctx, sections))
     atomic_write_json(folder / "metrics.json", metrics)
     console.print(verdict_table(metrics))
-    console.print(f"[bold]{text}[/bold]")
+    console.print(f"[bold]{escape(text)}[/bold]")
     for warning in metrics.get("warnings", []):  # from the report's sections: what undercuts the verdict
-        console.print(f"[bold yellow]warning:[/bold yellow] {warning}", soft_wrap=True)
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(str(warning))}", soft_wrap=True)
     for key, value in metrics.get("decisions", {}).items():
-        console.print(f"{key}: {value}", soft_wrap=True)
+        console.print(escape(f"{key}: {value}"), soft_wrap=True)
     for step, error in metrics.get("failures", {}).items():
-        console.print(f"[red]{step} failed[/red]: {error} (recorded in metrics.json and report.md)", soft_wrap=True)
-    console.print(f"metrics: {folder / 'metrics.json'} | report: {metrics['report']}", soft_wrap=True)
+        console.print(f"[red]{escape(str(step))} failed[/red]: {escape(str(error))} (recorded in metrics.json and report.md)", soft_wrap=True)
+    console.print(escape(f"metrics: {folder / 'metrics.json'} | report: {metrics['report']}"), soft_wrap=True)
     return metrics
 
 
@@ -369,8 +370,10 @@ def run_export(cfg: DictConfig) -> None:
     if suffix is None:
         raise ConfigError(f"format={cfg.format!r}; valid choices: onnx, torchscript")
     output = Path(cfg.output) if cfg.get("output") else run_dir(cfg) / f"model{suffix}"
+    batch = datamodule.example_batch()
+    graph = datamodule.export_graph(model.eval().cpu(), batch)  # the raw-input graph, where preprocessing is row-wise
     metadata = {"domain": domain.name, "model_name": name, "sectorkit_version": __version__, "decisions": model.decisions(),
                 "input_contract": datamodule.export_contract()}
-    report = export_model(model, datamodule.example_batch(), output, str(cfg.format), metadata)
+    report = export_model(model, batch, output, str(cfg.format), metadata, graph=graph)
     atomic_write_json(output.with_suffix(".json"), report)
     print(f"{cfg.format} → {output} (parity: max abs difference {report['max_abs_diff']:.2e})")

@@ -5,18 +5,22 @@ path, row groups in file order); row group ``i`` goes to rank ``i % world_size``
 union is the table, whatever the number of ranks, and each rank reads only its own row groups' bytes (pyarrow reads
 a row group at a time). Round-robin over many row groups keeps the shares within one row group of each other;
 writers that want even shares write row groups of a fixed size (``row_group_size`` of ``pyarrow.parquet.write_table``).
+Evaluation loaders shard rows the same way without padding (:class:`ShardBatchSampler`), so metrics summed over the
+ranks count every row once.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from torch.utils.data import DistributedSampler
 
 from sectorkit.core.errors import ConfigError, DataError
 
@@ -105,3 +109,36 @@ def shard_items(n_items: int, rank: int, world_size: int) -> range:
     base, extra = divmod(n_items, world_size)
     start = rank * base + min(rank, extra)
     return range(start, start + base + (1 if rank < extra else 0))
+
+
+class ShardBatchSampler(DistributedSampler):
+    """Batches of ``batch_size`` consecutive indices of ``rank``'s contiguous block of ``0..n-1`` (:func:`shard_items`).
+
+    For evaluation under DDP: the ranks' blocks are disjoint and together hold every index once (they may differ by
+    one in size). ``DistributedSampler`` instead pads the ranks to equal shares by repeating indices, so metrics
+    summed over ranks would count some rows twice. It subclasses ``DistributedSampler`` only so that Lightning
+    keeps it rather than injecting its own sampler into the loader; it yields whole batches (``batch_size=None``
+    loaders index a dataset once per batch).
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=False, drop_last=False)
+        self.block = shard_items(n, rank, world_size)
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        stop = self.block.stop
+        for start in range(self.block.start, stop, self.batch_size):
+            yield list(range(start, min(start + self.batch_size, stop)))
+
+    def __len__(self) -> int:
+        return len(range(0, len(self.block), self.batch_size))
+
+
+def evaluation_rank(trainer: Any) -> tuple[int, int]:
+    """``(global_rank, world_size)`` for an evaluation loader a Lightning ``trainer`` asks for while it validates or
+    tests (sanity check included) on several processes; ``(0, 1)`` otherwise, so a loader built outside the
+    trainer's loops (a prediction table written on rank 0 after testing, say) covers every row."""
+    if trainer is None or trainer.world_size <= 1 or not (trainer.validating or trainer.testing or trainer.sanity_checking):
+        return 0, 1
+    return trainer.global_rank, trainer.world_size

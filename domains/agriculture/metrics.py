@@ -75,7 +75,8 @@ def score_forecasts(
     preds: np.ndarray, target: np.ndarray, mase_scale: np.ndarray, quantiles: Sequence[float] = QUANTILES
 ) -> dict[str, object]:
     """Averages and per-horizon lists of every forecast metric for arrays ``(N, H, Q)`` / ``(N, H)``."""
-    metric = ForecastMetrics(target.shape[1], quantiles)
+    # arrays already whole in this process: no sync with other ranks (after a DDP run only rank 0 scores baselines)
+    metric = ForecastMetrics(target.shape[1], quantiles, sync_on_compute=False)
     metric.update(torch.as_tensor(preds), torch.as_tensor(target), torch.as_tensor(mase_scale))
     out: dict[str, object] = {k: float(v) for k, v in metric.compute().items()}
     out["per_horizon"] = {k: v.tolist() for k, v in metric.per_horizon().items()}

@@ -4,23 +4,32 @@ from the per-series arrays, and per-rank shares of a station table.
 Windows are never materialised: the panel holds each series' days once and a window is its origin row (see
 :mod:`sectorkit.domains.agriculture.weather.windows`); :func:`gather_windows` slices a whole batch of origins with
 one fancy index instead of one Python call per window, which is what the per-item ``WindowDataset`` costs.
+
+Per-rank shares are whole series: the sorted ids cut into contiguous blocks (:func:`series_shard_ids`), each rank
+reading only its block's rows (:func:`read_series_rows`); the per-series statistics every rank needs for every series
+travel in one file (:func:`save_series_stats` / :func:`load_series_stats`), written by the weather data module.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
+from sectorkit.core.errors import DataError
 from sectorkit.core.sharding import parquet_files, shard_items
 from sectorkit.domains.agriculture.sample import synthetic_weather
-from sectorkit.domains.agriculture.weather.windows import Panel
+from sectorkit.domains.agriculture.weather.windows import Panel, SeriesStats
 
 
 def synthetic_stations(n_series: int = 5_000, n_days: int = 3 * 365, seed: int = 0, series_per_chunk: int = 500,
@@ -51,13 +60,88 @@ def synthetic_stations_to_parquet(out_dir: str | Path, n_series: int = 5_000, n_
     return out
 
 
-def read_series_shard(source: str | Path, rank: int, world_size: int, id_column: str = "series_id") -> pd.DataFrame:
-    """The whole series of ``rank`` among ``world_size``: the sorted series ids cut into contiguous blocks
-    (:func:`sectorkit.core.sharding.shard_items`); only the id column is read to find them, then only their rows."""
-    dataset = ds.dataset([str(p) for p in parquet_files(source)], format="parquet")
-    ids = np.unique(dataset.to_table(columns=[id_column]).column(id_column).to_numpy(zero_copy_only=False))
-    mine = ids[list(shard_items(len(ids), rank, world_size))]
-    return dataset.to_table(filter=ds.field(id_column).isin(pa.array(mine))).to_pandas()
+def series_dataset(source: str | Path) -> ds.Dataset:
+    """The Parquet file or folder ``source`` as one pyarrow dataset (files in path order)."""
+    return ds.dataset([str(p) for p in parquet_files(source)], format="parquet")
+
+
+def series_ids(source: str | Path, id_column: str = "series_id") -> list:
+    """The distinct series ids of ``source``, sorted: only the id column is read, a record batch at a time."""
+    dataset = series_dataset(source)
+    if id_column not in dataset.schema.names:
+        raise DataError(f"{source}: no column {id_column!r} (data.id_column); a table sharded by series needs one")
+    seen: set = set()
+    for batch in dataset.to_batches(columns=[id_column]):
+        seen.update(pc.unique(batch.column(0)).to_pylist())
+    seen.discard(None)
+    return sorted(seen, key=str)  # the validated table's order (ids as text)
+
+
+def series_shard_ids(ids: Sequence, rank: int, world_size: int) -> list:
+    """The ids of ``rank`` among ``world_size``: the sorted ids cut into contiguous blocks
+    (:func:`sectorkit.core.sharding.shard_items`), disjoint and together all of them."""
+    return [ids[i] for i in shard_items(len(ids), rank, world_size)]
+
+
+def read_series_rows(source: str | Path, ids: Sequence, id_column: str = "series_id", columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of the series ``ids`` only (a pyarrow filter on the id column: row groups whose id statistics
+    exclude them are skipped), with ``columns`` (default all), in file order."""
+    dataset = series_dataset(source)
+    names = None if columns is None else [c for c in dict.fromkeys([id_column, *columns]) if c in dataset.schema.names]
+    return dataset.to_table(columns=names, filter=ds.field(id_column).isin(pa.array(list(ids)))).to_pandas()
+
+
+def read_series_shard(source: str | Path, rank: int, world_size: int, id_column: str = "series_id",
+                      columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The whole series of ``rank`` among ``world_size`` (:func:`series_shard_ids`); only the id column is read to
+    find them, then only their rows."""
+    return read_series_rows(source, series_shard_ids(series_ids(source, id_column), rank, world_size), id_column, columns)
+
+
+# --- statistics every rank shares -----------------------------------------------------------------------------
+STATS_ARRAYS = ("loc", "scale", "clim", "mase_scale", "present", "lengths", "reference_weights")
+
+
+def merge_series_stats(pieces: Sequence[SeriesStats]) -> SeriesStats:
+    """One :class:`SeriesStats` from the statistics of disjoint groups of series, in the order given."""
+    return SeriesStats(
+        [s for p in pieces for s in p.series],
+        *(np.concatenate([getattr(p, k) for p in pieces]) for k in ("loc", "scale", "clim", "mase_scale")),
+        present=np.concatenate([p.columns_present() for p in pieces]),
+    )
+
+
+def save_series_stats(path: str | Path, stats: SeriesStats, lengths: np.ndarray, reference_weights: np.ndarray, meta: dict[str, Any]) -> Path:
+    """Write the statistics of every series (plus each series' rows and ridge reference weights) and the settings
+    they were fitted with to ``path`` (``.npz``), atomically: a reader never sees half a file."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, series=np.asarray([str(s) for s in stats.series]), loc=stats.loc, scale=stats.scale, clim=stats.clim,
+             mase_scale=stats.mase_scale, present=stats.columns_present(), lengths=np.asarray(lengths, dtype=np.int64),
+             reference_weights=reference_weights, meta=np.asarray(json.dumps(meta, sort_keys=True)))
+    os.replace(tmp, path)
+    return path
+
+
+def load_series_stats(path: str | Path, meta: dict[str, Any]) -> tuple[SeriesStats, np.ndarray, np.ndarray]:
+    """``(stats, lengths, reference_weights)`` from a file :func:`save_series_stats` wrote with the same ``meta``
+    (other settings or other data: DataError naming the file and the first setting that differs)."""
+    path = Path(path).expanduser()
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("series", *STATS_ARRAYS, "meta")}
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"{path}: not a series statistics file ({err})") from None
+    stored = json.loads(str(arrays["meta"]))
+    wanted = json.loads(json.dumps(meta, sort_keys=True))
+    differ = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+    if differ:
+        raise DataError(f"{path}: the series statistics were computed with {differ[0]}={stored.get(differ[0])!r}, this run has "
+                        f"{wanted.get(differ[0])!r}; delete the file (it is rebuilt) or point data.stats_path elsewhere")
+    stats = SeriesStats([str(s) for s in arrays["series"]], arrays["loc"], arrays["scale"], arrays["clim"], arrays["mase_scale"],
+                        present=arrays["present"].astype(bool))
+    return stats, arrays["lengths"], arrays["reference_weights"]
 
 
 def window_offsets(lookback: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:

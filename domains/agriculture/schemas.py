@@ -55,6 +55,8 @@ class WeatherDataConfig(DataConfig):
     valid_range: Optional[List[float]] = field(default_factory=lambda: [-70.0, 60.0])
     balance_series: bool = False
     batch_size: int = bounded(128, 1)
+    shard_by_rank: bool = False  # each global rank reads only its block of whole series from the Parquet data.path
+    stats_path: Optional[str] = None  # the per-series statistics every rank shares; null: beside the data (or cache_dir)
 
 
 @dataclass

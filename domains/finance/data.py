@@ -140,8 +140,6 @@ class FraudDataModule(SectorDataModule):
             frame = to_canonical(load_sample(self.simulator, self.cache_dir), self.spec, self.source, keep=keep)
         else:
             frame = read_transactions(self.require_path(), self.spec, with_label=with_label, keep=keep)
-        if self.history is not None and self.path is not None and not with_label:
-            return self.with_history()  # the rows were checked alone just above
         with phase(f"computing features ({len(frame)} transactions)"):
             features = build_features(frame, **self.feature_cfg)
         return pd.concat([frame, features], axis=1)
@@ -177,16 +175,15 @@ class FraudDataModule(SectorDataModule):
         frame = read_shard(folder, *distributed_rank()) if self.shard_by_rank else pd.read_parquet(folder)
         return frame.drop(columns=[scale.ROW_ID])
 
-    def with_history(self) -> pd.DataFrame:
-        """The rows of ``path`` (checked alone first, so a message names their own rows) with features computed over
+    def with_history(self, new: pd.DataFrame, source: str) -> pd.DataFrame:
+        """The raw rows ``new`` (checked alone first, so a message names their own rows) with features computed over
         ``history`` and them together, history rows dropped afterwards."""
         history = self.history if isinstance(self.history, pd.DataFrame) else read_table(Path(str(self.history)).expanduser(), "transaction history")
-        new = read_table(self.require_path(), "transaction table")
         linked = [history[c].isin(new[c]) for c in (self.spec.card, self.spec.terminal) if c and c in history and c in new]
         if linked:  # a row's windows only see its own card's and terminal's rows
             history = history[np.logical_or.reduce(linked)]
         both = pd.concat([history.assign(**{NEW_ROW: "0"}), new.assign(**{NEW_ROW: "1"})], ignore_index=True)
-        frame = to_canonical(both, self.spec, f"{self.source} with data.history", with_label=False, keep={NEW_ROW: NEW_ROW})
+        frame = to_canonical(both, self.spec, f"{source} with data.history", with_label=False, keep={NEW_ROW: NEW_ROW})
         frame = pd.concat([frame, build_features(frame, **self.feature_cfg)], axis=1)
         unlabelled = [] if self.spec.label in new else ["label"]  # history labels feed the terminal windows only
         return frame[frame[NEW_ROW] == "1"].drop(columns=[NEW_ROW, *unlabelled], errors="ignore").reset_index(drop=True)
@@ -339,9 +336,12 @@ class FraudDataModule(SectorDataModule):
             self.datasets["predict"], self.tables["predict"] = self.datasets["test"], self.tables["test"]
             return
         if stage == "predict":
-            frame = self.load_frame(with_label=False)
-            self.tables["predict"] = frame
-            self.datasets["predict"] = TensorBatches(self.encode(frame))
+            if self.history is None and self.resolved_engine() == "pyarrow":  # a large file: features out-of-core
+                frame = self.load_frame(with_label=False)
+                self.tables["predict"] = frame
+                self.datasets["predict"] = TensorBatches(self.encode(frame))
+            else:
+                self.setup_predict(read_table(self.require_path(), "transaction table"), self.source)
             return
         if self.datasets.get("train") is not None:
             return
@@ -356,6 +356,18 @@ class FraudDataModule(SectorDataModule):
         if not self.fitted:
             self.fit_preprocessing(self.tables["train"])
         self.datasets = {name: TensorBatches(self.encode(table)) for name, table in self.tables.items()}
+
+    def setup_predict(self, rows: pd.DataFrame, source: str = "request") -> None:
+        """The raw rows to score (``data.path``'s layout, read from it or held in memory by a server), checked alone so a
+        message names their own rows, with their features over ``history`` and them (when given) or over them alone."""
+        frame = to_canonical(rows, self.spec, source, with_label=False)
+        if self.history is not None:
+            frame = self.with_history(rows, source)
+        else:
+            with phase(f"computing features ({len(frame)} transactions)"):
+                frame = pd.concat([frame, build_features(frame, **self.feature_cfg)], axis=1)
+        self.tables["predict"] = frame
+        self.datasets["predict"] = TensorBatches(self.encode(frame))
 
     # --- loaders ----------------------------------------------------------------------------
     def _loader(self, dataset: TensorBatches, sampler: Any, batch_size: int) -> DataLoader:
@@ -424,9 +436,15 @@ class FraudDataModule(SectorDataModule):
         return {
             "numeric": {"dtype": "float32", "shape": ["batch", len(f["numeric"])], "features": list(f["numeric"]),
                         "preprocessing": "none: raw values (NaN allowed, read as the training mean); signed log1p of "
-                                         f"{[n for n, flag in zip(f['numeric'], f['log_features']) if flag]} and (x - mean) / std are in the graph"},
+                                         f"{[n for n, flag in zip(f['numeric'], f['log_features']) if flag]} and (x - mean) / std are in the graph",
+                        "in_graph": "signed log1p of the flagged features, (x - mean) / std with the training statistics, NaN and "
+                                    "non-finite values -> 0 (the training mean): row-wise, so the graph takes the raw values",
+                        "row_features": "tx_weekend and tx_night come from the transaction's time "
+                                        "(sectorkit.domains.finance.features.calendar_flags); build_features computes them with the "
+                                        "window features (history.how)"},
             "categorical": {"dtype": "int64", "shape": ["batch", len(f["vocab"])], "columns": list(f["vocab"]),
-                            "preprocessing": "code = 1 + the value's position in vocabularies[column]; 0 for an unseen or missing value",
+                            "preprocessing": "caller-side lookup (strings do not enter the graph): code = 1 + the position of str(value) "
+                                             "in vocabularies[column]; 0 for an unseen, rare or missing value",
                             "vocabularies": f["vocab"]},
             "outputs": {"score_and_alert": "(batch, 2): column 0 the fraud score in [0, 1], column 1 1.0 where score >= the alert threshold "
                                            "(in the graph; its value is in decisions)"},

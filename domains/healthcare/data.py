@@ -8,19 +8,42 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from torch.utils.data import Subset
 
 from sectorkit.core.datamodule import SectorDataModule
-from sectorkit.core.errors import ConfigError
+from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.export import ExportGraph
 from sectorkit.core.network import Network
 from sectorkit.core.progress import phase
 from sectorkit.domains.healthcare.models.base import anomaly_network
-from sectorkit.domains.healthcare.readers import Record, list_images, read_splits
+from sectorkit.domains.healthcare.readers import Record, array_records, list_images, read_splits
 from sectorkit.domains.healthcare.sample import make_phantoms
-from sectorkit.domains.healthcare.transforms import build_transforms, unwrap_data_error
+from sectorkit.domains.healthcare.transforms import (
+    ImagePreprocessing,
+    RawImageModel,
+    build_transforms,
+    read_raw_image,
+    unwrap_data_error,
+)
 
 STAGES = ("train", "val", "test")
+
+
+PHANTOM_CHUNK_VOXELS = 2**22  # phantoms are drawn at most this many pixels (voxels) at a time: 2 volumes at 128³
+
+
+def phantom_parts(n_normal: int, n_abnormal: int, size: int, spatial_dims: int, seed: int) -> list[tuple[int, int, int]]:
+    """``(normal, abnormal, seed)`` of each draw of one split: one draw with ``seed`` when the split fits in
+    ``PHANTOM_CHUNK_VOXELS`` (every 2D sample up to 1,024 images at 64 px, as before); else normals then abnormals in
+    draws of that many voxels, each with its own seed derived from ``seed``, so the generator's memory is bounded."""
+    per_draw = max(1, PHANTOM_CHUNK_VOXELS // size**spatial_dims)
+    if n_normal + n_abnormal <= per_draw:
+        return [(n_normal, n_abnormal, seed)]
+    counts = [(min(per_draw, n_normal - i), 0) for i in range(0, n_normal, per_draw)]
+    counts += [(0, min(per_draw, n_abnormal - i)) for i in range(0, n_abnormal, per_draw)]
+    return [(a, b, int(np.random.SeedSequence([seed, part]).generate_state(1)[0])) for part, (a, b) in enumerate(counts)]
 
 
 def phantom_records(n_train: int, n_val: int, n_test: int, size: int, spatial_dims: int, seed: int, supervised: bool = False) -> dict[str, list[Record]]:
@@ -28,14 +51,16 @@ def phantom_records(n_train: int, n_val: int, n_test: int, size: int, spatial_di
     out: dict[str, list[Record]] = {}
     for offset, (stage, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         n_abnormal = 0 if stage == "train" and not supervised else n // 2
+        out[stage] = []
         with phase(f"generating {stage} phantoms ({n} images, {size} px)"):
-            ph = make_phantoms(n - n_abnormal, n_abnormal, size=size, spatial_dims=spatial_dims, seed=seed * 1000 + offset)
-        buckets = ph.size_bucket
-        out[stage] = [
-            {"image": ph.images[i], "mask": ph.masks[i].astype(np.float32), "label": int(ph.labels[i]),
-             "name": f"{stage}_{i:04d}", "radius": float(ph.radius[i]), "contrast": float(ph.contrast[i]), "bucket": str(buckets[i])}
-            for i in range(n)
-        ]
+            for n_normal_part, n_abnormal_part, part_seed in phantom_parts(n - n_abnormal, n_abnormal, size, spatial_dims, seed * 1000 + offset):
+                ph = make_phantoms(n_normal_part, n_abnormal_part, size=size, spatial_dims=spatial_dims, seed=part_seed)
+                buckets, first = ph.size_bucket, len(out[stage])
+                out[stage] += [
+                    {"image": ph.images[i], "mask": ph.masks[i].astype(np.float32), "label": int(ph.labels[i]),
+                     "name": f"{stage}_{first + i:04d}", "radius": float(ph.radius[i]), "contrast": float(ph.contrast[i]), "bucket": str(buckets[i])}
+                    for i in range(len(ph.labels))
+                ]
     return out
 
 
@@ -50,6 +75,8 @@ class HealthcareDataModule(SectorDataModule):
     ``max_heatmaps``: how many per-image heatmap overlays a test or predict run writes (the highest-scored
     images; ``None``: every image, 0: none); the report's grid of top and bottom cases is always drawn.
     """
+
+    predict_input = "images"  # setup_predict takes an image array
 
     def __init__(
         self,
@@ -128,8 +155,7 @@ class HealthcareDataModule(SectorDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.path is not None:
             if "predict" not in self.datasets:  # a file or folder of images to score, no labels needed
-                self.records = {"predict": list_images(self.require_path())}
-                self.datasets["predict"] = self.make_dataset(self.records["predict"], augment=False, cache=self.scoring_cache)
+                self.predict_records(list_images(self.require_path()))
             return
         if not self.records:
             self.records = self._read_records()
@@ -140,6 +166,19 @@ class HealthcareDataModule(SectorDataModule):
         if stage == "predict":
             self.datasets["predict"] = self.datasets["test"]
             self.records["predict"] = self.records["test"]
+
+    def predict_records(self, records: list[Record]) -> None:
+        """The images to score (no labels needed), loaded and checked by the scoring transforms."""
+        self.records = {"predict": records}
+        self.datasets["predict"] = self.make_dataset(records, augment=False, cache=self.scoring_cache)
+
+    def setup_predict(self, rows: np.ndarray, source: str = "request") -> None:
+        """Images held in memory, (N, H, W) or (N, C, H, W), scored as an ``.npz`` holding them as ``test_images`` is
+        (records ``test_0``, ``test_1``, ...; what ``sectorkit.load(...).predict(images)`` writes)."""
+        images = np.asarray(rows)
+        if images.ndim not in (3, 4):
+            raise DataError(f"{source}: image arrays must be (N, H, W) or (N, C, H, W), got shape {images.shape}")
+        self.predict_records(array_records({"test_images": images}))
 
     def train_dataloader(self) -> Any:
         return self.dataloader(self.datasets["train"], shuffle=True)
@@ -205,20 +244,48 @@ class HealthcareDataModule(SectorDataModule):
 
     # --- export contract -------------------------------------------------------------------------
     def export_contract(self) -> dict[str, Any]:
-        """The exported graph's input: images as the loader makes them. The per-image min-max scaling and the resize
-        stay outside the graph: MONAI's transforms run them on load (resizing by area is not one fixed op for every
-        input size); the score and map normalisation and both thresholds are inside it."""
+        """The exported graph's input: raw images. The per-image min-max scaling and the area resize to the model's
+        image size are inside the graph (:class:`~sectorkit.domains.healthcare.transforms.ImagePreprocessing`, the
+        loader's steps in the loader's order), as are the score and map normalisation and both thresholds."""
         size = [self.image_size] * self.spatial_dims
+        spatial = ["height", "width"] if self.spatial_dims == 2 else ["depth", "height", "width"]
+        layout = "grey (1) or " + ("RGB(A) (3 or 4, averaged to grey in the graph)" if self.channels == 1 else f"{self.channels} channels (grey is repeated)")
         return {
-            "images": {"dtype": "float32", "shape": ["batch", self.channels, *size],
-                       "preprocessing": f"channels first; each image's intensities scaled to [0, 1] (min-max per image, MONAI "
-                                        f"ScaleIntensity); resized to {size} (MONAI Resize, mode 'area'); NaN is an error "
-                                        f"(data.nan_policy={self.nan_policy!r})", "in_graph": False},
+            "images": {"dtype": "float32", "shape": ["batch", "channels", *spatial], "layout": f"channels first: {layout}",
+                       "preprocessing": "none: raw intensities of any range (cast 8- or 16-bit pixels to float32) and any spatial size, "
+                                        "one size per call; the spatial axes in the order the training images were read (MONAI's "
+                                        "LoadImage reads PNG/JPEG files as (width, height); arrays and .npz files as given)",
+                       "in_graph": f"non-finite values -> 0; channels as above; each image min-max scaled to [0, 1] over all its "
+                                   f"channels and pixels (a constant image -> 0); area resize to {size} (MONAI Resize mode 'area'); "
+                                   f"the loader itself refuses NaN under data.nan_policy={self.nan_policy!r}"},
+            "image_size": size, "channels": self.channels,
             "outputs": {"score": "(batch,) image anomaly score, normalised: 0.5 is the image threshold",
-                        "anomaly_map": f"(batch, 1, {', '.join(map(str, size))}) pixel scores, normalised: 0.5 is the pixel threshold",
+                        "anomaly_map": f"(batch, 1, {', '.join(map(str, size))}) pixel scores at the model's image size, normalised: "
+                                       "0.5 is the pixel threshold",
                         "is_anomalous": "(batch,) 1.0 where the raw image score >= the image threshold",
                         "pixel_is_anomalous": "(batch, 1, ...) 1.0 where the raw pixel score >= the pixel threshold"},
         }
+
+    def raw_images(self, stage: str, rows: Sequence[int]) -> list[torch.Tensor]:
+        """The images of ``rows`` of ``stage`` as read, before any check, scaling or resizing: each ``(C, *S)`` float32."""
+        return [read_raw_image(self.records[stage][int(i)]["image"]) for i in rows]
+
+    def export_graph(self, model: Any, batch: dict[str, torch.Tensor]) -> ExportGraph:
+        """The model behind :class:`~sectorkit.domains.healthcare.transforms.ImagePreprocessing`: raw images in. Traced
+        on the raw test images of ``batch`` (those of the first image's size, at most 4); the parity check also runs
+        them at another size and intensity range; the outputs must agree with the model on the loader's images."""
+        images = self.raw_images("test", batch["index"][:4].tolist())
+        same = [k for k, image in enumerate(images) if image.shape == images[0].shape]
+        raw = torch.stack([images[k] for k in same])
+        with torch.inference_mode():
+            reference = list(model(batch["inputs"][same].float()))
+        stretched = torch.nn.functional.interpolate(raw, scale_factor=1.5, mode="nearest") * 1000.0 - 7.0
+        return ExportGraph(
+            module=RawImageModel(model, ImagePreprocessing(self.image_size, self.spatial_dims, self.channels)),
+            inputs=(raw,), names=["images"], outputs=list(model.export_outputs),
+            dynamic_axes={"images": {0: "batch", 1: "channels", **{2 + k: name for k, name in enumerate(["depth", "height", "width"][-self.spatial_dims:])}}},
+            checks=[(stretched[:1],)], reference=reference,
+        )
 
     # --- predict output --------------------------------------------------------------------------
     def predict_frame(self, outputs: Sequence[Any], stage: str) -> pd.DataFrame:

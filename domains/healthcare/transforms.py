@@ -200,3 +200,64 @@ def unwrap_data_error(exc: BaseException) -> BaseException:
             return seen
         seen = seen.__cause__ or seen.__context__
     return exc
+
+
+def area_weights(length: torch.Tensor | int, size: int) -> torch.Tensor:
+    """``(size, length)`` averaging weights of an area resize from ``length`` to ``size`` samples along one axis:
+    output ``i`` is the mean of inputs ``floor(i * length / size)`` to ``ceil((i + 1) * length / size) - 1``, the
+    windows of ``torch.nn.functional.interpolate(mode='area')`` (adaptive average pooling) that MONAI's
+    ``Resize(mode='area')`` runs. As a matrix built from the input's length it is one graph for every input size."""
+    position = torch.arange(length)
+    index = torch.arange(size)
+    start = torch.div(index * length, size, rounding_mode="floor")
+    end = torch.div((index + 1) * length + size - 1, size, rounding_mode="floor")
+    inside = (position[None, :] >= start[:, None]) & (position[None, :] < end[:, None])
+    return inside.float() / (end - start)[:, None].float()
+
+
+class ImagePreprocessing(torch.nn.Module):
+    """The deterministic part of the chain (:func:`deterministic_transforms`) as tensor operations, for graphs that
+    take raw images: ``(batch, C, *S)`` float32 raw intensities of any range and spatial size (one size per batch)
+    → ``(batch, channels, image_size, ...)``. Same steps, same order: non-finite values → 0 (``nan_policy='zero'``;
+    the loader refuses them under ``'error'``); channels as :class:`CheckImaged` (RGB(A) averaged to one channel,
+    grey repeated); each image min-max scaled to [0, 1] over all its channels and pixels (``ScaleIntensity``; a
+    constant image → 0); area resize to ``image_size`` along every spatial axis (``Resize(mode='area')``)."""
+
+    def __init__(self, image_size: int, spatial_dims: int, channels: int) -> None:
+        super().__init__()
+        self.image_size, self.spatial_dims, self.channels = int(image_size), int(spatial_dims), int(channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.where(torch.isfinite(images), images, torch.zeros_like(images))
+        if self.channels == 1:
+            x = x[:, :3].mean(dim=1, keepdim=True)
+        else:  # one channel is repeated; `channels` channels stay as they are
+            x = x[:, : self.channels] + torch.zeros((1, self.channels) + (1,) * self.spatial_dims, dtype=x.dtype)
+        axes = tuple(range(1, x.ndim))
+        low, high = x.amin(dim=axes, keepdim=True), x.amax(dim=axes, keepdim=True)
+        spread = high - low
+        x = torch.where(spread > 0, (x - low) / torch.where(spread > 0, spread, torch.ones_like(spread)), torch.zeros_like(x))
+        last = x.ndim - 1
+        for axis in range(2, x.ndim):  # one spatial axis at a time: swap it last, average, swap it back
+            weights = area_weights(x.shape[axis], self.image_size)
+            x = (x.transpose(axis, last) @ weights.T).transpose(axis, last)
+        return x
+
+
+def read_raw_image(image: str | np.ndarray) -> torch.Tensor:
+    """An image (a file path or an in-memory array) as read, channels first, before any check, scaling or resizing:
+    the raw input an exported graph takes (``(C, *S)`` float32)."""
+    loaded = Compose([SafeLoadd(["image"]), _EnsureChannels()])({"image": image, "mask": None})["image"]
+    loaded = torch.as_tensor(loaded).float()
+    return loaded.as_tensor() if hasattr(loaded, "as_tensor") else loaded
+
+
+class RawImageModel(torch.nn.Module):
+    """``model`` behind :class:`ImagePreprocessing`: the graph an export writes, raw images in, the model's outputs out."""
+
+    def __init__(self, model: torch.nn.Module, preprocessing: ImagePreprocessing) -> None:
+        super().__init__()
+        self.model, self.preprocessing = model, preprocessing
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.model(self.preprocessing(images))

@@ -155,7 +155,7 @@ def evaluate_scorer(model: Any, dataset: Any, seen: sparse.csr_matrix, ks: list[
                     batch_size: int = 512) -> BaselineResult:
     """Full-ranking metrics of a fitted baseline over a :class:`UserBatchDataset` (same masking as the model) and its
     top-``max(ks)`` items for each of the dataset's users (rows in dataset order)."""
-    metric = RankingMetrics(ks, n_items)
+    metric = RankingMetrics(ks, n_items, sync_on_compute=False)  # one process scores every user (rank 0 after a DDP run)
     top_items = []
     for start in range(0, len(dataset), batch_size):
         batch = dataset[list(range(start, min(start + batch_size, len(dataset))))]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,13 +14,16 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from sectorkit.core.datamodule import SectorDataModule
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.export import ExportGraph
 from sectorkit.core.network import Network
 from sectorkit.core.progress import phase
+from sectorkit.core.sharding import ShardBatchSampler, evaluation_rank
+from sectorkit.domains.retail.export import RawUserRecommender, integer_ids
 from sectorkit.domains.retail.interactions import UserLists, sequence_windows
 from sectorkit.domains.retail.metrics import Segments, activity_segments, check_quantiles
 from sectorkit.domains.retail.models.base import recommender_network
 from sectorkit.domains.retail.preprocess import build_id_map, encode, handle_duplicates, handle_missing_timestamps, k_core, to_implicit
-from sectorkit.domains.retail.readers import read_interactions
+from sectorkit.domains.retail.readers import read_interactions, standardise_rows
 from sectorkit.domains.retail.sample import generate_interactions
 from sectorkit.domains.retail.splits import make_split
 from sectorkit.domains.retail.cold_start import CandidateBatches
@@ -333,11 +335,23 @@ class RetailDataModule(SectorDataModule):
         activity = self.lists["train"].lengths()[self.eval_dataset("test").users]
         return activity_segments(activity, int(self.segments_cfg["very_light_max"]), list(self.segments_cfg["quantiles"]))
 
+    def eval_loader(self, stage: str) -> DataLoader:
+        """Batches of the ``stage`` users in order. While a trainer on several processes validates or tests, each
+        rank gets its contiguous block of the users only (``ShardBatchSampler``: disjoint, together complete, no
+        padded duplicates); the ranking metrics sum their per-user values and user counts over the ranks and
+        divide once, so a DDP evaluation gives exactly the one-process metrics."""
+        dataset = self.eval_dataset(stage)
+        rank, world_size = evaluation_rank(self.trainer)
+        if len(dataset) < world_size:  # a rank without users would skip the loop and leave the others waiting
+            raise DataError(f"{self.path or 'built-in sample'}: {len(dataset)} users to evaluate on the {stage} split for {world_size} "
+                            "processes; each process needs at least one (use fewer trainer.devices)")
+        return DataLoader(dataset, batch_size=None, sampler=ShardBatchSampler(len(dataset), self.eval_batch_size, rank, world_size), num_workers=0)
+
     def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.eval_dataset("valid"), self.eval_batch_size, False, self.seed)
+        return self.eval_loader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.eval_dataset("test"), self.eval_batch_size, False, self.seed)
+        return self.eval_loader("test")
 
     # --- prediction ----------------------------------------------------------------------------
     @cached_property
@@ -346,11 +360,23 @@ class RetailDataModule(SectorDataModule):
         or all known users (read once)."""
         if not self.item_ids:
             raise DataError("no id maps: predict needs a checkpoint written by training (ckpt_path=...)")
-        known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
         if self.path is None:
+            known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
             users = np.arange(self.n_users)
             return UserBatchDataset(users, _reindex(known, users), _reindex(known, users), None, self.n_items, self.history_length()), list(self.user_ids)
-        frame = read_predict_users(self.require_path(), self.reader_kwargs)
+        return self.users_dataset(read_predict_users(lambda **kwargs: read_interactions(self.require_path(), **kwargs), self.reader_kwargs))
+
+    def setup_predict(self, rows: pd.DataFrame, source: str = "request") -> None:
+        """Users to recommend for from rows held in memory (a user column, optional item column, as in ``data.path``):
+        what a Parquet file of those rows gives."""
+        if not self.item_ids:
+            raise DataError("no id maps: predict needs a checkpoint written by training (ckpt_path=...)")
+        self.predict_dataset = self.users_dataset(read_predict_users(lambda **kwargs: standardise_rows(rows, source, **kwargs), self.reader_kwargs))
+
+    def users_dataset(self, frame: pd.DataFrame) -> tuple[UserBatchDataset, list[str]]:
+        """The predict batches of the standard frame ``frame`` (its users; its known items are excluded and extend each
+        user's history) and the users' names."""
+        known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
         names = pd.unique(frame["user"]).tolist()
         codes = encode(pd.Series(names), self.user_ids)
         row_of = pd.Index(names).get_indexer(frame["user"])
@@ -387,22 +413,48 @@ class RetailDataModule(SectorDataModule):
         return pd.DataFrame(table)
 
     def export_contract(self) -> dict[str, Any]:
-        """The exported graph's inputs: user and item codes (the id maps below; the lookup of raw ids is outside the
-        graph, a string table), the user's known items as history and as the items to exclude; the top-K is taken
-        by the caller from the scores (``predict`` keeps the ``data.top_k`` best)."""
-        length = self.history_length()
+        """The exported graph's input: the users, as raw integer ids when every training id is an integer, else as
+        positions in the exported ``user_ids``; the id lookup, each known user's history and excluded items (the
+        training interactions, in the graph), the popularity fallback and the top-K with the item ids are inside it."""
+        k = min(self.top_k, self.n_items)
+        raw_users, raw_items = integer_ids(self.user_ids) is not None, integer_ids(self.item_ids) is not None
+        fallback = "an id not seen in training gets the popularity fallback (from_popularity)"
+        users = ({"user_ids": {"dtype": "int64", "shape": ["batch"], "preprocessing": f"none: the raw user ids as the file holds them; {fallback}"}}
+                 if raw_users else
+                 {"users": {"dtype": "int64", "shape": ["batch"], "preprocessing": "the user's position in user_ids (the ids are not all "
+                                                                                   f"integers, so the caller maps them); -1 for an unknown user: {fallback}"}})
+        items = "raw item ids" if raw_items else "positions in item_ids (the ids are not all integers)"
         return {
-            "users": {"dtype": "int64", "shape": ["batch"], "preprocessing": "the user's position in user_ids; -1 for an unknown user "
-                                                                              "(then the scores are the popularity fallback)"},
-            "history": {"dtype": "int64", "shape": ["batch", "history"],
-                        "preprocessing": f"the user's known items as positions in item_ids, oldest first, right-aligned and left-padded with "
-                                         f"{self.n_items} (= n_items)" + (f", the last {length} only" if length else "")},
-            "exclude": {"dtype": "int64", "shape": ["batch", "excluded"], "preprocessing": "the items not to recommend (the known items) as "
-                                                                                           "positions in item_ids, right-padded with -1"},
-            "outputs": {"scores": f"(batch, {self.n_items}): a score per item of item_ids, -inf for excluded items; take the top {self.top_k}"},
-            "user_ids": list(self.user_ids), "item_ids": list(self.item_ids), "top_k": self.top_k,
-            "known_items": "the training interactions (the checkpoint's train_users / train_items) give each known user's history",
+            **users,
+            "outputs": {"items": f"(batch, {k}) int64: the top {k} items per user, best first, as {items}",
+                        "scores": f"(batch, {k}) float32: their scores; -inf past the items left to recommend (drop those ranks)",
+                        "from_popularity": "(batch,) bool: the user got the popularity fallback (unknown, or no history for sequence models)"},
+            "in_graph": "the id lookup (an equality match against the known ids); each known user's training items as its history "
+                        f"(the latest {self.history_length() or 'all'}) and as the items not to recommend; the model's scores; the top {k}",
+            "top_k": k, "n_users": self.n_users, "n_items": self.n_items,
+            **({} if raw_users else {"user_ids": list(self.user_ids)}), **({} if raw_items else {"item_ids": list(self.item_ids)}),
+            "known_items": "the training interactions, as the checkpoint holds them: interactions after training are not in the graph "
+                           "(sectorkit predict takes them from data.path's item column)",
         }
+
+    def export_graph(self, model: Any, batch: dict[str, torch.Tensor]) -> ExportGraph:
+        """The model behind the id lookup and the top-K (:class:`RawUserRecommender`), traced on the first few known
+        users and one unknown id; the parity check also runs the unknown id first, in a batch of three. Its scores and
+        fallback flags must agree with what ``predict`` computes for those users."""
+        user_ids, item_ids = integer_ids(self.user_ids), integer_ids(self.item_ids)
+        known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
+        k = min(self.top_k, self.n_items)
+        graph = RawUserRecommender(model, user_ids, item_ids, known.indptr, known.items, self.history_length(), k)
+        codes = np.arange(min(self.n_users, 7))
+        unknown = (int(user_ids.max()) + 1) if user_ids is not None else -1
+        ids = torch.as_tensor(np.r_[user_ids[codes] if user_ids is not None else codes, unknown], dtype=torch.long)
+        rows = UserBatchDataset(np.r_[codes, -1], _reindex(known, np.r_[codes, -1]), _reindex(known, np.r_[codes, -1]), None, self.n_items,
+                                self.history_length())[list(range(len(codes) + 1))]
+        with torch.inference_mode():
+            reference = [None, torch.topk(model(*model.batch_inputs(rows)), k, dim=1).values, model.fallback_mask(rows["users"], rows["history"])]
+        name = "user_ids" if user_ids is not None else "users"
+        return ExportGraph(graph, (ids,), [name], ["items", "scores", "from_popularity"], {name: {0: "batch"}},
+                           checks=[(ids[[-1, 0, 1]],)], reference=reference)
 
     # --- persisted preprocessing ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -421,12 +473,13 @@ def _reindex(lists: UserLists, rows: np.ndarray) -> UserLists:
     return UserLists(np.r_[0, np.cumsum(lens)].astype(np.int64), flat[flat >= 0] if flat.size else flat.ravel())
 
 
-def read_predict_users(path: Path, reader_kwargs: dict[str, Any]) -> pd.DataFrame:
-    """A predict input: an interaction log (its items are excluded and extend the history) or a list of users."""
+def read_predict_users(read: Callable[..., pd.DataFrame], reader_kwargs: dict[str, Any]) -> pd.DataFrame:
+    """A predict input: an interaction log (its items are excluded and extend the history) or a list of users.
+    ``read(**reader_kwargs)`` reads it (a file, or rows held in memory) into the standard frame."""
     try:
-        return read_interactions(path, **reader_kwargs)
+        return read(**reader_kwargs)
     except DataError as err:
         if "item column" not in str(err):
             raise
-    frame = read_interactions(path, **{**reader_kwargs, "item_column": reader_kwargs["user_column"]})
+    frame = read(**{**reader_kwargs, "item_column": reader_kwargs["user_column"]})
     return frame[["user"]]

@@ -13,6 +13,7 @@ Per-segment metrics average the same per-user values over the users of each acti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,8 +77,10 @@ class RankingMetrics(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, ks: list[int], n_items: int) -> None:
-        super().__init__()
+    def __init__(self, ks: list[int], n_items: int, **kwargs: Any) -> None:
+        """``kwargs``: torchmetrics' options, e.g. ``sync_on_compute=False`` for a metric one process computes alone
+        while a process group exists (by default ``compute`` sums the states over the ranks)."""
+        super().__init__(**kwargs)
         self.ks = sorted(int(k) for k in ks)
         if not self.ks or self.ks[0] < 1 or self.ks[-1] > n_items:
             raise ValueError(f"metric cut-offs {ks} must lie in 1..{n_items} (the number of items)")

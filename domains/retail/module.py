@@ -9,8 +9,9 @@ from torchmetrics import MetricCollection
 
 from sectorkit.core.module import SectorModule, plain_container
 from sectorkit.core.network import build_network, network_class
-from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
+from sectorkit.domains.retail.metrics import RankingMetrics, mask_scores
 from sectorkit.domains.retail.models.base import NEGATIVE_SAMPLING_LOSSES, recommender_network
+from sectorkit.domains.retail.ranking import BlockScorer, ItemSets, masked_topk
 
 
 class NegativeSampler:
@@ -60,6 +61,7 @@ class RecommenderModule(SectorModule):
         compile: bool = False,
         channels_last: bool = False,
         item_text_dim: int = 0,
+        eval_chunk: int = 1024,
     ) -> None:
         # plain containers so checkpoints load with weights_only=True (hparams are read from these locals)
         net, optimizer, scheduler, ks = (plain_container(x) for x in (net, optimizer, scheduler, ks))
@@ -75,6 +77,7 @@ class RecommenderModule(SectorModule):
             sizes["item_text_dim"] = item_text_dim
         self.net = build_network(net, **sizes)
         self.n_negatives = n_negatives
+        self.eval_chunk = max(int(eval_chunk), 1)  # users scored at once in validation/test (x catalogue floats)
         self.register_buffer("train_users", torch.zeros(n_train, dtype=torch.long))
         self.register_buffer("train_items", torch.zeros(n_train, dtype=torch.long))
         self.register_buffer("popularity", torch.zeros(n_items))
@@ -159,9 +162,31 @@ class RecommenderModule(SectorModule):
         return [{0: "batch"}, {0: "batch", 1: "history"}, {0: "batch", 1: "excluded"}]
 
     def update_metrics(self, metrics: MetricCollection, batch: dict[str, torch.Tensor]) -> None:
-        scores = self(*self.batch_inputs(batch))
-        topk = torch.topk(scores, max(self.ks), dim=1).indices
-        metrics.update(topk, dense_targets(batch["targets"], self.n_items), self.popularity)
+        """Each user's top-``max(ks)`` through :func:`~sectorkit.domains.retail.ranking.masked_topk`, ``eval_chunk``
+        users at a time (at most ``eval_chunk`` x catalogue scores exist at once, masked in place); hits are looked
+        up in the batch's target keys, so no [batch, catalogue] target matrix is built. The same top-K lists and
+        metrics as ``torch.topk`` over :meth:`forward`'s scores."""
+        users, history, exclude = self.batch_inputs(batch)
+        known = ItemSets.from_padded(exclude, self.n_items)
+        targets = ItemSets.from_padded(batch["targets"], self.n_items)
+        scorer = self.rows_scorer(users, history)
+        for rows in torch.arange(len(users), device=users.device).split(self.eval_chunk):
+            _, top = masked_topk(scorer, rows, max(self.ks), self.n_items, known)
+            metrics.update(top, None, self.popularity, hits=targets.contains(rows, top), n_true=targets.counts(rows))
+
+    def rows_scorer(self, users: torch.Tensor, history: torch.Tensor) -> BlockScorer:
+        """Unmasked scores of the batch rows ``rows`` (the popularity fallback included, as in :meth:`forward`)."""
+
+        def score(rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+            scores = self.net.score_all(users[rows].clamp(min=0), history[rows])
+            if scores._base is not None:  # a view of the network's own tensors: copy it before it is masked in place
+                scores = scores.clone()
+            fallback = self.fallback_mask(users[rows], history[rows])
+            if fallback.any():
+                scores[fallback] = torch.log(self.popularity + 1e-9).to(scores.dtype)
+            return scores[:, start:stop]
+
+        return score
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         scores = self(*self.batch_inputs(batch))

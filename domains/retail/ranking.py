@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from sectorkit.core.sharding import shard_items
 from sectorkit.domains.retail.interactions import UserLists
 from sectorkit.domains.retail.metrics import RankingMetrics
 
@@ -48,6 +50,13 @@ class ItemSets:
         n_users = len(lists.indptr) - 1
         users = np.repeat(np.arange(n_users), lists.lengths())
         return cls.from_pairs(torch.from_numpy(users).to(device), torch.from_numpy(np.asarray(lists.items)).to(device), n_users, n_items)
+
+    @classmethod
+    def from_padded(cls, lists: torch.Tensor, n_items: int) -> ItemSets:
+        """From a batch's [B, L] item indices padded with -1 (its ``exclude`` or ``targets``), keyed by row 0..B-1."""
+        rows = torch.arange(lists.shape[0], device=lists.device)[:, None].expand_as(lists)
+        present = lists >= 0
+        return cls.from_pairs(rows[present], lists[present], lists.shape[0], n_items)
 
     def to(self, device: torch.device | str) -> ItemSets:
         return ItemSets(self.keys.to(device), self.indptr.to(device), self.n_items)
@@ -116,11 +125,21 @@ def masked_topk(scorer: BlockScorer, users: torch.Tensor, k: int, n_items: int, 
 
 def full_ranking(scorer: BlockScorer, users: torch.Tensor, known: ItemSets | None, targets: ItemSets, ks: list[int], n_items: int,
                  popularity: torch.Tensor | None = None, user_chunk: int = 4096, item_chunk: int | None = None,
-                 keep_topk: bool = False) -> tuple[dict[str, float], torch.Tensor | None]:
+                 keep_topk: bool = False, distributed: bool = False) -> tuple[dict[str, float], torch.Tensor | None]:
     """Full-ranking metrics (:class:`RankingMetrics`) of ``users`` against their ``targets`` with ``known`` items
     masked, ``user_chunk`` users and ``item_chunk`` items at a time, on the device of ``users``; with
-    ``keep_topk`` also every user's top-``max(ks)`` items (a [len(users), max(ks)] tensor)."""
-    metric = RankingMetrics(ks, n_items).to(users.device)
+    ``keep_topk`` also every user's top-``max(ks)`` items (a [len(users), max(ks)] tensor).
+
+    ``distributed`` (every rank of an initialised ``torch.distributed`` group calls it with the same ``users``):
+    each rank ranks only its contiguous block of ``users`` (:func:`~sectorkit.core.sharding.shard_items`, no
+    padding), the per-user metric sums and user counts are summed over the ranks and divided once, so every rank
+    returns exactly the one-process metrics; ``keep_topk`` then gives the lists of the rank's block. Without it
+    the metrics are this process's alone, even inside a process group."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed and dist.is_available() and dist.is_initialized() else (0, 1)
+    if world > 1:
+        block = shard_items(len(users), rank, world)
+        users = users[block.start:block.stop]
+    metric = RankingMetrics(ks, n_items, sync_on_compute=world > 1).to(users.device)
     tops = []
     for chunk in users.split(user_chunk):
         _, top = masked_topk(scorer, chunk, max(metric.ks), n_items, known, item_chunk)

@@ -92,6 +92,7 @@ class RecommenderModelConfig(ModelConfig):
     n_negatives: int = bounded(1, 1)
     ks: List[int] = field(default_factory=lambda: [5, 10, 20])
     top_k: int = bounded(10, 1)
+    eval_chunk: int = bounded(1024, 1)  # users scored at once in validation/test: eval_chunk x catalogue floats
 
 
 def register() -> None:

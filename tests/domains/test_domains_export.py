@@ -14,9 +14,9 @@ onnx = pytest.importorskip("onnx")
 # per domain: the graph's outputs, and what its contract must spell out (input -> keys)
 EXPECTED = {
     "finance": (["score_and_alert"], {"numeric": "features", "categorical": "preprocessing", "history": "how"}),
-    "retail": (["scores"], {"users": "preprocessing", "history": "preprocessing", "exclude": "preprocessing"}),
-    "healthcare": (["score", "anomaly_map", "is_anomalous", "pixel_is_anomalous"], {"images": "preprocessing"}),
-    "agriculture": (["quantiles"], {"past": "columns", "future": "columns", "loc": "preprocessing", "series": "preprocessing"}),
+    "retail": (["items", "scores", "from_popularity"], {"users": "preprocessing"}),
+    "healthcare": (["score", "anomaly_map", "is_anomalous", "pixel_is_anomalous"], {"images": "in_graph"}),
+    "agriculture": (["quantiles"], {"values": "columns", "series": "preprocessing", "origin_date": "preprocessing"}),
 }
 
 

@@ -127,7 +127,9 @@ class WeatherForecaster(SectorModule):
         """Fit the ridge autoregression (for ``reference=ridge_ar`` or ``ridge_combination > 0``) on the training
         span the data module hands over: ``panel`` and its ``train_origins``."""
         if self.reference is not None:
-            weights = ridge_ar_scaled_weights(state["panel"], state["train_origins"], self.horizon)
+            weights = state.get("reference_weights")  # given when the data is sharded by rank: every series', fitted once
+            if weights is None:
+                weights = ridge_ar_scaled_weights(state["panel"], state["train_origins"], self.horizon)
             self.reference.weight.copy_(torch.as_tensor(weights, dtype=self.reference.weight.dtype))
         for member in self.net.members:  # a network fitted in closed form on the training span (classical.py)
             if hasattr(member, "fit"):
@@ -212,6 +214,11 @@ class WeatherForecaster(SectorModule):
         return {"series": batch["series"], "origin": batch["origin"], "residuals": target_z.unsqueeze(-1) - z}
 
     def calibrate(self, outputs: dict[str, torch.Tensor]) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            # each rank holds its own validation windows (its series, with data.shard_by_rank): fit on all of them
+            parts: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, outputs)
+            outputs = {key: torch.cat([part[key] for part in parts]) for key in outputs}
         calibration, band, band_weight = fit_intervals(
             outputs["series"], outputs["residuals"].float(), outputs["origin"], self.quantiles, self.calibration.shape[0]
         )
