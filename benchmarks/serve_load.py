@@ -1,13 +1,16 @@
 """Serving load: requests/s and p50/p99 latency of ``sectorkit serve`` per domain, at one row and at a larger batch.
 
-    python benchmarks/serve_load.py [--quick] [--domains finance retail ...] [--run finance=RUN_FOLDER ...] [--out FILE]
+    python benchmarks/serve_load.py [--quick] [--domains finance retail ...] [--run finance=RUN_FOLDER ...] [--compare] [--out FILE]
 
 Each domain's quick model (``experiment=quick``, 1 epoch; or the run folder given with ``--run``) is served by
 ``python -m sectorkit serve`` in its own process on loopback; a bounded load generator (a fixed number of requests
 from a few concurrent clients, each with its own HTTP connection) posts JSON rows in the training data's own
 schema, after a few warm-up requests. The latency is the client's (request sent to response read, JSON included).
 Finance requests carry new transaction ids (the server appends every scored row to its card/terminal history);
-agriculture's larger batch is every series of the sample (one forecast per series).
+agriculture's larger batch is every series of the sample (one forecast per series). ``--compare`` also measures,
+in the same run, a server started with ``serve.in_memory=false`` (each request written
+to a file that ``predict``'s file path reads back, the route every request took before requests were scored in memory);
+both servers run at once and take the same requests in alternating rounds.
 """
 
 from __future__ import annotations
@@ -110,40 +113,61 @@ def load(url: str, bodies: list[dict[str, Any]], clients: int) -> tuple[list[flo
     return [t for p in parts for t in p[0]], time.perf_counter() - started, sum(p[1] for p in parts)
 
 
-def measure(domain: str, run: Path, root: Path, batches: list[int], requests: int, clients: int, warmup: int) -> list[dict[str, Any]]:
+def start_server(domain: str, run: Path, root: Path, in_memory: bool) -> tuple[subprocess.Popen, str, dict[str, Any], float]:
+    """``sectorkit serve`` of ``run`` on a free loopback port: the process, its URL, its health and its start-up time (s)."""
     import httpx
 
     port = free_port()
     env = {**os.environ, "SECTORKIT_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "sectorkit", "serve", f"ckpt_path={run}", f"port={port}"], env=env, cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "sectorkit", "serve", f"ckpt_path={run}", f"port={port}", f"serve.in_memory={str(in_memory).lower()}"],
+                              env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"{domain}: the server stopped: {server.stderr.read()[-2000:]}")
+        try:
+            return server, url, httpx.get(f"{url}/health", timeout=2).json(), time.perf_counter() - started
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+def measure(domain: str, run: Path, root: Path, batches: list[int], requests: int, clients: int, warmup: int,
+            routes: tuple[bool, ...] = (True,)) -> list[dict[str, Any]]:
+    """Per batch and route (``True``: in memory, ``False``: ``serve.in_memory=false``) the load figures. With two routes
+    both servers run at once and take the same request bodies in alternating rounds, so a change in the machine's load
+    touches both alike."""
+    servers = {}
     try:
-        started = time.perf_counter()
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"{domain}: the server stopped: {server.stderr.read()[-2000:]}")
-            try:
-                health = httpx.get(f"{url}/health", timeout=2).json()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        startup = time.perf_counter() - started
+        for in_memory in routes:
+            servers[in_memory] = start_server(domain, run, root, in_memory)
         rows = []
         for batch in batches:
             bodies, per_request = payloads(domain, run, root, batch, warmup + requests)
-            load(url, bodies[:warmup], 1)
-            latencies, wall, errors = load(url, bodies[warmup:], clients)
-            ms = np.asarray(latencies) * 1e3
-            rows.append({"domain": domain, "model": health["model"], "batch": per_request, "requests": requests, "clients": clients,
-                         "errors": errors, "seconds": round(wall, 3), "requests_per_s": round(requests / wall, 2),
-                         "rows_per_s": round(requests * per_request / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-                         "p99_ms": round(float(np.percentile(ms, 99)), 1), "server_start_s": round(startup, 1)})
-            print(json.dumps(rows[-1]), flush=True)
+            rounds = 4 if len(routes) > 1 else 1
+            measured: dict[bool, list] = {route: [[], 0.0, 0] for route in routes}
+            for route in routes:
+                load(servers[route][1], bodies[:warmup], 1)
+            for index in range(rounds):
+                for route in routes if index % 2 == 0 else routes[::-1]:
+                    latencies, wall, errors = load(servers[route][1], bodies[warmup + index::rounds], clients)
+                    measured[route][0] += latencies
+                    measured[route][1] += wall
+                    measured[route][2] += errors
+            for route in routes:
+                latencies, wall, errors = measured[route]
+                ms = np.asarray(latencies) * 1e3
+                rows.append({"domain": domain, "model": servers[route][2]["model"], "route": "memory" if route else "file", "batch": per_request,
+                             "requests": requests, "clients": clients, "errors": errors, "seconds": round(wall, 3),
+                             "requests_per_s": round(requests / wall, 2), "rows_per_s": round(requests * per_request / wall, 1),
+                             "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
+                             "server_start_s": round(servers[route][3], 1)})
+                print(json.dumps(rows[-1]), flush=True)
         return rows
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server, *_ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -156,10 +180,15 @@ def markdown(results: dict[str, Any]) -> str:
               "included. Batch: rows (finance, retail users), images (healthcare: PatchCore's nearest-neighbour search over its "
               "memory bank is most of a request) or forecasts (agriculture: one per series, "
               f"{s.get('lookback', 28)} days each) per request. Finance keeps and extends its card/terminal history on every request."),
-             "", "| domain | model | batch | requests/s | rows/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "", "| domain | model | route | batch | requests/s | rows/s | p50 ms | p99 ms | errors |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    if any(r.get("route") == "file" for r in results["results"]):
+        lines[2] += (" Route `memory`: the server as shipped, each request's rows scored in memory by the data module built at "
+                     "start; `file`: the same server with `serve.in_memory=false`, each request written to a file that `predict`'s "
+                     "file path reads back with a data module built per request (the route before), measured in the same run: both servers "
+                     "running at once, the same requests sent to each in four alternating rounds.")
     for r in results["results"]:
-        lines.append(f"| {r['domain']} | {r['model']} | {r['batch']} | {r['requests_per_s']:.1f} | {r['rows_per_s']:.0f} | {r['p50_ms']:.0f} | "
-                     f"{r['p99_ms']:.0f} | {r['errors']} |")
+        lines.append(f"| {r['domain']} | {r['model']} | {r.get('route', 'file')} | {r['batch']} | {r['requests_per_s']:.1f} | {r['rows_per_s']:.0f} | "
+                     f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} |")
     return "\n".join(lines)
 
 
@@ -171,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="the larger batch (rows or users per request)")
     parser.add_argument("--image-batch", type=int, default=8, help="healthcare's larger batch (images per request)")
     parser.add_argument("--merge", action="store_true", help="keep the other domains' results already in --out")
+    parser.add_argument("--compare", action="store_true", help="also measure serve.in_memory=false (the file route) in the same run")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args(argv)
     requests, clients, warmup = (20, 2, 2) if args.quick else (60, 4, 3)
@@ -190,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             root.mkdir()
             run = Path(given[domain]) if domain in given else train_quick(domain, root)
             root = run.parents[3] if domain in given else root  # the run's SECTORKIT_ROOT (its data cache)
-            out["results"] += measure(domain, run, root, [1, args.image_batch if domain == "healthcare" else args.batch], requests, clients, warmup)
+            batches = [1, args.image_batch if domain == "healthcare" else args.batch]
+            out["results"] += measure(domain, run, root, batches, requests, clients, warmup, (False, True) if args.compare else (True,))
             atomic_write_json(args.out, out)  # after each domain: a cut-short run keeps what it measured
     out["complete"] = True
     atomic_write_json(args.out, out)

@@ -137,8 +137,8 @@ class TrainedModel:
     def serve(self, host: str = "127.0.0.1", port: int = 8000, *overrides: str, block: bool = True, **settings: Any) -> Any:
         """An HTTP inference server for this model (FastAPI on uvicorn, the ``serve`` extra): ``GET /health``,
         ``GET /contract``, ``POST /predict`` with rows in the training file's own schema, answered with what
-        :meth:`predict` returns. ``settings``: ``max_rows``, ``max_bytes``, ``history``, ``max_history_rows``
-        (:class:`sectorkit.core.serve.ServeSettings`). Blocks; with ``block=False`` returns the running server
+        :meth:`predict` returns, scored in memory by the data module built at start. ``settings``: ``max_rows``,
+        ``max_bytes``, ``history``, ``max_history_rows``, ``in_memory`` (:class:`sectorkit.core.serve.ServeSettings`). Blocks; with ``block=False`` returns the running server
         (``.url``, ``.stop()``)."""
         from sectorkit.core.serve import ServeSettings, serve
 

@@ -1,15 +1,19 @@
 """An HTTP inference server for a trained model: FastAPI on uvicorn (the ``serve`` extra).
 
     sectorkit serve ckpt_path=<checkpoint or run folder> [port=8000] [host=127.0.0.1] [serve.max_rows=10000]
-                    [serve.max_bytes=16777216] [serve.history=<file>] [serve.max_history_rows=1000000] [data.<key>=...]
+                    [serve.max_bytes=16777216] [serve.history=<file>] [serve.max_history_rows=1000000]
+                    [serve.in_memory=true] [runtime.torch_threads=1] [data.<key>=...]
 
 The checkpoint is read once at start through the same safe path as ``predict`` (weights only, classes of
-registered domains only, the data config recorded in the checkpoint with ``data.*`` overrides on top); no config
-is composed per request. Each request's rows (JSON, CSV or an uploaded file in the user's own raw schema; images as
-base64 PNG or nested arrays) go through exactly what ``predict`` runs: the domain's reader and checks, its data
-module's predict batches, the model's ``predict_step`` and the data module's ``predict_frame``, so a response is
+registered domains only, the data config recorded in the checkpoint with ``data.*`` overrides on top), and the
+model and its data module (with the fitted preprocessing) are built once; no config is composed and no file is
+written per request. Each request's rows (JSON, CSV or an uploaded file in the user's own raw schema; images as
+base64 PNG or nested arrays) become a DataFrame (or an image array) that the data module's ``setup_predict`` takes:
+the code ``setup('predict')`` runs on ``data.path`` once it has read the file (the domain's checks, features and
+fitted preprocessing), then the model's ``predict_step`` and the data module's ``predict_frame``, so a response is
 the table ``predict`` writes for those rows. A data module that needs earlier rows (``serving_history``) gets the
-history loaded at start, and the rows of every request are appended to it.
+history loaded at start, and the rows of every request are appended to it. Torch runs one thread per server
+process unless ``runtime.torch_threads=`` says otherwise; data loaders run in the request's thread (no workers).
 """
 
 import base64
@@ -32,24 +36,29 @@ from sectorkit.core.errors import ConfigError, SectorkitError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-SERVE_KEYS = ("max_rows", "max_bytes", "history", "max_history_rows")
+SERVE_KEYS = ("max_rows", "max_bytes", "history", "max_history_rows", "in_memory")
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     """Limits and state of a server: at most ``max_rows`` rows (or images) and ``max_bytes`` bytes a request (413
     beyond); ``history``: a file of earlier rows to start the history with instead of the training data;
-    ``max_history_rows``: the newest rows kept in that history."""
+    ``max_history_rows``: the newest rows kept in that history; ``in_memory``: score each request's rows in memory
+    (false: write them to a file that ``predict``'s file path reads back, the slower route a data module without
+    ``setup_predict`` takes anyway)."""
 
     max_rows: int = 10_000
     max_bytes: int = 16 * 2**20
     history: str | None = None
     max_history_rows: int = 1_000_000
+    in_memory: bool = True
 
     def __post_init__(self) -> None:
         for key in ("max_rows", "max_bytes", "max_history_rows"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"serve.{key}={getattr(self, key)!r}: expected a whole number >= 1")
+        if not isinstance(self.in_memory, bool):
+            raise ConfigError(f"serve.in_memory={self.in_memory!r}: expected true or false")
 
 
 class RequestError(SectorkitError):
@@ -63,7 +72,9 @@ class RequestError(SectorkitError):
 class ModelService:
     """A trained model loaded once for serving; :meth:`predict` returns what ``predict`` writes for the same rows.
 
-    Requests are scored one at a time (a lock): the model, the data module and the history are shared state.
+    The model and one data module (the checkpoint's data config and fitted preprocessing) are built at start; each
+    request's rows go through the data module's ``setup_predict`` in memory. Requests are scored one at a time (a
+    lock): the model, the data module and the history are shared state.
     """
 
     def __init__(self, path: str | Path, overrides: Sequence[str] = (), settings: ServeSettings | None = None) -> None:
@@ -80,17 +91,20 @@ class ModelService:
         checkpoint, record = checkpoint_record(path)  # a run folder or a checkpoint; the record names the domain (weights only)
         domain = get_domain(str(record["domain"]))
         overrides = [*overrides, *checkpoint_data_preset(domain, "serve", [f"ckpt_path={checkpoint}", *overrides])]
+        if not any(o.lstrip("+~").startswith("runtime.torch_threads=") for o in overrides):
+            overrides.append("runtime.torch_threads=1")  # one torch thread per server process unless configured: scale out with processes
         run_overrides = [f"ckpt_path={checkpoint}", *overrides]
         validate_overrides(domain, run_overrides)
         self.cfg = compose_config(domain, ["task=predict", *run_overrides])  # once, at start
         self.inference = prepare_inference(self.cfg, list(overrides))
         self.checkpoint, self.version = checkpoint, __version__
-        start = self.inference.datamodule()
-        keeps_history = type(start).serving_history is not SectorDataModule.serving_history
+        self.datamodule = self.inference.datamodule(num_workers=0)  # built once; its loaders run in the request's thread
+        keeps_history = type(self.datamodule).serving_history is not SectorDataModule.serving_history
         if self.settings.history and not keeps_history:
             raise ConfigError(f"serve.history: the {domain.name} model scores each row on its own and keeps no history")
         history_file = self.settings.history
-        self.history = read_table(Path(history_file).expanduser(), "history table") if history_file else start.serving_history()
+        self.history = read_table(Path(history_file).expanduser(), "history table") if history_file else self.datamodule.serving_history()
+        self.in_memory = self.settings.in_memory and type(self.datamodule).setup_predict is not SectorDataModule.setup_predict
         self.workdir = Path(tempfile.mkdtemp(prefix="sectorkit-serve-"))
         with open_dict(self.cfg):
             self.cfg.paths.output_dir = str(self.workdir)
@@ -107,7 +121,7 @@ class ModelService:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "ready": True, "domain": self.domain, "model": self.model_name, "version": self.version,
-                "checkpoint": str(self.checkpoint), "requests_served": self.served}
+                "checkpoint": str(self.checkpoint), "requests_served": self.served, "in_memory": self.in_memory}
 
     def contract(self) -> dict[str, Any]:
         """What a request holds and a response returns: the data settings the rows are read with (column mapping,
@@ -131,7 +145,6 @@ class ModelService:
     def predict(self, data: pd.DataFrame | np.ndarray, figures: bool = False) -> tuple[pd.DataFrame, dict[str, str]]:
         """The predictions table of ``data`` (rows in the raw schema, or images) and, with ``figures``, the figures
         ``predict`` draws for them (relative name -> base64 PNG)."""
-        from sectorkit.core.io import write_input
         from sectorkit.core.pipeline import collect_predictions
         from sectorkit.core.reporting import RunContext
 
@@ -139,23 +152,22 @@ class ModelService:
             raise RequestError(413, f"{len(data)} rows: a request holds at most serve.max_rows={self.settings.max_rows}")
         if len(data) == 0:
             raise RequestError(422, "the request holds no rows")
+        takes = type(self.datamodule).predict_input
+        if (takes == "images") != isinstance(data, np.ndarray):
+            what = '{"images": [...]}' if takes == "images" else '{"rows": [...]}, a CSV body or an upload'
+            raise RequestError(422, f"the {self.domain} model scores {takes}: send {what}")
         with self.lock:
-            folder = Path(tempfile.mkdtemp(dir=self.workdir))
-            path: Path | None = None
+            folder: Path | None = None
             try:
-                try:
-                    path = write_input(data, folder)
-                except (ValueError, TypeError, OverflowError) as err:  # e.g. a column mixing numbers and text (pyarrow)
-                    raise RequestError(422, f"the rows cannot be stored as a table: {str(err).splitlines()[0]}") from None
-                kwargs: dict[str, Any] = {"path": str(path)}
-                if self.history is not None:
-                    kwargs["history"] = self.history
-                datamodule = self.inference.datamodule(**kwargs)
-                datamodule.prepare_data()
-                datamodule.setup("predict")
+                if self.in_memory:
+                    datamodule = self._prepare(data)
+                else:
+                    folder = Path(tempfile.mkdtemp(dir=self.workdir))
+                    datamodule = self._prepare_from_file(data, folder)
                 outputs, table = collect_predictions(self.inference.model, datamodule, "predict")
                 drawn: dict[str, str] = {}
                 if figures and self.inference.domain.report:
+                    folder = folder or Path(tempfile.mkdtemp(dir=self.workdir))
                     plots = folder / "figures"
                     self.inference.domain.report(RunContext(folder, self.cfg, datamodule, self.inference.model, {}, stage="predict",
                                                             predictions=table, outputs=outputs, plots_dir=plots))
@@ -167,10 +179,43 @@ class ModelService:
             except SectorkitError as err:
                 if isinstance(err, RequestError):
                     raise
-                text = str(err).replace(str(path), "request") if path else str(err)
-                raise RequestError(422, text) from None
+                raise RequestError(422, str(err)) from None
             finally:
-                shutil.rmtree(folder, ignore_errors=True)
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def _prepare(self, data: pd.DataFrame | np.ndarray) -> Any:
+        """The data module built at start, its predict split set up from ``data`` in memory (``setup_predict``)."""
+        datamodule = self.datamodule
+        if self.history is not None:
+            datamodule.history = self.history
+        try:
+            datamodule.setup_predict(data, "request")
+        except SectorkitError:
+            raise
+        except (ValueError, TypeError, OverflowError) as err:  # a value the column checks did not foresee (pandas' own error)
+            raise RequestError(422, f"request: the rows cannot be read ({str(err).splitlines()[0]})") from None
+        return datamodule
+
+    def _prepare_from_file(self, data: pd.DataFrame | np.ndarray, folder: Path) -> Any:
+        """A new data module for ``data`` written to a file in ``folder`` and read back by ``setup('predict')``
+        (``serve.in_memory=false``, or a data module without ``setup_predict``)."""
+        from sectorkit.core.io import write_input
+
+        try:
+            path = write_input(data, folder)
+        except (ValueError, TypeError, OverflowError) as err:  # e.g. a column mixing numbers and text (pyarrow)
+            raise RequestError(422, f"the rows cannot be stored as a table: {str(err).splitlines()[0]}") from None
+        kwargs: dict[str, Any] = {"path": str(path)}
+        if self.history is not None:
+            kwargs["history"] = self.history
+        try:
+            datamodule = self.inference.datamodule(**kwargs)
+            datamodule.prepare_data()
+            datamodule.setup("predict")
+        except SectorkitError as err:
+            raise RequestError(422, str(err).replace(str(path), "request")) from None
+        return datamodule
 
 
 def write_frame_check(frame: pd.DataFrame) -> None:
@@ -401,12 +446,18 @@ def serve_command(arguments: Sequence[str]) -> int:
         raw = values.get(f"serve.{key}")
         if raw is None or raw in ("null", ""):
             continue
-        settings[key] = raw if key == "history" else _whole_number(f"serve.{key}", raw)
+        settings[key] = raw if key == "history" else _flag(f"serve.{key}", raw) if key == "in_memory" else _whole_number(f"serve.{key}", raw)
     port = _whole_number("port", values.get("port", "8000"))
     if not 0 <= port <= 65535:
         raise ConfigError(f"port={port}: expected 0..65535")
     serve(values["ckpt_path"], values.get("host", "127.0.0.1"), port, overrides, ServeSettings(**settings))
     return 0
+
+
+def _flag(key: str, raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ConfigError(f"{key}={raw!r}: expected true or false")
+    return raw.lower() == "true"
 
 
 def _whole_number(key: str, raw: str) -> int:

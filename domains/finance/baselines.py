@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from sectorkit.core.errors import ConfigError
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
@@ -23,8 +24,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-from sectorkit.core.errors import ConfigError
 
 BASELINES = ("logistic_regression", "hist_gradient_boosting", "lightgbm")
 # options of each baseline read here (``baselines.params.<name>``); the other keys go to the scikit-learn estimator
@@ -135,9 +134,15 @@ def fit_logistic_model(train: tuple, valid: tuple | None, seed: int, params: dic
 
 
 def fit_lightgbm(train: tuple, valid: tuple | None, test: tuple, seed: int, params: dict[str, Any] | None) -> np.ndarray:
-    """Fraud probabilities of LightGBM on ``test`` (numeric, codes): categorical codes split natively, trees added
-    until validation AP has not improved for ``early_stopping_rounds`` (all ``n_estimators`` without validation
-    rows holding both classes). Threads: the run's torch thread count."""
+    """Fraud probabilities of LightGBM on ``test`` (numeric, codes), fitted by :func:`fit_lightgbm_model`."""
+    return fit_lightgbm_model(train, valid, seed, params).predict_proba(np.concatenate(test, axis=1))[:, 1]
+
+
+def fit_lightgbm_model(train: tuple, valid: tuple | None, seed: int, params: dict[str, Any] | None) -> Any:
+    """The fitted ``LGBMClassifier`` of the ``lightgbm`` baseline on ``[numeric | codes]``: categorical codes split
+    natively, trees added until validation AP has not improved for ``early_stopping_rounds`` (all ``n_estimators``
+    without validation rows holding both classes; ``best_iteration_`` is what it predicts with). Threads: the run's
+    torch thread count. Also what the ``gbdt`` network is fitted with."""
     import lightgbm
     import torch
 
@@ -148,8 +153,7 @@ def fit_lightgbm(train: tuple, valid: tuple | None, test: tuple, seed: int, para
     if valid is not None and len(valid[2]) and valid[2].min() != valid[2].max():
         fit |= {"eval_X": np.concatenate(valid[:2], axis=1), "eval_y": valid[2]}
         fit["callbacks"] = [lightgbm.early_stopping(int(options["early_stopping_rounds"]), verbose=False)]
-    model.fit(np.concatenate([x, c], axis=1), y, **fit)
-    return model.predict_proba(np.concatenate(test, axis=1))[:, 1]
+    return model.fit(np.concatenate([x, c], axis=1), y, **fit)
 
 
 def fit_predict_baselines(

@@ -247,6 +247,14 @@ def read_splits(path: Path, layout: str = "auto", normal_label: int = 0, seed: i
     return splits
 
 
+def array_records(arrays: dict[str, np.ndarray]) -> list[Record]:
+    """Records of image arrays held in memory, keyed like an ``.npz`` (``test_images`` -> ``test_0``, ``test_1``, ...):
+    (N, H, W), (N, C, H, W) or MedMNIST's (N, H, W, C)."""
+    channels_first = {key: a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3) for key, a in arrays.items()}
+    return [{"image": image, "mask": None, "label": 0, "name": f"{key.removesuffix('_images')}_{i}"} for key, a in arrays.items()
+            for i, image in enumerate(a if channels_first[key] else _medmnist_images(a))]
+
+
 def list_images(path: Path) -> list[Record]:
     """Records for ``sectorkit predict``: one image file, every image of a folder (recursively), or the image arrays
     of an ``.npz`` (every ``*_images`` array, (N, H, W), (N, C, H, W) or MedMNIST's (N, H, W, C))."""
@@ -256,9 +264,7 @@ def list_images(path: Path) -> list[Record]:
             if not keys:
                 raise DataError(f"{path}: no '*_images' array in this .npz (expected e.g. test_images, as MedMNIST files hold)")
             arrays = {key: np.asarray(data[key]) for key in keys}
-        channels_first = {key: a.ndim == 4 and a.shape[1] in (1, 3) and a.shape[-1] not in (1, 3) for key, a in arrays.items()}
-        return [{"image": image, "mask": None, "label": 0, "name": f"{key.removesuffix('_images')}_{i}"} for key, a in arrays.items()
-                for i, image in enumerate(a if channels_first[key] else _medmnist_images(a))]
+        return array_records(arrays)
     if path.is_file():
         files = [path]
     else:

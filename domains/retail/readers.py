@@ -150,8 +150,15 @@ def read_interactions(
     raise DataError(f"data.format={fmt!r} is not supported; expected auto, udata, movielens_csv, inter, csv or parquet")
 
 
+def standardise_rows(raw: pd.DataFrame, source: str, user_column: str = "user_id", item_column: str = "item_id",
+                     rating_column: str | None = "rating", timestamp_column: str | None = "timestamp", **_: Any) -> pd.DataFrame:
+    """Rows held in memory (a server's request) as the standard frame: what :func:`read_interactions` gives for a
+    Parquet file of them (the named columns; ``format`` and ``separator`` concern files only)."""
+    return _standardise(raw, source, user_column, item_column, rating_column, timestamp_column)
+
+
 def _standardise(
-    raw: pd.DataFrame, file: Path, user: str, item: str, rating: str | None, timestamp: str | None
+    raw: pd.DataFrame, file: Path | str, user: str, item: str, rating: str | None, timestamp: str | None
 ) -> pd.DataFrame:
     """Check the columns exist and convert them to the standard names and dtypes."""
     if raw.empty:

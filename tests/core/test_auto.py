@@ -3,54 +3,52 @@ shipped as the run's own (evaluate, predict and export from the run folder alone
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
+import io
 import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+
+import sectorkit
 from sectorkit.core.auto import Candidate, candidate_overrides, choose, read_candidate, requested
 from sectorkit.core.errors import ConfigError
 
 TINY = ["experiment=quick", "data.sample.n_users=120", "data.sample.n_items=80", "trainer.max_epochs=3",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
-SCRIPT = '''
-import json, sys
-import pandas as pd
-import sectorkit
-
-run = sectorkit.train("retail", "model=auto", "auto.candidates=[ease,bpr]", "auto.blend=true", *sys.argv[2:], run_dir=sys.argv[1] + "/auto")
-model = sectorkit.load(run.run_dir)
-evaluated = model.evaluate()
-user = str(pd.read_csv(run.run_dir / "predictions.csv")["user"].iloc[0])
-table = model.predict(pd.DataFrame({"user_id": [user, "newcomer"]}))
-export = model.export(sys.argv[1] + "/auto.onnx")
-print(json.dumps({"run_dir": str(run.run_dir), "chosen": run.chosen, "candidates": run.candidates, "metrics": run.metrics,
-                  "model_name": model.model_name, "checkpoint": str(model.checkpoint), "evaluated": evaluated.test,
-                  "evaluate_dir": str(evaluated.run_dir), "predicted_users": sorted(table["user"].astype(str).unique()),
-                  "user": user, "export_passed": export["passed"]}))
-'''
-
 
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One retail ``model=auto`` run on a tiny sample (EASE, BPR-MF and their blend), then load, evaluate, predict and
-    export from its folder, in a subprocess (as a user's script would). The run folder holds a stale candidate failure
-    of an earlier run, which must not count."""
+    export from its folder, with the Python API as a user's script calls it (what it prints kept as ``stdout``). The
+    run folder holds a stale candidate failure of an earlier run, which must not count."""
     root = tmp_path_factory.mktemp("auto")
     stale = root / "auto" / "candidates" / "ease" / "failed.json"  # left by an earlier run into the same folder
     stale.parent.mkdir(parents=True)
     stale.write_text(json.dumps({"error": "an earlier run's failure", "seconds": 1.0}))
-    env = {**os.environ, "SECTORKIT_ROOT": str(root), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(root), *TINY], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {**json.loads(result.stdout.strip().splitlines()[-1]), "stdout": result.stdout}
+    printed, threads = io.StringIO(), torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("SECTORKIT_ROOT", str(root))
+        patch.chdir(root)
+        torch.set_num_threads(1)  # one thread, as the other tests run (restored below)
+        run = sectorkit.train("retail", "model=auto", "auto.candidates=[ease,bpr]", "auto.blend=true", *TINY, run_dir=str(root / "auto"))
+        model = sectorkit.load(run.run_dir)
+        evaluated = model.evaluate()
+        user = str(pd.read_csv(run.run_dir / "predictions.csv")["user"].iloc[0])
+        table = model.predict(pd.DataFrame({"user_id": [user, "newcomer"]}))
+        export = model.export(str(root / "auto.onnx"))
+    torch.set_num_threads(threads)
+    return {"run_dir": str(run.run_dir), "chosen": run.chosen, "candidates": run.candidates, "metrics": run.metrics,
+            "model_name": model.model_name, "checkpoint": str(model.checkpoint), "evaluated": evaluated.test,
+            "evaluate_dir": str(evaluated.run_dir), "predicted_users": sorted(table["user"].astype(str).unique()),
+            "user": user, "export_passed": export["passed"], "stdout": printed.getvalue()}
 
 
 def test_auto_ships_the_candidate_with_the_best_validation_score(auto_run: dict) -> None:
@@ -141,8 +139,8 @@ def test_bad_auto_settings_and_auto_outside_train_are_one_line_config_errors(tmp
         run_task("train", ["domain=retail", "model=auto", "auto.candidates=[ease,nope]", f"hydra.run.dir={tmp_path}/r"])
     with pytest.raises(ConfigError, match="model=auto trains its candidates with sectorkit train"):
         run_task("evaluate", ["domain=retail", "model=auto"])
-    with pytest.raises(ConfigError, match="auto.blend=true: domain 'finance' names no auto.blend_network"):
-        run_task("train", ["domain=finance", "model=auto", "auto.blend=true", f"hydra.run.dir={tmp_path}/f"])
+    with pytest.raises(ConfigError, match="auto.blend=true: domain 'healthcare' names no auto.blend_network"):
+        run_task("train", ["domain=healthcare", "model=auto", "auto.blend=true", f"hydra.run.dir={tmp_path}/f"])
     assert not (tmp_path / "r" / "candidates").exists()
 
 
@@ -208,7 +206,7 @@ def test_agriculture_auto_run_ships_the_candidate_with_the_lowest_validation_mae
     import sectorkit
 
     monkeypatch.setenv("SECTORKIT_ROOT", str(tmp_path))
-    run = sectorkit.train("agriculture", "model=auto", "experiment=quick", "auto.candidates=[damped_anomaly,ridge_ar,gru]", "trainer.max_epochs=1",
+    run = sectorkit.train("agriculture", "model=auto", "experiment=quick", "auto.candidates=[damped_anomaly,ridge_ar,gru]", "auto.blend=false", "trainer.max_epochs=1",
                           "data.synthetic.n_series=2", "data.synthetic.n_days=500", "trainer.enable_progress_bar=false",
                           "trainer.enable_model_summary=false", run_dir=tmp_path / "auto")
     scores = {name: c["best_val"] for name, c in run.candidates.items()}

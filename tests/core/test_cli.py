@@ -13,7 +13,7 @@ from sectorkit.core.cli import main
         (["train", "domain=financ"], "unknown domain 'financ'; valid choices for 'domain': agriculture, finance, healthcare, retail"),
         (["train", "model=mlp"], "choose a domain with domain=<name>; registered domains: agriculture, finance, healthcare, retail"),
         (["train", "domain=finance", "model=mlpp"], "unknown model 'mlpp' for domain 'finance' (did you mean 'mlp'?); valid choices for 'model': "
-                                                    "auto, autoencoder, ft_transformer, linear, mlp, mlp_small"),
+                                                    "auto, autoencoder, ft_transformer, gbdt, linear, mlp, mlp_small"),
         (["train", "domain=retail", "data=movielens"], "valid choices for 'data': file, ml100k, sample"),
         (["train", "domain=finance", "trainer=gpux"], "unknown trainer 'gpux' for domain 'finance' (did you mean 'gpu'?)"),
         (["train", "domain=finance", "trainer.max_epoc=3"], "unknown config key 'trainer.max_epoc' (did you mean 'trainer.max_epochs'"),
