@@ -10,7 +10,8 @@ Workloads (the domain's network and LightningModule on tensors resident on the d
   EASE's closed form on the device and EASE's full-ranking evaluation;
 - healthcare: PatchCore (the default preset's network, 256 px) filling its bank from normal images with the
   patch store capped (``max_bank_patches``), the device coreset, then 10,000 test images each searched
-  exactly against the whole bank;
+  exactly against the whole bank; and PatchCore on 128³ volumes (``experiment=volumes``' network: features at
+  1/2 of the side, patch store capped) filling its bank from 32 normal volumes, then 256 test volumes searched exactly;
 - finance and agriculture: the default network and module (``model=mlp``; the default GRU ensemble) trained
   and scored on synthetic rows of the right shape: rows drawn with replacement from a real batch of the quick
   data and kept on the device, batches sliced from it.
@@ -54,18 +55,21 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "gpu": {
         "retail": {"users": 138_493, "items": 26_744, "interactions": 20_000_263, "batch": 65_536, "user_chunk": 8192},
         "healthcare": {"image_size": 256, "train_images": 1000, "test_images": 10_000, "batch": 32, "max_bank_patches": 1_000_000},
+        "healthcare_volumes": {"volume_size": 128, "train_volumes": 32, "test_volumes": 256, "batch": 2, "max_bank_patches": 1_000_000},
         "finance": {"rows": 20_000_000, "train_batch": 65_536, "train_steps": 200, "infer_batch": 1_048_576},
         "agriculture": {"rows": 5_000_000, "train_batch": 16_384, "train_steps": 200, "infer_batch": 262_144},
     },
     "cpu": {
         "retail": {"users": 4000, "items": 1500, "interactions": 200_000, "batch": 8192, "user_chunk": 1024},
         "healthcare": {"image_size": 256, "train_images": 2, "test_images": 4, "batch": 2, "max_bank_patches": 100_000},
+        "healthcare_volumes": {"volume_size": 64, "train_volumes": 2, "test_volumes": 2, "batch": 1, "max_bank_patches": 100_000},
         "finance": {"rows": 100_000, "train_batch": 4096, "train_steps": 20, "infer_batch": 50_000},
         "agriculture": {"rows": 50_000, "train_batch": 1024, "train_steps": 20, "infer_batch": 10_000},
     },
     "small": {
         "retail": {"users": 300, "items": 200, "interactions": 12_000, "batch": 2048, "user_chunk": 128},
         "healthcare": {"image_size": 64, "train_images": 2, "test_images": 4, "batch": 2, "max_bank_patches": 4000},
+        "healthcare_volumes": {"volume_size": 16, "train_volumes": 2, "test_volumes": 2, "batch": 1, "max_bank_patches": 4000},
         "finance": {"rows": 8192, "train_batch": 1024, "train_steps": 4, "infer_batch": 4096},
         "agriculture": {"rows": 4096, "train_batch": 512, "train_steps": 4, "infer_batch": 2048},
     },
@@ -300,6 +304,50 @@ def healthcare(device: torch.device, size: str, limits: dict[str, Any], bf16: bo
     return [record]
 
 
+def volumes(n: int, size: int, device: torch.device, seed: int) -> torch.Tensor:
+    """Smooth random grey volumes (a coarse noise field upsampled), values in 0..1."""
+    g = torch.Generator(device).manual_seed(seed)
+    coarse = torch.rand(n, 1, *([max(size // 16, 2)] * 3), generator=g, device=device)
+    return torch.nn.functional.interpolate(coarse, size=(size,) * 3, mode="trilinear", align_corners=False)
+
+
+def healthcare_volumes(device: torch.device, size: str, limits: dict[str, Any], bf16: bool) -> list[dict[str, Any]]:
+    """PatchCore on 3D volumes with ``experiment=volumes``' network (128³ on the GPU): the bank filled from normal
+    volumes with the patch store capped, the coreset, then every test volume searched exactly against the whole bank."""
+    from sectorkit.domains.healthcare.module import AnomalyDetector
+
+    s = SIZES[size]["healthcare_volumes"]
+    side, batch = s["volume_size"], s["batch"]
+    net = {"_target_": "sectorkit.domains.healthcare.models.patchcore.PatchCoreDetector", "coreset_size": 2000, "sigma": 4.0,
+           "max_pool": True, "max_bank_patches": s["max_bank_patches"],  # the volumes preset's network
+           "chunk": 65536 if device.type == "cuda" else 4096}
+    model = AnomalyDetector(net=net, spatial_dims=3, image_size=side).to(device).eval()
+    pool = volumes(batch, side, device, seed=0)  # the same device-resident volumes, batch after batch
+    t: dict[str, float] = {}
+    reset_peak(device)
+    with torch.no_grad(), autocast(device, bf16), clock(device, t, "collect"):
+        for start in range(0, s["train_volumes"], batch):
+            model.net.collect(pool[: min(batch, s["train_volumes"] - start)])
+    with clock(device, t, "coreset"):
+        model.net.fit_memory()
+    train_peak = peak_mb(device)
+    reset_peak(device)
+    scores = []
+    with torch.inference_mode(), autocast(device, bf16):
+        model.raw_outputs(pool)  # warm-up
+        with clock(device, t, "inference"):
+            for start in range(0, s["test_volumes"], batch):
+                scores.append(model.raw_outputs(pool[: min(batch, s["test_volumes"] - start)])[0])
+        flops = count_flops(lambda: model.raw_outputs(pool)) * s["test_volumes"] / len(pool)
+    record = row("healthcare", "PatchCore 3D", device, size,
+                 shape=f"{side}³ volumes, {s['train_volumes']:,} train / {s['test_volumes']:,} test, bank {len(model.net.bank):,}",
+                 train_per_s=s["train_volumes"] / t["collect"], coreset_s=t["coreset"], epoch_s=t["collect"] + t["coreset"],
+                 inference_per_s=s["test_volumes"] / t["inference"], inference_s=t["inference"], train_peak_gpu_mb=train_peak,
+                 peak_gpu_mb=peak_mb(device), finite=bool(torch.isfinite(torch.cat(scores)).all()))
+    shares(record, flops, None, t["inference"], limits)
+    return [record]
+
+
 # --- finance and agriculture: the default network + module on device-resident synthetic rows ---------------------
 def table_workload(domain: str, device: torch.device, size: str, limits: dict[str, Any], bf16: bool, compile_net: bool,
                    pinned: bool, workdir: Path) -> dict[str, Any]:
@@ -377,6 +425,7 @@ def run_device(device: torch.device, size: str, args: argparse.Namespace, workdi
             jobs.append((domain, lambda: retail(device, size, limits, bf16)))
         elif domain == "healthcare":
             jobs.append((domain, lambda: healthcare(device, size, limits, bf16)))
+            jobs.append(("healthcare volumes", lambda: healthcare_volumes(device, size, limits, bf16)))
         else:
             for compiled in ((False, True) if args.compile else (False,)):
                 jobs.append((domain + (" compiled" if compiled else ""),
