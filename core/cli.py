@@ -6,7 +6,7 @@
     sectorkit evaluate domain=finance ckpt_path=PATH
     sectorkit predict domain=finance ckpt_path=PATH data.path=FILE [output=FILE]
     sectorkit export domain=finance ckpt_path=PATH [format=onnx|torchscript]
-    sectorkit serve ckpt_path=RUN_OR_CKPT [port=8000] [host=127.0.0.1] [serve.max_rows=N] [serve.history=FILE]
+    sectorkit serve ckpt_path=RUN_OR_CKPT [port=8000] [host=127.0.0.1] [serve.max_rows=N] [serve.history=FILE] [serve.in_memory=true] [runtime.torch_threads=1]
     sectorkit domains | demo | new-domain NAME [--dest DIR]
 
 Everything after the subcommand is a Hydra override. Errors in the configuration or the data print one
@@ -67,7 +67,7 @@ def _dispatch(argv: list[str]) -> int:
         p.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
     sub.add_parser("domains", help="list the registered domains with their models, datasets and primary metric")
     sub.add_parser("serve", help="HTTP inference server for ckpt_path (a run folder or checkpoint): ckpt_path=... [port=8000] [host=...] "
-                   "[serve.max_rows=...] (the serve extra)")
+                   "[serve.max_rows=...] [serve.in_memory=true] [runtime.torch_threads=1] (the serve extra)")
     demo = sub.add_parser("demo", help="run every domain's demo (else quick) experiment on its built-in sample, then a short "
                           "Optuna search; print model vs baselines")
     demo.add_argument("--domains", nargs="*", help="only these domains")
