@@ -276,7 +276,7 @@ def markdown(results: dict[str, Any]) -> str:
 # what the model=auto rows are; their candidates, the choice on each data set and the targets: docs/auto.md
 AUTO_NOTE = ["", ("`auto` rows: `model=auto` with the domain's default candidate list, chosen on each data set's validation split "
                   "(agriculture: the four window baselines as models, the GRU and a blend of the two best; `auto_blend` rows: "
-                  "auto.blend=true given explicitly, before it was agriculture's default; finance: the logistic regression and LightGBM as "
+                  "auto.blend=true given explicitly, before it was agriculture's default, with the GRU ensemble of five of then; finance: the logistic regression and LightGBM as "
                   "models, the MLP, and a blend of the two best). Every candidate's validation and test score, why each list was chosen and the issue's targets (not reached) "
                   "are in docs/auto.md, section Development suite.")]
 

@@ -251,12 +251,14 @@ def blend_candidate(cfg: DictConfig, candidates: Sequence[Candidate], settings: 
         _, _, datamodule, _ = load(cfg, "fit")
         trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto")
         scores: dict[float, float] = {}
+        validated = {}
         for weight in settings.blend_weights:
-            model = model_from_checkpoint(blend_checkpoint(members, settings.blend_network, weight, BLEND))
-            scores[weight] = float(trainer.validate(model, datamodule=datamodule, verbose=False)[0][f"val/{metric}"])
+            validated[weight] = model_from_checkpoint(blend_checkpoint(members, settings.blend_network, weight, BLEND))
+            scores[weight] = float(trainer.validate(validated[weight], datamodule=datamodule, verbose=False)[0][f"val/{metric}"])
         weight = (max if mode == "max" else min)(scores, key=scores.get)  # the first listed wins a tie
         checkpoint = blend_checkpoint(members, settings.blend_network, weight, BLEND)
-        model = model_from_checkpoint(checkpoint)
+        model = validated[weight]  # as validated: what it fitted on the validation split (e.g. intervals) is shipped
+        checkpoint["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         test = {k.removeprefix("test/"): float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()
                 if k.startswith("test/")}
     except Exception as err:
@@ -269,7 +271,8 @@ def blend_candidate(cfg: DictConfig, candidates: Sequence[Candidate], settings: 
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     torch.save(checkpoint, partial)
     os.replace(partial, path)
-    note = (f"{weight:g} x {first.name} + {1 - weight:g} x {second.name} (the two best candidates, scores standardised per row; "
+    how = next((m.blend_summary for m in model.modules() if hasattr(m, "blend_summary")), "scores standardised per row")
+    note = (f"{weight:g} x {first.name} + {1 - weight:g} x {second.name} (the two best candidates, {how}; "
             f"validation {metric} by weight: {', '.join(f'{w:g}: {v:.4f}' for w, v in scores.items())})")
     seconds = round(time.perf_counter() - started, 2)
     atomic_write_json(folder / "metrics.json", {"model_name": BLEND, "best_val": scores[weight], "test": test, "epochs": 0, "seconds": seconds,
@@ -281,19 +284,29 @@ def blend_candidate(cfg: DictConfig, candidates: Sequence[Candidate], settings: 
 def blend_checkpoint(members: Sequence[dict[str, Any]], network: str, weight: float, name: str) -> dict[str, Any]:
     """One checkpoint holding two members' networks composed by ``network`` (``members`` and ``weight`` are its
     arguments): the module and data state of the first member, each member's ``net.*`` weights under
-    ``net.members.<i>.``, the weight as the network's ``weights`` buffer, and the run record named ``name``."""
+    ``net.members.<i>.``, the weight as the network's ``weights`` buffer, and the run record named ``name``. A network
+    class with a ``blend_parts(members, weight)`` classmethod composes the members' configs, the state dict and the
+    module's hyper-parameter changes itself (weather: each member's whole module, adapter and ridge included)."""
     import torch
+    from sectorkit.core.network import network_class
     from sectorkit.core.run_record import RECORD_KEY
 
     first = members[0]
-    state = {k: v for k, v in first["state_dict"].items() if not k.startswith("net.")}
-    for index, member in enumerate(members):
-        state.update({f"net.members.{index}.{k.removeprefix('net.')}": v for k, v in member["state_dict"].items() if k.startswith("net.")})
-    state["net.weights"] = torch.tensor([float(weight), 1.0 - float(weight)])
-    kept = {k: v for k, v in first.items() if k not in ("state_dict", "hyper_parameters", "optimizer_states", "lr_schedulers", "callbacks", "loops")}
     hyper = dict(first["hyper_parameters"])
+    parts = getattr(network_class({"_target_": network}, "auto.blend_network"), "blend_parts", None)
+    if parts is not None:  # members whose forecast needs state outside net.* (the network composes the parts itself)
+        composed = parts(members, float(weight))
+        state, configs = dict(composed["state_dict"]), composed["members"]
+        hyper.update(composed.get("hyper_parameters", {}))
+    else:
+        state = {k: v for k, v in first["state_dict"].items() if not k.startswith("net.")}
+        for index, member in enumerate(members):
+            state.update({f"net.members.{index}.{k.removeprefix('net.')}": v for k, v in member["state_dict"].items() if k.startswith("net.")})
+        state["net.weights"] = torch.tensor([float(weight), 1.0 - float(weight)])
+        configs = [dict(m["hyper_parameters"]["net"]) for m in members]
+    kept = {k: v for k, v in first.items() if k not in ("state_dict", "hyper_parameters", "optimizer_states", "lr_schedulers", "callbacks", "loops")}
     hyper["net"] = {"_target_": network, "_recursive_": False,  # the members stay configs: the network builds them
-                    "members": [dict(m["hyper_parameters"]["net"]) for m in members], "weight": float(weight)}
+                    "members": configs, "weight": float(weight)}
     record = dict(first.get(RECORD_KEY) or {})
     if record:
         record["model_name"] = name

@@ -106,14 +106,16 @@ class YieldDataModule(SectorDataModule):
                  "features": ", ".join(self.feature_names) or "trend only"}
         return {"source": self.source(), "facts": facts, "splits": splits}
 
-    def load_tables(self, allow_missing: bool = False) -> pd.DataFrame:
-        """Yields joined with season aggregates (when weather is used); rows without a yield kept only for predict."""
-        if self.path is None:
+    def load_tables(self, allow_missing: bool = False, rows: pd.DataFrame | None = None, source: str = "request") -> pd.DataFrame:
+        """Yields joined with season aggregates (when weather is used); rows without a yield kept only for predict.
+        ``rows``: a yield table held in memory in ``path``'s layout (a server's request, named ``source``) instead of ``path``."""
+        if self.path is None and rows is None:
             with phase("generating the crop-yield sample (yields and season weather)"):
                 yields, weather = sample.synthetic_yield(**self.synthetic)
         else:
-            source = str(self.require_path())
-            raw = read_table(self.path, "yield table")
+            if rows is None:
+                source = str(self.require_path())
+            raw = read_table(self.path, "yield table") if rows is None else rows
             yields = validate_yield(
                 raw, source, self.region_column, self.year_column, self.target, self.covariates, allow_missing
             )
@@ -141,32 +143,7 @@ class YieldDataModule(SectorDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.path is not None:
-            trained_on = list(self.feature_names)
-            frame = self.load_tables(allow_missing=True)
-            if self.feature_mean is not None and self.feature_names != trained_on:
-                raise DataError(
-                    f"{self.path}: features {self.feature_names} differ from those the model was trained "
-                    f"on {trained_on} (check data.weather_path, data.use_weather and data.covariates)"
-                )
-            history = frame[frame["yield"].notna()]
-            target_rows = frame[frame["yield"].isna()]
-            if target_rows.empty:
-                if self.feature_names:
-                    raise DataError(
-                        f"{self.path}: no rows with an empty {self.target!r} to forecast; add next season's "
-                        "rows (with their covariates / weather) and leave the yield blank"
-                    )
-                nxt = history.groupby("region")["year"].max() + 1
-                target_rows = pd.DataFrame({"region": nxt.index, "year": nxt.to_numpy(), "yield": np.nan})
-            # a season none of the folds saw: every fold's model gets the trend of the whole history
-            rows = target_rows.assign(trend=trend_predictions(history, target_rows)).reset_index(drop=True)
-            k = max(len(self.folds), 1)
-            self.frames["predict"], self.frames["history"] = rows, history
-            self.fold_inputs["predict"] = {
-                "trend": np.repeat(rows["trend"].to_numpy(float)[:, None], k, axis=1),
-                "mask": np.zeros((len(rows), k), dtype=bool),
-                "fold": np.full(len(rows), -1, dtype=np.int64),
-            }
+            self.setup_predict(read_table(self.require_path(), "yield table"), str(self.path))
             return
         if self.frames.get("test") is not None:
             return
@@ -198,6 +175,36 @@ class YieldDataModule(SectorDataModule):
                 trend=trend[rows][np.arange(len(own)), own], fold=test_fold[rows]
             ).reset_index(drop=True)
             self.fold_inputs[stage_name] = {"trend": trend[rows], "mask": mask, "fold": test_fold[rows]}
+
+    def setup_predict(self, rows: pd.DataFrame, source: str = "request") -> None:
+        """Next season's yields from a yield table (``path``'s layout, read from it or held in memory by a server): its
+        rows with an empty yield (or, without features, each region's next year), with the history's trend."""
+        trained_on = list(self.feature_names)
+        frame = self.load_tables(allow_missing=True, rows=rows, source=source)
+        if self.feature_mean is not None and self.feature_names != trained_on:
+            raise DataError(
+                f"{source}: features {self.feature_names} differ from those the model was trained "
+                f"on {trained_on} (check data.weather_path, data.use_weather and data.covariates)"
+            )
+        history = frame[frame["yield"].notna()]
+        target_rows = frame[frame["yield"].isna()]
+        if target_rows.empty:
+            if self.feature_names:
+                raise DataError(
+                    f"{source}: no rows with an empty {self.target!r} to forecast; add next season's "
+                    "rows (with their covariates / weather) and leave the yield blank"
+                )
+            nxt = history.groupby("region")["year"].max() + 1
+            target_rows = pd.DataFrame({"region": nxt.index, "year": nxt.to_numpy(), "yield": np.nan})
+        # a season none of the folds saw: every fold's model gets the trend of the whole history
+        predicted = target_rows.assign(trend=trend_predictions(history, target_rows)).reset_index(drop=True)
+        k = max(len(self.folds), 1)
+        self.frames["predict"], self.frames["history"] = predicted, history
+        self.fold_inputs["predict"] = {
+            "trend": np.repeat(predicted["trend"].to_numpy(float)[:, None], k, axis=1),
+            "mask": np.zeros((len(predicted), k), dtype=bool),
+            "fold": np.full(len(predicted), -1, dtype=np.int64),
+        }
 
     def _check_trained_folds(self, folds: list[Fold]) -> None:
         """A restored checkpoint has one model per fold: this data and protocol must give folds testing the same
@@ -304,6 +311,14 @@ class YieldDataModule(SectorDataModule):
             "outputs": {"yield": "(batch,) predicted yield in the yield's units"},
             "protocol": self.protocol,
         }
+
+    def training_state(self) -> dict[str, Any]:
+        """The training and validation rows of every fold, for networks fitted in closed form before training
+        (``models/yield_classical.py``): per split ``features (N, K, F)`` (standardised per fold), ``trend (N, K)``,
+        ``target (N,)`` and ``mask (N, K)`` (which folds train, or validate, on the row)."""
+        return {split: {"features": self.features(self.frames[split]), "trend": np.asarray(self.fold_inputs[split]["trend"], dtype=np.float64),
+                        "target": self.frames[split]["yield"].to_numpy(np.float64), "mask": np.asarray(self.fold_inputs[split]["mask"], dtype=bool)}
+                for split in ("train", "val")}
 
     def state_dict(self) -> dict[str, Any]:
         if self.feature_mean is None:

@@ -54,6 +54,32 @@ class YieldRegressor(SectorModule):
         self.register_buffer("y_mean", mean)
         self.register_buffer("y_std", std)
         self.register_buffer("fold_ids", torch.arange(int(folds)))
+        # a network fitted in closed form (models/yield_classical.py): one epoch, no optimizer, no gradient steps
+        self.gradient_free = not any(p.requires_grad for p in self.parameters())
+
+    def prepare_fit(self, state: dict[str, Any]) -> None:
+        """Networks fitted in closed form (``fit``) fit each fold on its own training rows and choose their
+        settings on its own validation rows (``datamodule.training_state()``), in the fold's standardised units."""
+        if "train" not in state:
+            return
+        for k, member in enumerate(self.net.members):
+            if not hasattr(member, "fit"):
+                continue
+            mean, std = float(self.y_mean[k]), float(self.y_std[k])
+            rows = []
+            for split in (state["train"], state["val"]):
+                used = split["mask"][:, k]
+                rows.append((torch.as_tensor(split["features"][used, k]), torch.as_tensor((split["trend"][used, k] - mean) / std),
+                             torch.as_tensor((split["target"][used] - mean) / std)))
+            member.fit(*rows)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        return None if self.gradient_free else super().training_step(batch, batch_idx)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.gradient_free:
+            self.trainer.should_stop = True  # fitted before training: one validation pass scores it
 
     @property
     def n_folds(self) -> int:
