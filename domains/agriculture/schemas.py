@@ -96,6 +96,7 @@ class ForecasterConfig(ModelConfig):
 
     _target_: str = "sectorkit.domains.agriculture.weather.module.WeatherForecaster"
     calibrate: bool = True
+    recentre: bool = False  # let the interval calibration shift a series' median by its validation bias
     local_lags: int = bounded(14, 0)
     local_covariates: List[str] = field(default_factory=list)
     reference: str = one_of("none", "none", "ridge_ar")

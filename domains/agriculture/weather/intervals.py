@@ -9,7 +9,11 @@ that band; the two band rules also recentred, i.e. centred on the median plus th
 errors (a per-series, per-horizon bias correction, the only rules that move the median). Each series gets the
 rule with the lowest pinball when fitted on one chronological half of its validation windows and scored on the
 other, both ways, refitted on the whole span: an in-sample comparison would favour the rules fitted on the very
-errors they are scored on.
+errors they are scored on. The weather module selects among :data:`KEEP_MEDIAN` (the point forecast stays the
+network's) unless ``model.recentre=true``: cross-fitting within one span cannot tell whether a validation bias
+persists after it, and on the development suite's weather sets a selection that could recentre, fitted on the
+earlier half of each validation span, did no better on the later half than one that could not, and worse at one
+station (``benchmarks/agriculture_calibration_forward.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ CANDIDATES = {
     "blend_recentred": (False, 0.5, True),
 }
 FALLBACK = "learned"  # for a series with too few validation windows to cross-fit
+# the rules that leave the median where the network put it: what the module selects among unless ``recentre``
+KEEP_MEDIAN = tuple(rule for rule, (_, _, recentred) in CANDIDATES.items() if not recentred)
 
 
 def with_intervals(
@@ -89,19 +95,19 @@ def rule_pinball(residuals: torch.Tensor, learned: torch.Tensor, band: torch.Ten
     return pinball_loss(-diff, diff.new_zeros(diff.shape[:-1]), quantiles).mean().item()  # diff = target - forecast
 
 
-def cross_fitted_rule(residuals: torch.Tensor, quantiles: Sequence[float]) -> str:
-    """The rule with the lowest pinball when fitted on one chronological half of a series' validation windows
-    (``residuals`` in time order) and scored on the other, both ways; :data:`FALLBACK` below four windows."""
+def cross_fitted_rule(residuals: torch.Tensor, quantiles: Sequence[float], rules: Sequence[str] = tuple(CANDIDATES)) -> str:
+    """The rule of ``rules`` with the lowest pinball when fitted on one chronological half of a series' validation
+    windows (``residuals`` in time order) and scored on the other, both ways; :data:`FALLBACK` below four windows."""
     half = len(residuals) // 2
     if half < 2:
         return FALLBACK
     folds = ((residuals[:half], residuals[half:]), (residuals[half:], residuals[:half]))
-    scores = dict.fromkeys(CANDIDATES, 0.0)
+    scores = dict.fromkeys(rules, 0.0)
     for fit, held_out in folds:
         one = torch.zeros(len(fit), dtype=torch.long, device=fit.device)
         learned = conformal_offsets(one, fit, quantiles, 1)[0]
         band = median_band(one, fit, quantiles, 1)[0]
-        for rule in CANDIDATES:
+        for rule in rules:
             scores[rule] += rule_pinball(held_out, learned, band, rule, quantiles)
     return min(scores, key=scores.get)
 
@@ -125,16 +131,18 @@ def rule_offsets(
 
 
 def fit_intervals(
-    series: torch.Tensor, residuals: torch.Tensor, origins: torch.Tensor, quantiles: Sequence[float], n_series: int
+    series: torch.Tensor, residuals: torch.Tensor, origins: torch.Tensor, quantiles: Sequence[float], n_series: int,
+    rules: Sequence[str] = tuple(CANDIDATES),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each series' cross-fitted rule, refitted on all its validation windows: ``(calibration, band, band_weight)``.
+    """Each series' cross-fitted rule among ``rules``, refitted on all its validation windows: ``(calibration,
+    band, band_weight)``.
 
     ``residuals (N, H, Q)`` = scaled target minus each scaled quantile; ``origins (N,)`` orders each series'
-    windows in time.
+    windows in time. The weather module passes :data:`KEEP_MEDIAN` unless ``model.recentre=true``.
     """
-    rules = [FALLBACK] * n_series
+    chosen = [FALLBACK] * n_series
     for s in torch.unique(series).tolist():
         rows = torch.nonzero(series == s).flatten()
         rows = rows[torch.argsort(origins[rows], stable=True)]
-        rules[s] = cross_fitted_rule(residuals[rows], quantiles)
-    return rule_offsets(rules, series, residuals, quantiles)
+        chosen[s] = cross_fitted_rule(residuals[rows], quantiles, rules)
+    return rule_offsets(chosen, series, residuals, quantiles)

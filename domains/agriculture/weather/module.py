@@ -15,7 +15,7 @@ from sectorkit.core.network import MemberEnsemble, build_network, network_class
 from sectorkit.domains.agriculture.metrics import QUANTILES, ForecastMetrics, pinball_loss
 from sectorkit.domains.agriculture.models.common import RidgeReference, SeriesAdapter, WindowForecaster
 from sectorkit.domains.agriculture.weather.baselines import AR_LAGS, ridge_ar_scaled_weights
-from sectorkit.domains.agriculture.weather.intervals import fit_intervals, with_intervals
+from sectorkit.domains.agriculture.weather.intervals import CANDIDATES, KEEP_MEDIAN, fit_intervals, with_intervals
 
 Batch = dict[str, torch.Tensor]
 
@@ -32,7 +32,9 @@ class WeatherForecaster(SectorModule):
     ``calibrate``: per series, the interval rule of :mod:`~sectorkit.domains.agriculture.weather.intervals`
     with the lowest cross-fitted validation pinball, refitted at every validation epoch (so each checkpoint
     carries the intervals of its own weights); False keeps the raw network quantiles. Validation metrics (and
-    so the checkpoint choice) score the forecast before calibration.
+    so the checkpoint choice) score the forecast before calibration. The calibration keeps the median where the
+    network put it (it widens, narrows or reshapes the intervals only); ``recentre=True`` also lets a series
+    get the recentred rules, which shift its median by the validation span's bias.
 
     ``series_embedding=E``: a learned E-dimensional embedding of the series index is fed to the network with
     the known-ahead calendar features (DeepAR-style static covariate). ``reference="ridge_ar"``: the network
@@ -65,6 +67,7 @@ class WeatherForecaster(SectorModule):
         ridge_combination: float = 0.0,
         ensemble: int = 1,
         series_embedding: int = 0,
+        recentre: bool = False,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
         compile: bool = False,
@@ -100,6 +103,7 @@ class WeatherForecaster(SectorModule):
         uses_ridge = self.residual_on_reference or self.ridge_combination > 0
         self.reference = RidgeReference(int(n_series), AR_LAGS, self.horizon) if uses_ridge else None
         self.calibrate_intervals = bool(calibrate)
+        self.calibration_rules = tuple(CANDIDATES) if recentre else KEEP_MEDIAN  # rules a series may get
         channels = [0, *(1 + covariates.index(name) for name in local_covariates)]  # past: target, covariates, ...
         self.local = SeriesAdapter(int(n_series), int(local_lags), self.horizon, channels) if local_lags else None
         shape = (int(n_series), self.horizon, len(self.quantiles))
@@ -197,7 +201,7 @@ class WeatherForecaster(SectorModule):
 
     def update_metrics(self, metrics: MetricCollection, batch: Batch) -> None:
         """Test metrics score the full forecast; validation metrics the forecast before calibration, which is
-        what calibration is fitted on (the median, hence MAE, moves only with the recentred rules)."""
+        what calibration is fitted on (the median, hence MAE, moves only with the recentred rules of ``recentre``)."""
         if metrics is self.val_metrics:
             z = self.network_output(batch["past"], batch["future"], batch["series"])
             forecast = z * batch["scale"][:, None, None] + batch["loc"][:, None, None]
@@ -220,7 +224,8 @@ class WeatherForecaster(SectorModule):
             torch.distributed.all_gather_object(parts, outputs)
             outputs = {key: torch.cat([part[key] for part in parts]) for key in outputs}
         calibration, band, band_weight = fit_intervals(
-            outputs["series"], outputs["residuals"].float(), outputs["origin"], self.quantiles, self.calibration.shape[0]
+            outputs["series"], outputs["residuals"].float(), outputs["origin"], self.quantiles, self.calibration.shape[0],
+            self.calibration_rules,
         )
         self.calibration.copy_(calibration)
         self.band.copy_(band)
