@@ -1,7 +1,10 @@
-"""Suite-wide settings: offline, GPU-only tests skipped without CUDA."""
+"""Suite-wide settings: offline, GPU-only tests skipped without CUDA; the built-in domains' quick runs (``quick_run``)
+and ``sectorkit`` commands run in this process (``cli_in_process``), shared by the tests."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -32,6 +35,49 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What an in-process ``sectorkit ...`` call returned and printed (the fields of subprocess.CompletedProcess the tests read)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def main_in_process(root: Path, *args: str, env: dict[str, str] | None = None) -> CliResult:
+    """``sectorkit ARGS`` through ``sectorkit.core.cli.main`` in this process, from ``root`` with ``SECTORKIT_ROOT=root``
+    (and ``env``) for this call only: its exit status and what it printed to sys.stdout and sys.stderr (Hydra's exit
+    after a traceback is status 1). The same parsing, checks and exit statuses as ``python -m sectorkit``, without a
+    new interpreter's start-up (``quick_run`` and ``toy_run`` start one)."""
+    from sectorkit.core.cli import main
+
+    settings = {**(env or {}), "SECTORKIT_ROOT": str(root)}
+    saved, cwd = {key: os.environ.get(key) for key in settings}, os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(settings)
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(list(args))
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(cwd)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return CliResult(status, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def cli_in_process():
+    """``cli_in_process(root, *args, env=None)``: :func:`main_in_process`, for tests and fixtures of any scope."""
+    return main_in_process
 
 
 QUICK = ["experiment=quick", "trainer.max_epochs=1", "runtime.torch_threads=1", "callbacks.progress_bar=null", "callbacks.model_summary=null"]

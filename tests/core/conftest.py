@@ -3,11 +3,15 @@
 ``toy_domain`` scaffolds the test-only domain ``toy`` with ``python -m sectorkit new-domain`` and pip-installs it
 into a temporary folder once per session; ``toy_env`` is the environment for running ``python -m sectorkit ...``
 in a subprocess that sees it; ``toy_registered`` makes it visible to ``sectorkit.core.registry`` in this process;
-``toy_run`` is one ``python -m sectorkit train domain=toy experiment=quick`` run folder shared by the session.
+``toy_run`` is one ``python -m sectorkit train domain=toy experiment=quick`` run folder shared by the session;
+``toy_cli`` runs ``sectorkit ...`` on the toy domain through ``sectorkit.core.cli.main`` in this process (the same
+argument parsing, checks and exit statuses without a new interpreter's start-up, which ``toy_run`` and
+tests/domains/test_domains_cli.py test).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from sectorkit.core.registry import Domain, discover, get_domain
 
 TOY = "toy"
@@ -83,9 +86,9 @@ def toy_env(toy_domain: InstalledDomain) -> dict[str, str]:
     return dict(toy_domain.env)
 
 
-@pytest.fixture
-def toy_registered(toy_domain: InstalledDomain) -> Iterator[Domain]:
-    """The installed toy domain, registered in this process for the duration of one test."""
+@contextlib.contextmanager
+def registered(toy_domain: InstalledDomain) -> Iterator[Domain]:
+    """The installed toy domain, registered in this process inside the ``with`` block."""
     sys.path.insert(0, str(toy_domain.site_dir))
     discover.cache_clear()
     try:
@@ -93,6 +96,13 @@ def toy_registered(toy_domain: InstalledDomain) -> Iterator[Domain]:
     finally:
         sys.path.remove(str(toy_domain.site_dir))
         discover.cache_clear()
+
+
+@pytest.fixture
+def toy_registered(toy_domain: InstalledDomain) -> Iterator[Domain]:
+    """The installed toy domain, registered in this process for the duration of one test."""
+    with registered(toy_domain) as domain:
+        yield domain
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +116,29 @@ def toy_run(toy_domain: InstalledDomain, tmp_path_factory: pytest.TempPathFactor
     runs = list((root / "outputs" / "toy" / "runs").glob("*/metrics.json"))
     assert len(runs) == 1, (runs, result.stdout[-2000:])
     return TrainedRun(runs[0].parent, json.loads(runs[0].read_text()), result.stdout, result.stderr)
+
+
+@pytest.fixture
+def toy_cli(toy_domain: InstalledDomain, toy_registered: Domain, cli_in_process):
+    """``toy_cli(root, *args)``: ``sectorkit ARGS`` in this process with the toy domain registered (commands that start
+    processes of their own, such as ``demo``, hand them the toy domain's PYTHONPATH)."""
+    return in_process(toy_domain, cli_in_process)
+
+
+def in_process(toy_domain: InstalledDomain, cli_in_process):
+    """``call(root, *args)``: ``sectorkit ARGS`` in this process, for a caller that has registered the toy domain."""
+    env = {key: toy_domain.env[key] for key in ("PYTHONPATH", "HF_HUB_OFFLINE", "PYTHONUNBUFFERED")}
+    return lambda root, *args: cli_in_process(root, *args, env=env)
+
+
+@pytest.fixture(scope="session")
+def toy_cli_block(toy_domain: InstalledDomain, cli_in_process):
+    """``with toy_cli_block() as call:`` the toy domain registered, ``call(root, *args)`` as ``toy_cli``; for fixtures
+    wider than one test."""
+
+    @contextlib.contextmanager
+    def block():
+        with registered(toy_domain):
+            yield in_process(toy_domain, cli_in_process)
+
+    return block

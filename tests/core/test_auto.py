@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-import sectorkit
 from sectorkit.core.auto import Candidate, candidate_overrides, choose, read_candidate, requested
 from sectorkit.core.errors import ConfigError
+
+import sectorkit
 
 TINY = ["experiment=quick", "data.sample.n_users=120", "data.sample.n_items=80", "trainer.max_epochs=3",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]

@@ -367,6 +367,11 @@ def write_agriculture(data, path: Path, predict: bool = False) -> None:
     frame = sample_weather().dropna(subset=["tmax", "tmin", "precip"])
     frame["et0"] = frame["et0"].fillna(3.0) if "et0" in frame else 3.0
     frame = frame.groupby("series_id").tail(200 if predict else 900)
+    if data.get("shard_by_rank"):  # a Parquet dataset: a folder of one file per station
+        columns = ["series_id", "date", str(data.target), *[str(c) for c in data.covariates]]
+        for name, station in frame[list(dict.fromkeys(columns))].groupby("series_id"):
+            write_table(station.rename(columns={"series_id": data.id_column, "date": data.date_column}), path / f"{name}.parquet")
+        return
     if path.suffix == "" or path.is_dir():  # a folder of AquaCrop climate files, one per station
         path.mkdir(parents=True, exist_ok=True)
         for name, station in frame.groupby("series_id"):

@@ -1,5 +1,8 @@
 """The runs behind the CLI, on the test-only ``toy`` domain: train → evaluate/predict/export from its
-checkpoint, resume, reproducibility, safe checkpoint loading and a real 2-process DDP run (sweeps: test_sweep.py)."""
+checkpoint, resume, reproducibility, safe checkpoint loading and a real 2-process DDP run (sweeps: test_sweep.py).
+
+``toy_run`` trains through ``python -m sectorkit`` in a process of its own; the other commands go through the same
+``sectorkit.core.cli.main`` in this process (``toy_cli``), which spares each one an interpreter's start-up."""
 
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ def run_cli(toy_domain, root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sectorkit", *args], env=env, cwd=root, capture_output=True, text=True, timeout=300, check=False)
 
 
-def train(toy_domain, root: Path, *overrides: str) -> dict:
-    """``python -m sectorkit train domain=toy experiment=quick`` under ``root``; the new run's metrics.json."""
+def train(cli, root: Path, *overrides: str) -> dict:
+    """``sectorkit train domain=toy experiment=quick`` under ``root`` with ``cli`` (``toy_cli``, or ``run_cli`` in a
+    process of its own); the new run's metrics.json."""
     before = set((root / "outputs" / "toy" / "runs").glob("*"))
-    result = run_cli(toy_domain, root, "train", "domain=toy", "experiment=quick", *QUIET, *overrides)
+    result = cli(root, "train", "domain=toy", "experiment=quick", *QUIET, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     new = set((root / "outputs" / "toy" / "runs").glob("*")) - before
     assert len(new) == 1, (new, result.stdout[-2000:])
@@ -53,14 +57,14 @@ def test_train_writes_metrics_report_predictions_and_checkpoints(toy_run) -> Non
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train.log").is_file()
 
 
-def test_a_checkpoint_carries_its_data_settings(toy_domain, toy_run, tmp_path) -> None:
+def test_a_checkpoint_carries_its_data_settings(toy_cli, toy_run, tmp_path) -> None:
     """evaluate with nothing but the best checkpoint scores the data the run was trained on (the quick experiment's
     smaller sample): the run's test metrics exactly, written beside the run; another domain's command refuses it."""
     checkpoint = toy_run.metrics["checkpoint"]
     record = torch.load(checkpoint, weights_only=True)["sectorkit_run"]
     assert record["domain"] == "toy" and record["model_name"] == "mlp" and record["data"]["sample"]["n_rows"] == 3000
     assert set(record["versions"]) == {"sectorkit", "torch", "pytorch_lightning", "python"}
-    result = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", f"ckpt_path={checkpoint}", *QUIET)
+    result = toy_cli(tmp_path, "evaluate", "domain=toy", f"ckpt_path={checkpoint}", *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
     (evaluation,) = (toy_run.run_dir / "evaluate").glob("*/metrics.json")  # beside the run, not among the training runs
     evaluated = json.loads(evaluation.read_text())
@@ -68,52 +72,52 @@ def test_a_checkpoint_carries_its_data_settings(toy_domain, toy_run, tmp_path) -
     for name, values in toy_run.metrics["baselines"].items():
         assert evaluated["baselines"][name] == pytest.approx(values)
     assert not (tmp_path / "outputs").exists()
-    other = run_cli(toy_domain, tmp_path, "evaluate", "domain=finance", f"ckpt_path={checkpoint}", *QUIET)
+    other = toy_cli(tmp_path, "evaluate", "domain=finance", f"ckpt_path={checkpoint}", *QUIET)
     assert other.returncode == 2 and "trained for domain 'toy', not 'finance'; use domain=toy" in other.stderr
 
 
-def test_a_model_trained_on_a_renamed_file_predicts_a_new_file_without_repeating_the_mapping(toy_domain, tmp_path) -> None:
+def test_a_model_trained_on_a_renamed_file_predicts_a_new_file_without_repeating_the_mapping(toy_cli, tmp_path) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((600, 3))
     frame = pd.DataFrame({"age": x[:, 0], "income": x[:, 1], "tenure": x[:, 2], "churned": (x[:, 0] * x[:, 1] > 0).astype(int)})
     frame.to_csv(tmp_path / "train.csv", index=False)
-    metrics = train(toy_domain, tmp_path, "data=csv", f"data.path={tmp_path / 'train.csv'}", "data.label=churned", "data.features=[age,income]",
+    metrics = train(toy_cli, tmp_path, "data=csv", f"data.path={tmp_path / 'train.csv'}", "data.label=churned", "data.features=[age,income]",
                     "trainer.max_epochs=3")
     frame.drop(columns=["churned"]).head(40).to_csv(tmp_path / "new.csv", index=False)
     output = tmp_path / "scored.csv"
-    result = run_cli(toy_domain, tmp_path, "predict", "domain=toy", f"ckpt_path={metrics['checkpoint']}", f"data.path={tmp_path / 'new.csv'}",
+    result = toy_cli(tmp_path, "predict", "domain=toy", f"ckpt_path={metrics['checkpoint']}", f"data.path={tmp_path / 'new.csv'}",
                      f"output={output}", *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(pd.read_csv(output)) == 40
-    evaluated = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}",
+    evaluated = toy_cli(tmp_path, "evaluate", "domain=toy", f"ckpt_path={metrics['checkpoint']}", f"hydra.run.dir={tmp_path / 'eval'}",
                         *QUIET)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"] == metrics["test"]
 
 
-def test_predict_scores_a_user_file_with_the_training_preprocessing(toy_domain, toy_run, tmp_path) -> None:
+def test_predict_scores_a_user_file_with_the_training_preprocessing(toy_cli, toy_run, tmp_path) -> None:
     frame = pd.read_csv(toy_run.run_dir / "predictions.csv")
     assert {"score", "label"} <= set(frame.columns)
     rng = np.random.default_rng(0)
     rows = pd.DataFrame({f"feature_{j}": rng.standard_normal(50) * 10.0 ** (j % 3) + 5.0 * j for j in range(8)})
     rows.to_csv(tmp_path / "new.csv", index=False)
     output = tmp_path / "scored" / "new_scores.csv"
-    result = run_cli(toy_domain, tmp_path, "predict", "domain=toy", "data=csv", f"data.path={tmp_path / 'new.csv'}",
+    result = toy_cli(tmp_path, "predict", "domain=toy", "data=csv", f"data.path={tmp_path / 'new.csv'}",
                      f"ckpt_path={toy_run.metrics['checkpoint']}", f"output={output}", *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
     scored = pd.read_csv(output)
     assert len(scored) == 50 and scored["score"].between(0, 1).all() and scored["score"].std() > 0.01
 
     rows.drop(columns=["feature_3"]).to_csv(tmp_path / "bad.csv", index=False)
-    bad = run_cli(toy_domain, tmp_path, "predict", "domain=toy", "data=csv", f"data.path={tmp_path / 'bad.csv'}",
+    bad = toy_cli(tmp_path, "predict", "domain=toy", "data=csv", f"data.path={tmp_path / 'bad.csv'}",
                   f"ckpt_path={toy_run.metrics['checkpoint']}", *QUIET)
     assert bad.returncode == 2 and "bad.csv" in bad.stderr and "feature_3" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_the_pytorch_model(toy_domain, toy_run, tmp_path, fmt) -> None:
+def test_export_matches_the_pytorch_model(toy_cli, toy_run, tmp_path, fmt) -> None:
     output = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
-    result = run_cli(toy_domain, tmp_path, "export", "domain=toy", "experiment=quick", f"format={fmt}",
+    result = toy_cli(tmp_path, "export", "domain=toy", "experiment=quick", f"format={fmt}",
                      f"ckpt_path={toy_run.metrics['checkpoint']}", f"output={output}", *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(output.with_suffix(".json").read_text())
@@ -129,35 +133,35 @@ def test_export_matches_the_pytorch_model(toy_domain, toy_run, tmp_path, fmt) ->
         assert probs.shape[0] == 7 and ((probs >= 0) & (probs <= 1)).all()
 
 
-def test_resume_continues_from_the_last_checkpoint(toy_domain, tmp_path) -> None:
-    first = train(toy_domain, tmp_path, "trainer.max_epochs=2", "callbacks.early_stopping=null")
-    resumed = train(toy_domain, tmp_path, "trainer.max_epochs=4", "callbacks.early_stopping=null", "ckpt_path=last")
+def test_resume_continues_from_the_last_checkpoint(toy_cli, tmp_path) -> None:
+    first = train(toy_cli, tmp_path, "trainer.max_epochs=2", "callbacks.early_stopping=null")
+    resumed = train(toy_cli, tmp_path, "trainer.max_epochs=4", "callbacks.early_stopping=null", "ckpt_path=last")
     assert resumed["resumed_from"] == first["last_checkpoint"]
     assert (first["epochs"], resumed["epochs"]) == (2, 4)
     assert resumed["global_step"] == 2 * first["global_step"]
 
 
-def test_same_seed_same_metrics_other_seed_other_metrics(toy_domain, toy_run, tmp_path) -> None:
-    again = train(toy_domain, tmp_path)
+def test_same_seed_same_metrics_other_seed_other_metrics(toy_cli, toy_run, tmp_path) -> None:
+    again = train(toy_cli, tmp_path)  # in this process, toy_run in a process of its own: the same numbers
     assert again["test"] == toy_run.metrics["test"]
-    other = train(toy_domain, tmp_path, "seed=7")
+    other = train(toy_cli, tmp_path, "seed=7")
     assert other["test"] != toy_run.metrics["test"]
 
 
-def test_unsafe_checkpoint_is_refused_unless_allowed(toy_domain, toy_run, tmp_path) -> None:
+def test_unsafe_checkpoint_is_refused_unless_allowed(toy_cli, toy_run, tmp_path) -> None:
     checkpoint = torch.load(toy_run.metrics["checkpoint"], weights_only=True)
     checkpoint["note"] = Path("pickled/object")  # anything beyond tensors and plain containers
     unsafe = tmp_path / "unsafe.ckpt"
     torch.save(checkpoint, unsafe)
-    refused = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={unsafe}", *QUIET)
+    refused = toy_cli(tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={unsafe}", *QUIET)
     assert refused.returncode == 2 and "allow_unsafe_checkpoint=true" in refused.stderr and "Traceback" not in refused.stderr
-    allowed = run_cli(toy_domain, tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={unsafe}", "allow_unsafe_checkpoint=true", *QUIET)
+    allowed = toy_cli(tmp_path, "evaluate", "domain=toy", "experiment=quick", f"ckpt_path={unsafe}", "allow_unsafe_checkpoint=true", *QUIET)
     assert allowed.returncode == 0, allowed.stderr[-3000:]
 
 
 # every command loads a checkpoint through the same checks: each command and each crafted entry is tried once
 @pytest.mark.parametrize(("task", "crafted"), [("evaluate", "model_class"), ("predict", "network"), ("export", "data"), ("predict", "model_class")])
-def test_a_crafted_checkpoint_cannot_run_code(toy_domain, toy_run, tmp_path, task, crafted) -> None:
+def test_a_crafted_checkpoint_cannot_run_code(toy_cli, toy_run, tmp_path, task, crafted) -> None:
     """A file torch.load(weights_only=True) accepts, naming subprocess.Popen as the model or as its network."""
     marker = tmp_path / "ran"
     checkpoint = torch.load(toy_run.metrics["checkpoint"], weights_only=True)
@@ -171,7 +175,7 @@ def test_a_crafted_checkpoint_cannot_run_code(toy_domain, toy_run, tmp_path, tas
         checkpoint["sectorkit_run"]["data"] = payload
     crafted_file = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted_file)
-    result = run_cli(toy_domain, tmp_path, task, "domain=toy", "experiment=quick", f"ckpt_path={crafted_file}", f"output={tmp_path / 'out.onnx'}",
+    result = toy_cli(tmp_path, task, "domain=toy", "experiment=quick", f"ckpt_path={crafted_file}", f"output={tmp_path / 'out.onnx'}",
                      *QUIET)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "subprocess.Popen" in result.stderr
@@ -181,7 +185,7 @@ def test_a_crafted_checkpoint_cannot_run_code(toy_domain, toy_run, tmp_path, tas
 
 @pytest.mark.slow  # two training processes (gloo): about 11 s
 def test_two_process_ddp_on_cpu_writes_one_run_folder(toy_domain, tmp_path) -> None:
-    metrics = train(toy_domain, tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=3")
+    metrics = train(lambda root, *args: run_cli(toy_domain, root, *args), tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=3")
     (run_dir,) = (tmp_path / "outputs" / "toy" / "runs").iterdir()  # one folder for both ranks
     assert Path(metrics["run_dir"]) == run_dir
     assert (run_dir / "rank1.log").is_file() and (run_dir / "train.log").is_file()
@@ -191,19 +195,19 @@ def test_two_process_ddp_on_cpu_writes_one_run_folder(toy_domain, tmp_path) -> N
     assert steps["val/auroc"].notna().sum() == 3
 
 
-def test_demo_runs_the_quick_pipeline_and_prints_model_vs_baseline(toy_domain, tmp_path) -> None:
-    result = run_cli(toy_domain, tmp_path, "demo", "--domains", "toy", "--sweep", "none")  # the search: tests/core/test_sweep.py
+def test_demo_runs_the_quick_pipeline_and_prints_model_vs_baseline(toy_cli, tmp_path) -> None:
+    result = toy_cli(tmp_path, "demo", "--domains", "toy", "--sweep", "none")  # the search: tests/core/test_sweep.py
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = (tmp_path / "outputs" / "demo").glob("*/toy/metrics.json")
     metrics = json.loads(metrics_file.read_text())
     table_row = next(line for line in result.stdout.splitlines() if line.startswith("│ toy"))
     assert f"{metrics['test']['auroc']:.4f}" in table_row and "logistic_regression" in table_row
     assert f"{metrics['baselines']['logistic_regression']['auroc']:.4f}" in table_row
-    missing = run_cli(toy_domain, tmp_path, "demo", "--domains", "nope")
+    missing = toy_cli(tmp_path, "demo", "--domains", "nope")
     assert missing.returncode == 2 and "unknown domain(s): nope" in missing.stdout
 
 
-def test_a_fast_dev_run_says_it_is_a_smoke_run(toy_domain, tmp_path) -> None:
-    metrics = train(toy_domain, tmp_path, "debug=fast_dev_run")
+def test_a_fast_dev_run_says_it_is_a_smoke_run(toy_cli, tmp_path) -> None:
+    metrics = train(toy_cli, tmp_path, "debug=fast_dev_run")
     assert metrics["smoke_run"].startswith("debug=fast_dev_run") and metrics["verdict"]["text"].startswith("smoke run, not a result: ")
     assert "> **Smoke run**" in (Path(metrics["run_dir"]) / "report.md").read_text()

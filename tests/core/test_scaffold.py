@@ -8,7 +8,6 @@ import ast
 import pytest
 import pytorch_lightning as pl
 import yaml
-
 from sectorkit.core.config import compose_config
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.pipeline import build_datamodule, build_model
@@ -89,8 +88,8 @@ def test_quick_experiment_beats_chance_and_the_baseline(toy_registered, tmp_path
     assert test["auroc"] > baseline["auroc"] - 0.02  # the planted interaction is out of the linear baseline's reach
 
 
-def test_cli_lists_the_scaffolded_domain(toy_domain, tmp_path) -> None:
-    listed = toy_domain.run(["-m", "sectorkit", "domains"], tmp_path)
+def test_cli_lists_the_scaffolded_domain(toy_cli, tmp_path) -> None:
+    listed = toy_cli(tmp_path, "domains")
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("│") for line in listed.stdout.splitlines()]
     assert any(len(cells) > 2 and cells[1].strip() == "toy" for cells in rows), listed.stdout
@@ -105,8 +104,8 @@ def test_cli_trains_the_scaffolded_domain(toy_run) -> None:
     assert (toy_run.run_dir / "predictions.csv").read_text().splitlines()[0] == "row,score,prediction,label"
 
 
-def test_cli_new_domain_bad_name_is_one_line(toy_domain, tmp_path) -> None:
-    result = toy_domain.run(["-m", "sectorkit", "new-domain", "Bad-Name", "--dest", str(tmp_path)], tmp_path)
+def test_cli_new_domain_bad_name_is_one_line(toy_cli, tmp_path) -> None:
+    result = toy_cli(tmp_path, "new-domain", "Bad-Name", "--dest", str(tmp_path))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     expected = ("sectorkit: error: new-domain NAME 'Bad-Name': expected a lowercase Python identifier "
                 "(a letter, then letters, digits or '_'), e.g. 'insurance'")

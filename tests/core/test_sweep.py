@@ -1,20 +1,18 @@
 """Sweeps: an Optuna search on the test-only ``toy`` domain (trials, the summary, the study's name and storage, a
 log-scale learning rate, resuming, pruning), the summary of a grid multirun, and every built-in domain's
-search space and preset, composed without training."""
+search space and preset, composed without training. The commands run through the CLI's ``main`` in this process
+(a search runs its trials in its own process anyway)."""
 
 from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
-
 from sectorkit.core.config import compose_config, validate_overrides
 from sectorkit.core.errors import ConfigError
 from sectorkit.core.registry import discover, get_domain
@@ -22,13 +20,6 @@ from sectorkit.core.sweep import Dimension, default_study_name, one_device, sear
 
 QUIET = ["runtime.torch_threads=1", "trainer.enable_progress_bar=false", "callbacks.model_summary=null"]
 SEARCH = ["train", "-m", "domain=toy", "experiment=quick", "hparams_search=optuna", "trainer.max_epochs=2", *QUIET]
-
-
-def sectorkit(toy_domain, root: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m sectorkit ARGS`` in a subprocess that sees the toy domain, with runs under ``root``."""
-    env = {**toy_domain.env, "SECTORKIT_ROOT": str(root)}
-    return subprocess.run([sys.executable, "-m", "sectorkit", *args], env=env, cwd=root, capture_output=True, text=True, timeout=300,
-                          check=False)
 
 
 def sweep_dirs(root: Path) -> list[Path]:
@@ -40,13 +31,14 @@ def summary(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def searched(toy_domain, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, subprocess.CompletedProcess]:
+def searched(toy_cli_block, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, object]:
     """A two-trial search, then the same command asking for four trials with a pruner that stops every trial
     after its first validation (the study resumed)."""
     root = tmp_path_factory.mktemp("search")
-    first = sectorkit(toy_domain, root, *SEARCH, "sweep.n_trials=2")
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = sectorkit(toy_domain, root, *SEARCH, "sweep.n_trials=4", "sweep.pruner=threshold", "sweep.pruners.threshold.lower=2.0")
+    with toy_cli_block() as sectorkit:
+        first = sectorkit(root, *SEARCH, "sweep.n_trials=2")
+        assert first.returncode == 0, first.stderr[-3000:]
+        second = sectorkit(root, *SEARCH, "sweep.n_trials=4", "sweep.pruner=threshold", "sweep.pruners.threshold.lower=2.0")
     assert second.returncode == 0, second.stderr[-3000:]
     return root, first, second
 
@@ -115,9 +107,9 @@ def test_a_pruner_stops_trials_after_their_first_validation(searched) -> None:
     assert second.stdout.count("pruned after epoch 0: val/auroc") == 2
 
 
-def test_grid_multirun_ends_with_one_table_over_its_jobs(toy_domain, tmp_path) -> None:
+def test_grid_multirun_ends_with_one_table_over_its_jobs(toy_cli, tmp_path) -> None:
     grid = ["optimizer.lr=0.001,0.01", "trainer.max_epochs=1"]
-    result = sectorkit(toy_domain, tmp_path, "train", "-m", "domain=toy", "experiment=quick", *grid, *QUIET)
+    result = toy_cli(tmp_path, "train", "-m", "domain=toy", "experiment=quick", *grid, *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
     (folder,) = sweep_dirs(tmp_path)
     jobs = summary(folder)["trials"]
@@ -128,7 +120,8 @@ def test_grid_multirun_ends_with_one_table_over_its_jobs(toy_domain, tmp_path) -
 
 def test_every_domain_search_space_names_keys_of_each_model_config() -> None:
     for name, domain in discover().items():
-        for model in [m for m in domain.options("model") if m != "auto"]:  # model=auto is not searched
+        # model=auto is not searched; yield_trend (a least-squares line per region) has no setting to search
+        for model in [m for m in domain.options("model") if m not in ("auto", "yield_trend")]:
             overrides = split_overrides(domain, [f"domain={name}", f"model={model}", "hparams_search=optuna"])
             cfg = compose_config(domain, overrides.fixed, return_hydra_config=True)
             assert cfg.sweep.direction == {"max": "maximize", "min": "minimize"}[cfg.monitor.mode]

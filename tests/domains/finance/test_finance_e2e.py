@@ -3,7 +3,6 @@ trainer, baselines, report, weights-only checkpoint, predict on a new file, bad 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, fields
 from inspect import signature
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-
 from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
 from sectorkit.core.config import compose_config
 from sectorkit.core.errors import DataError
@@ -146,19 +144,21 @@ def test_user_csv_through_config(tmp_path) -> None:
         _fit(tmp_path, ["data=csv", f"data.path={path}", *cols, "data.columns.amount=amount"])
 
 
-def test_train_and_predict_runs_hand_over_baselines_and_plots(tmp_path) -> None:
+def test_train_and_predict_runs_hand_over_baselines_and_plots(tmp_path, quick_run) -> None:
     """The core runs: baselines fitted once and reported, the report drawn from the run's predictions, and the
-    predict run's figure beside its output file."""
-    common = [f"paths.data_dir={tmp_path / 'cache'}", "~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null",
-              "trainer.max_epochs=2", "runtime.torch_threads=1"]
-    run(compose_config(DOMAIN, ["task=train", "experiment=quick", f"paths.output_dir={tmp_path / 'train'}", *common]))
-    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    predict run's figure beside its output file. The training run is the quick experiment's (``sectorkit train
+    domain=finance experiment=quick``, shared by the session's tests of a trained built-in model)."""
+    trained = quick_run("finance")
+    common = [f"paths.data_dir={trained.root / 'data_cache'}", "~logger", "callbacks.progress_bar=null", "callbacks.model_summary=null",
+              "runtime.torch_threads=1"]
+    metrics = trained.metrics
+    train_dir = Path(metrics["run_dir"])
     assert set(metrics["baselines"]) == {"logistic_regression", "hist_gradient_boosting", "lightgbm"} and "failures" not in metrics
     report = Path(metrics["report"]).read_text()
     assert "ROC and precision-recall" in report and "chosen on the validation window" in report
-    assert (tmp_path / "train" / "plots" / "roc_pr.png").is_file()
+    assert (train_dir / "plots" / "roc_pr.png").is_file()
     for plot in ("threshold_curves.png", "cost_curve.png", "calibration.png", "roc_low_fpr.png"):
-        assert (tmp_path / "train" / "plots" / plot).is_file() and f"(plots/{plot})" in report
+        assert (train_dir / "plots" / plot).is_file() and f"(plots/{plot})" in report
     predictions = pd.read_csv(metrics["predictions"])  # the Data section states the test window the predictions cover
     test = metrics["data"]["splits"]["test"]
     assert test["transactions"] == len(predictions) and test["frauds"] == int(predictions["label"].sum())

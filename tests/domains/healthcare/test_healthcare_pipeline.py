@@ -5,10 +5,7 @@ bad input."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -19,17 +16,16 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
-
 from sectorkit.core.config import compose_config, validate_overrides
 from sectorkit.core.errors import ConfigError, DataError
 from sectorkit.core.network import Network, network_class
 from sectorkit.core.pipeline import build_datamodule, build_model, run_train
+from sectorkit.core.reporting import RunContext, write_report
 from sectorkit.core.schema import check_ranges
 from sectorkit.core.trainer import build_trainer
 from sectorkit.domains.healthcare import DOMAIN
-from sectorkit.domains.healthcare.data import HealthcareDataModule
-from sectorkit.core.reporting import RunContext, write_report
 from sectorkit.domains.healthcare import report as healthcare_report
+from sectorkit.domains.healthcare.data import HealthcareDataModule
 from sectorkit.domains.healthcare.report import heatmap_name, localisation_section, localisation_warnings
 from sectorkit.domains.healthcare.sample import make_phantoms
 
@@ -100,11 +96,13 @@ def _scans(folder: Path) -> list[str]:
     return sorted(names, key=lambda n: Path(folder / n).parts)
 
 
-def test_quick_train_report_checkpoint_and_predict(tmp_path):
+def test_quick_train_report_checkpoint_and_predict(tmp_path, quick_run, cli_in_process):
+    """The quick experiment's run (``sectorkit train domain=healthcare experiment=quick``, shared by the session's
+    tests of a trained built-in model): metrics, report, plots; then predict with its best checkpoint."""
     cfg = compose_config(DOMAIN, ["experiment=quick", f"paths.output_dir={tmp_path / 'run'}", *QUIET])
-    run_train(cfg)
-    run = tmp_path / "run"
-    metrics = json.loads((run / "metrics.json").read_text())
+    (metrics_file,) = (quick_run("healthcare").root / "outputs" / "healthcare" / "runs").glob("*/metrics.json")
+    run = metrics_file.parent
+    metrics = json.loads(metrics_file.read_text())
     test = metrics["test"]
     assert {"image_auroc", "pixel_auroc", "aupro", "dice", "image_ap", "image_f1_max"} <= set(test)
     assert set(metrics["baselines"]) == {"knn", "pca"} and set(metrics["baselines"]["knn"]) == set(test)
@@ -132,10 +130,8 @@ def test_quick_train_report_checkpoint_and_predict(tmp_path):
     folder = tmp_path / "incoming"
     names = _scans(folder)
     output = tmp_path / "scored" / "scans.csv"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    predicted = subprocess.run([sys.executable, "-m", "sectorkit", "predict", "domain=healthcare", f"ckpt_path={metrics['checkpoint']}",
-                                f"data.path={folder}", "data.max_heatmaps=4", f"output={output}", f"paths.output_dir={tmp_path / 'predict'}",
-                                "runtime.torch_threads=1"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    predicted = cli_in_process(tmp_path, "predict", "domain=healthcare", f"ckpt_path={metrics['checkpoint']}", f"data.path={folder}",
+                               "data.max_heatmaps=4", f"output={output}", f"paths.output_dir={tmp_path / 'predict'}", "runtime.torch_threads=1")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     table = pd.read_csv(output)
     assert table["name"].tolist() == names and set(table.columns) == {"name", "score", "is_anomalous"}
