@@ -278,30 +278,45 @@ def healthcare(device: torch.device, size: str, limits: dict[str, Any], bf16: bo
            "chunk": 65536 if device.type == "cuda" else 4096}  # test patches per distance block (x 2000 bank patches)
     model = AnomalyDetector(net=net, image_size=px).to(device).eval()
     pool = phantoms(batch, px, device, seed=0)  # the same device-resident images, batch after batch
+    fit_and_search = patchcore_fit_and_search(model, pool, s["train_images"], s["test_images"], device, bf16)
+    shape = f"{px} px, {s['train_images']:,} train / {s['test_images']:,} test images, bank {len(model.net.bank):,}"
+    return [patchcore_row("PatchCore", device, size, shape, s["train_images"], s["test_images"], fit_and_search, limits)]
+
+
+def patchcore_fit_and_search(model: Any, pool: torch.Tensor, n_train: int, n_test: int, device: torch.device,
+                             bf16: bool) -> tuple[dict[str, float], float, bool, float]:
+    """Fill the bank from ``n_train`` inputs (the device-resident ``pool`` batch after batch), build the coreset,
+    then search ``n_test`` inputs exactly against the whole bank: the clocks, the training peak, whether every score
+    is finite, and the inference FLOPs."""
+    batch = len(pool)
     t: dict[str, float] = {}
     reset_peak(device)
     with torch.no_grad(), autocast(device, bf16), clock(device, t, "collect"):
-        for start in range(0, s["train_images"], batch):
-            model.net.collect(pool[: min(batch, s["train_images"] - start)])
+        for start in range(0, n_train, batch):
+            model.net.collect(pool[: min(batch, n_train - start)])
     with clock(device, t, "coreset"):
         model.net.fit_memory()
     train_peak = peak_mb(device)
     reset_peak(device)
     scores = []
-    images = pool[:batch]
     with torch.inference_mode(), autocast(device, bf16):
-        model.raw_outputs(images)  # warm-up
+        model.raw_outputs(pool)  # warm-up
         with clock(device, t, "inference"):
-            for start in range(0, s["test_images"], batch):
-                scores.append(model.raw_outputs(pool[: min(batch, s["test_images"] - start)])[0])
-        flops = count_flops(lambda: model.raw_outputs(images)) * s["test_images"] / len(images)
-    bank = len(model.net.bank)
-    record = row("healthcare", "PatchCore", device, size, shape=f"{px} px, {s['train_images']:,} train / {s['test_images']:,} test images, bank {bank:,}",
-                 train_per_s=s["train_images"] / t["collect"], coreset_s=t["coreset"], epoch_s=t["collect"] + t["coreset"],
-                 inference_per_s=s["test_images"] / t["inference"], inference_s=t["inference"], train_peak_gpu_mb=train_peak,
-                 peak_gpu_mb=peak_mb(device), finite=bool(torch.isfinite(torch.cat(scores)).all()))
+            for start in range(0, n_test, batch):
+                scores.append(model.raw_outputs(pool[: min(batch, n_test - start)])[0])
+        flops = count_flops(lambda: model.raw_outputs(pool)) * n_test / batch
+    return t, train_peak, bool(torch.isfinite(torch.cat(scores)).all()), flops
+
+
+def patchcore_row(name: str, device: torch.device, size: str, shape: str, n_train: int, n_test: int,
+                  fit_and_search: tuple[dict[str, float], float, bool, float], limits: dict[str, Any]) -> dict[str, Any]:
+    """The table row of one PatchCore workload (``patchcore_fit_and_search``'s results)."""
+    t, train_peak, finite, flops = fit_and_search
+    record = row("healthcare", name, device, size, shape=shape, train_per_s=n_train / t["collect"], coreset_s=t["coreset"],
+                 epoch_s=t["collect"] + t["coreset"], inference_per_s=n_test / t["inference"], inference_s=t["inference"],
+                 train_peak_gpu_mb=train_peak, peak_gpu_mb=peak_mb(device), finite=finite)
     shares(record, flops, None, t["inference"], limits)
-    return [record]
+    return record
 
 
 def volumes(n: int, size: int, device: torch.device, seed: int) -> torch.Tensor:
@@ -323,29 +338,9 @@ def healthcare_volumes(device: torch.device, size: str, limits: dict[str, Any], 
            "chunk": 65536 if device.type == "cuda" else 4096}
     model = AnomalyDetector(net=net, spatial_dims=3, image_size=side).to(device).eval()
     pool = volumes(batch, side, device, seed=0)  # the same device-resident volumes, batch after batch
-    t: dict[str, float] = {}
-    reset_peak(device)
-    with torch.no_grad(), autocast(device, bf16), clock(device, t, "collect"):
-        for start in range(0, s["train_volumes"], batch):
-            model.net.collect(pool[: min(batch, s["train_volumes"] - start)])
-    with clock(device, t, "coreset"):
-        model.net.fit_memory()
-    train_peak = peak_mb(device)
-    reset_peak(device)
-    scores = []
-    with torch.inference_mode(), autocast(device, bf16):
-        model.raw_outputs(pool)  # warm-up
-        with clock(device, t, "inference"):
-            for start in range(0, s["test_volumes"], batch):
-                scores.append(model.raw_outputs(pool[: min(batch, s["test_volumes"] - start)])[0])
-        flops = count_flops(lambda: model.raw_outputs(pool)) * s["test_volumes"] / len(pool)
-    record = row("healthcare", "PatchCore 3D", device, size,
-                 shape=f"{side}³ volumes, {s['train_volumes']:,} train / {s['test_volumes']:,} test, bank {len(model.net.bank):,}",
-                 train_per_s=s["train_volumes"] / t["collect"], coreset_s=t["coreset"], epoch_s=t["collect"] + t["coreset"],
-                 inference_per_s=s["test_volumes"] / t["inference"], inference_s=t["inference"], train_peak_gpu_mb=train_peak,
-                 peak_gpu_mb=peak_mb(device), finite=bool(torch.isfinite(torch.cat(scores)).all()))
-    shares(record, flops, None, t["inference"], limits)
-    return [record]
+    fit_and_search = patchcore_fit_and_search(model, pool, s["train_volumes"], s["test_volumes"], device, bf16)
+    shape = f"{side}³ volumes, {s['train_volumes']:,} train / {s['test_volumes']:,} test, bank {len(model.net.bank):,}"
+    return [patchcore_row("PatchCore 3D", device, size, shape, s["train_volumes"], s["test_volumes"], fit_and_search, limits)]
 
 
 # --- finance and agriculture: the default network + module on device-resident synthetic rows ---------------------
