@@ -13,12 +13,22 @@ and the random streams are consumed in a different order.
 only on the rows of one card (card windows, card history) or one terminal (terminal windows and recency), so the
 rows are hash-partitioned by card and by terminal into buckets on disk (a streaming pass over the table's record
 batches), each bucket is computed with the same numpy kernels as the in-memory path
-(:func:`features.build_features`), and the results are joined back by row id, one output file per input batch
-(row-group min/max statistics on the row id let each file read only the bucket row groups it needs). Memory
+(:func:`features.build_features`), and the results are joined back by row id, one output file per input batch. Memory
 is bounded by one batch plus one bucket, and the features equal the in-memory ones (ties in time are broken by
 file order in both). Why pyarrow rather than DuckDB or Polars window functions: their ``RANGE`` frames count
 every row with the same timestamp, the in-memory path counts only the earlier ones, so the two would differ on
 ties; the partition-then-compute design needs no SQL and no new dependency (pyarrow is already required).
+
+**The join costs the same per row at any size.** A bucket holds rows from the whole table, so a bucket's features
+sorted by row id and cut into fixed-size row groups put the rows of one output batch into a row group that also
+spans ``n_buckets`` other batches: filtering by row id then decodes about ``n_buckets`` times the batch from each
+bucket (6.7 M rows read per 1 M joined at 100 M rows), and the join grows with the square of the table. Instead
+each bucket's features are written with one row group per output batch (the rows of that batch's row-id range,
+sorted by row id; a batch with no row in the bucket gets none), and the join reads exactly that row group from
+every bucket file (:class:`_BatchGroups`): each feature row is decoded once, the per-batch overhead is one small
+read per bucket file, and memory stays one batch plus one bucket. A sort-merge reading each bucket file once would
+also be linear but keeps one open stream per bucket; writing one file per (bucket, batch) would be linear too but
+leaves ``n_buckets x n_batches`` files (10 k at 100 M rows).
 """
 
 from __future__ import annotations
@@ -36,7 +46,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from sectorkit.core.errors import ConfigError, DataError
@@ -210,6 +219,43 @@ def _batches(files: Sequence[Path], columns: Sequence[str] | None, batch_rows: i
 SCRATCH = {"compression": "none", "use_dictionary": False}
 
 
+class _BatchGroups:
+    """Bucket feature files written with one row group per output batch, and the reads of the join: ``groups[path]``
+    maps a batch's number to its row group in that file (absent when no row of the batch fell into the bucket)."""
+
+    def __init__(self, starts: Sequence[int]) -> None:
+        self.starts = np.asarray(starts, np.int64)  # first row id of each batch, increasing
+        self.groups: dict[Path, dict[int, int]] = {}
+        self.files: dict[Path, pq.ParquetFile] = {}
+
+    def write(self, path: Path, table: pa.Table, row_ids: np.ndarray) -> None:
+        """``table`` (rows sorted by ``row_ids``) as one row group per batch that has rows in it."""
+        cuts = np.searchsorted(row_ids, self.starts, side="left")
+        ends = np.append(cuts[1:], len(row_ids))
+        groups: dict[int, int] = {}
+        with pq.ParquetWriter(path, table.schema, **SCRATCH) as writer:
+            for n, (lo, hi) in enumerate(zip(cuts.tolist(), ends.tolist())):
+                if hi > lo:
+                    writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+                    groups[n] = len(groups)
+        self.groups[path] = groups
+
+    def read(self, n: int) -> list[pa.Table]:
+        """Batch ``n``'s rows from every bucket file (each in row-id order; files kept open between batches)."""
+        parts = []
+        for path, groups in self.groups.items():
+            if n in groups:
+                if path not in self.files:
+                    self.files[path] = pq.ParquetFile(path)
+                parts.append(self.files[path].read_row_group(groups[n]))
+        return parts
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+        self.files.clear()
+
+
 def _bucket(values: np.ndarray, n_buckets: int) -> np.ndarray:
     return (pd.util.hash_array(np.asarray(values)) % np.uint64(n_buckets)).astype(np.int64)
 
@@ -258,8 +304,9 @@ def build_features_out_of_core(
             writers[kind, b].write_table(part)
 
     # pass 1: canonical rows of each batch (validated, global day 0), scattered by card and by terminal
-    offset, n_parts = 0, 0
+    offset, n_parts, starts = 0, 0, []
     for batch in _batches(files, columns, batch_rows):
+        starts.append(offset)
         raw = batch.to_pandas()
         raw[ROW_ID] = np.arange(offset, offset + len(raw), dtype=np.int64)
         frame = to_canonical(raw, read_spec, f"{source} (rows {offset}..{offset + len(raw) - 1})", with_label=with_label)
@@ -285,19 +332,20 @@ def build_features_out_of_core(
     # pass 2: each bucket's window features with the in-memory kernels, rows sorted by row id
     only_card = {**cfg, "calendar": False, "terminal_features": False}
     only_terminal = {**cfg, "calendar": False, "card_features": False, "amount_ratios": False, "card_history": False}
+    # (one row group per output batch: the join below reads each feature row once, see the module's docstring)
+    joins = {"card": _BatchGroups(starts), "terminal": _BatchGroups(starts)}
     for kind, settings in (("card", only_card), ("terminal", only_terminal)):
         for path in sorted((out / kind).glob("*.parquet")):
             bucket = pq.read_table(path).to_pandas().sort_values(ROW_ID, ignore_index=True)
             feats = build_features(bucket, **settings)
-            feats.insert(0, ROW_ID, bucket[ROW_ID].to_numpy())
-            pq.write_table(pa.Table.from_pandas(feats, preserve_index=False), out / f"{kind}_features" / path.name, row_group_size=65_536, **SCRATCH)
+            ids = bucket[ROW_ID].to_numpy()
+            feats.insert(0, ROW_ID, ids)
+            joins[kind].write(out / f"{kind}_features" / path.name, pa.Table.from_pandas(feats, preserve_index=False), ids)
             path.unlink()
 
     # pass 3: per batch, base rows + calendar flags + the bucket features of its row-id range
     # row groups of at most 1/256 of the table (>= 1024 rows): many of them, so per-rank shares come out even
     group_rows = max(1024, min(131_072, math.ceil(offset / 256)))
-    card_ds = ds.dataset(out / "card_features") if card_on else None
-    terminal_ds = ds.dataset(out / "terminal_features") if terminal_on else None
     for n in range(n_parts):
         base_path = out / "base" / f"part-{n:05d}.parquet"
         frame = pq.read_table(base_path).to_pandas()
@@ -307,10 +355,14 @@ def build_features_out_of_core(
         parts = [frame]
         if cfg.get("calendar", True):
             parts.append(pd.DataFrame(calendar_flags(frame["datetime"])))
-        for table in (card_ds, terminal_ds):
-            if table is None:
+        for kind, on in (("card", card_on), ("terminal", terminal_on)):
+            if not on:
                 continue
-            got = table.to_table(filter=(ds.field(ROW_ID) >= int(ids[0])) & (ds.field(ROW_ID) <= int(ids[-1]))).to_pandas()
+            pieces = joins[kind].read(n)
+            if not pieces:
+                raise DataError(f"{out}: features of rows {ids[0]}..{ids[-1]} are incomplete (a bucket file is missing)")
+            got = pa.concat_tables(pieces).to_pandas()
+            del pieces  # the Arrow copy is not needed past here (one batch's worth of memory)
             got = got.sort_values(ROW_ID, ignore_index=True)
             if len(got) != len(frame) or not np.array_equal(got[ROW_ID].to_numpy(), ids):
                 raise DataError(f"{out}: features of rows {ids[0]}..{ids[-1]} are incomplete (a bucket file is missing)")
@@ -319,6 +371,8 @@ def build_features_out_of_core(
         pq.write_table(pa.Table.from_pandas(whole, preserve_index=False), out / "features" / f"part-{n:05d}.parquet", row_group_size=group_rows,
                        use_dictionary=False)
         base_path.unlink()
+    for join in joins.values():
+        join.close()
     for sub in ("base", "card", "terminal", "card_features", "terminal_features"):
         shutil.rmtree(out / sub)
     (out / "features" / DONE).write_text(json.dumps({"rows": offset, "buckets": n_buckets}))
