@@ -3,9 +3,9 @@
     sectorkit train domain=finance [model=ft_transformer] [experiment=quick] [trainer.max_epochs=5 ...]
     sectorkit train -m domain=finance hparams_search=optuna [sweep.n_trials=20] [optimizer.lr=tag(log,interval(1e-4,1e-2))]
     sectorkit train -m domain=agriculture model=gru,dlinear     (a grid: one job per value, then one table)
-    sectorkit evaluate domain=finance ckpt_path=PATH
-    sectorkit predict domain=finance ckpt_path=PATH data.path=FILE [output=FILE]
-    sectorkit export domain=finance ckpt_path=PATH [format=onnx|torchscript]
+    sectorkit evaluate ckpt_path=RUN_OR_CKPT                    (the domain comes from the checkpoint)
+    sectorkit predict ckpt_path=RUN_OR_CKPT data.path=FILE [output=FILE]
+    sectorkit export ckpt_path=RUN_OR_CKPT [format=onnx|torchscript]
     sectorkit serve ckpt_path=RUN_OR_CKPT [port=8000] [host=127.0.0.1] [serve.max_rows=N] [serve.history=FILE] [serve.in_memory=true] [runtime.torch_threads=1]
     sectorkit domains | demo | new-domain NAME [--dest DIR]
 
@@ -104,6 +104,22 @@ def _dispatch(argv: list[str]) -> int:
     return 0
 
 
+def with_checkpoint_domain(task: str, overrides: list[str]) -> list[str]:
+    """``overrides`` of an evaluate, predict or export with a run folder's ``ckpt_path`` replaced by the run's best
+    checkpoint file, and ``domain=`` taken from the checkpoint's run record when none is given: a run folder is enough."""
+    paths = [o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")]
+    if task == "train" or not paths or paths[-1] in ("", "null"):
+        return overrides
+    has_domain = any(o.startswith("domain=") for o in overrides)
+    if has_domain and not Path(paths[-1]).expanduser().is_dir():
+        return overrides
+    from sectorkit.core.run_record import checkpoint_record
+
+    file, record = checkpoint_record(paths[-1])
+    kept = [o for o in overrides if not o.startswith("ckpt_path=")]
+    return [*([] if has_domain else [f"domain={record['domain']}"]), *kept, f"ckpt_path={file}"]
+
+
 def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Sequence[str] = ()) -> int:
     """Validate the overrides, then hand the run to Hydra with the domain's config tree (``flags``: Hydra's own)."""
     from sectorkit.core.config import domain_from_overrides, validate_overrides
@@ -111,6 +127,7 @@ def run_task(task: str, overrides: list[str], multirun: bool = False, flags: Seq
     unknown = [o for o in overrides if o.startswith("-")]
     if unknown:
         raise ConfigError(f"unknown option(s) {' '.join(unknown)}; overrides are key=value, see sectorkit {task} --help")
+    overrides = with_checkpoint_domain(task, overrides)
     domain = domain_from_overrides(overrides)
     root = Path(os.environ.setdefault("SECTORKIT_ROOT", os.getcwd()))  # paths.root_dir and sweep storage follow it
     check_output_folder([*overrides, *beside_the_run(task, overrides)], root)
