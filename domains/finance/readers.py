@@ -116,7 +116,7 @@ def to_canonical(frame: pd.DataFrame, spec: ColumnSpec, source: str, with_label:
     missing = [c for c in spec.required(with_label) if c not in frame.columns]
     if missing:
         shown = ", ".join(map(str, list(frame.columns)[:12])) + (" ..." if frame.shape[1] > 12 else "")
-        raise DataError(f"{source}: missing column(s) {missing} (from data.columns); the file has: {shown}")
+        raise DataError(f"{source}: missing column(s) {missing} (from data.columns); it has: {shown}")
     missing = [c for c in keep if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing} (from data.split.column)")
