@@ -249,7 +249,7 @@ def blend_candidate(cfg: DictConfig, candidates: Sequence[Candidate], settings: 
         with open_dict(cfg):
             cfg.ckpt_path = first.checkpoint
         _, _, datamodule, _ = load(cfg, "fit")
-        trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto")
+        trainer = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto", logger=False)  # the auto run logs its own evaluation
         scores: dict[float, float] = {}
         validated = {}
         for weight in settings.blend_weights:

@@ -57,7 +57,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
-    """A Trainer from ``cfg.trainer`` (+ ``overrides``), with the run's callbacks and loggers."""
+    """A Trainer from ``cfg.trainer`` (+ ``overrides``), with the run's callbacks and loggers (none with
+    ``logger=False``: a trainer that only scores inside a run that logs elsewhere)."""
     options: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     options.update(options.pop("extra", None) or {})
     options.update(overrides)
@@ -65,7 +66,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> pl.Trainer:
     options["precision"] = resolve_precision(options.get("precision", "auto"), options.get("accelerator", "auto"))
     if isinstance(options.get("strategy"), dict):
         options["strategy"] = instantiate(options["strategy"])
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg) if options.pop("logger", True) is not False else []
     enable_progress_bar = options.get("enable_progress_bar", True)
     callbacks = build_callbacks(cfg, enable_progress_bar, bool(loggers))
     return pl.Trainer(

@@ -2,6 +2,11 @@
 
 Propagation is a sparse matrix product over the symmetric-normalised adjacency D^-1/2 A D^-1/2 of the
 bipartite training graph (users 0..U-1, items U..U+I-1).
+
+In evaluation (eval mode, gradients off) the propagated embeddings are computed once and reused by every
+batch: the cache is keyed on the embedding tables' storage and in-place version counters and on the graph
+object, and dropped when the module changes mode, moves (``to``/``cuda``/``cpu``) or gets a new graph. Training,
+tracing (ONNX / TorchScript export) and ``torch.compile`` always propagate afresh.
 """
 
 from __future__ import annotations
@@ -44,12 +49,41 @@ class LightGCN(RecommenderNetwork):
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_embedding.weight)
         self.adjacency: torch.Tensor | None = None
+        self._propagated: tuple | None = None  # (key, graph, user_out, item_out) of the last evaluation propagation
 
     def set_graph(self, users: torch.Tensor, items: torch.Tensor) -> None:
         """Build the propagation matrix from the training interactions."""
         self.adjacency = normalised_adjacency(users, items, self.n_users, self.n_items)
+        self._propagated = None
+
+    def train(self, mode: bool = True) -> LightGCN:
+        self._propagated = None  # (eval() calls train(False)): each evaluation pass starts from a fresh propagation
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):  # every to()/cuda()/cpu()/half() goes through here
+        self._propagated = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _cache_key(self) -> tuple:
+        """Changes whenever an embedding table is replaced or modified in place (optimizer step, load_state_dict)."""
+        u, i = self.user_embedding.weight, self.item_embedding.weight
+        return (u.data_ptr(), u._version, i.data_ptr(), i._version, u.device, u.dtype)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (layer-mean) user and item embeddings; cached across calls in eval mode with gradients off."""
+        cacheable = not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+        if not cacheable:
+            self._propagated = None
+            return self._propagate()
+        key = self._cache_key()
+        cached = self._propagated
+        if cached is not None and cached[0] == key and cached[1] is self.adjacency:
+            return cached[2], cached[3]
+        user_out, item_out = self._propagate()
+        self._propagated = (key, self.adjacency, user_out, item_out)
+        return user_out, item_out
+
+    def _propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.adjacency is None:
             raise RuntimeError("LightGCN.set_graph must be called with the training interactions first (RecommenderModule.prepare_fit)")
         x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
