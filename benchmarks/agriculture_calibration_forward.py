@@ -29,12 +29,10 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.agriculture_selection import validation_outputs  # noqa: E402
-from benchmarks.common import RESULTS, save_results  # noqa: E402
-from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state  # noqa: E402
-from sectorkit.core.pipeline import build_datamodule  # noqa: E402
-from sectorkit.domains.agriculture.metrics import pinball_loss  # noqa: E402
-from sectorkit.domains.agriculture.weather.intervals import (  # noqa: E402
+from sectorkit.core.checkpoint import load_checkpoint, model_from_checkpoint, restore_datamodule_state
+from sectorkit.core.pipeline import build_datamodule
+from sectorkit.domains.agriculture.metrics import pinball_loss
+from sectorkit.domains.agriculture.weather.intervals import (
     CANDIDATES,
     FALLBACK,
     KEEP_MEDIAN,
@@ -46,7 +44,11 @@ from sectorkit.domains.agriculture.weather.intervals import (  # noqa: E402
     with_intervals,
 )
 
-SETS = ("nyc_airports_2013", "five_cities_2016_2017", "melbourne_1981_1990")
+from benchmarks.agriculture_selection import validation_outputs
+from benchmarks.common import RESULTS, save_results
+from benchmarks.dev_suite import DEV_SETS
+
+SETS = tuple(name for name, dev in DEV_SETS.items() if dev.domain == "agriculture")
 POLICIES = {"all_rules": tuple(CANDIDATES), "keep_median": KEEP_MEDIAN}
 
 

@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sectorkit.core.io import atomic_write_json
 
-from benchmarks.common import RESULTS, ROOT
+from benchmarks.common import RESULTS, ROOT, markdown_table
+from benchmarks.dev_suite import DEV_SETS
 
-SETS = ("nyc_airports_2013", "five_cities_2016_2017", "melbourne_1981_1990")
+SETS = tuple(name for name, dev in DEV_SETS.items() if dev.domain == "agriculture")
 LOCAL = "ridge_ar"  # the per-station baseline: a ridge autoregression fitted on each station's own training span
 
 
@@ -46,13 +47,11 @@ def collect(runs: Path, models: list[str]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| data set | station | origins | row (shipped) | model test MAE | ridge AR per station | margin | best baseline at the station |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        margin = (r["local_mae"] - r["model_mae"]) / r["local_mae"]
-        lines.append(f"| {r['dataset']} | {r['station']} | {r['origins']} | {r['row']} ({r['shipped']}) | {r['model_mae']:.3f} | "
-                     f"{r['local_mae']:.3f} | {margin:+.1%} | {r['best_baseline']} {r['best_baseline_mae']:.3f} |")
-    return "\n".join(lines)
+    headers = ["data set", "station", "origins", "row (shipped)", "model test MAE", "ridge AR per station", "margin",
+               "best baseline at the station"]
+    return markdown_table(headers, [[r["dataset"], r["station"], r["origins"], f"{r['row']} ({r['shipped']})", f"{r['model_mae']:.3f}",
+                                     f"{r['local_mae']:.3f}", f"{(r['local_mae'] - r['model_mae']) / r['local_mae']:+.1%}",
+                                     f"{r['best_baseline']} {r['best_baseline_mae']:.3f}"] for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,21 +70,17 @@ class KillAtStep(pl.Callback):
 def extra_faults(domain: str, folder: Path) -> list[tuple[str, list[str], str]]:
     """(name, argv, expected error) of the faults that are not about an input file."""
     import torch
-    from fault_catalogue import PRESETS
+    from fault_catalogue import DATA_TARGETS, PRESETS, payload_checkpoint
 
     other = {"finance": "retail", "retail": "finance", "agriculture": "healthcare", "healthcare": "agriculture"}[domain]
-    targets = {"finance": "sectorkit.domains.finance.data.FraudDataModule", "retail": "sectorkit.domains.retail.data.RetailDataModule",
-               "agriculture": "sectorkit.domains.agriculture.weather.data.WeatherDataModule",
-               "healthcare": "sectorkit.domains.healthcare.data.HealthcareDataModule"}
     inputs = folder / "inputs"  # crafted inputs (a checkpoint that must not load among them), not outputs
     inputs.mkdir(exist_ok=True)
     foreign = inputs / "foreign.ckpt"
-    torch.save({"state_dict": {}, "sectorkit_run": {"domain": other, "model_name": "m", "data": {"_target_": targets[other]}}}, foreign)
-    payload = inputs / "payload.ckpt"
-    payload.write_bytes(_payload_pickle())
+    torch.save({"state_dict": {}, "sectorkit_run": {"domain": other, "model_name": "m", "data": {"_target_": DATA_TARGETS[other]}}}, foreign)
+    payload = payload_checkpoint(inputs / "payload.ckpt")
     last = folder / "outputs" / domain / "runs" / "2020-01-01_00-00-00" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
-    torch.save({"state_dict": {}, "sectorkit_run": {"domain": domain, "model_name": "another_model", "data": {"_target_": targets[domain]}}}, last)
+    torch.save({"state_dict": {}, "sectorkit_run": {"domain": domain, "model_name": "another_model", "data": {"_target_": DATA_TARGETS[domain]}}}, last)
     (folder / "conf" / "data").mkdir(parents=True)
     default_data = {"finance": "simulator", "retail": "sample", "agriculture": "weather", "healthcare": "phantom"}[domain]
     (folder / "conf" / "data" / "shared.yaml").write_text(  # a complete data preset of the domain whose target was swapped
@@ -108,20 +104,6 @@ def extra_faults(domain: str, folder: Path) -> list[tuple[str, list[str], str]]:
         ("run folder claimed by another process", ["train", f"domain={domain}", f"hydra.run.dir={locked}"], r"another run \(process"),
         ("read-only output folder", ["train", f"domain={domain}", f"hydra.run.dir={read_only}/run"], r"cannot be written"),
     ]
-
-
-def _payload_pickle() -> bytes:
-    import io
-
-    import torch
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, ("echo never",))
-
-    buffer = io.BytesIO()
-    torch.save({"state_dict": {}, "payload": Payload()}, buffer)
-    return buffer.getvalue()
 
 
 def _read_only(folder: Path) -> Path:
@@ -150,7 +132,7 @@ def outcome(status: int, stderr: str, expected: str | None, root: Path) -> tuple
 
 def run_catalogue(files: bool = True) -> dict[str, Any]:
     """Every catalogue fault and extra fault per domain through the CLI; counts and each case's outcome."""
-    from fault_catalogue import DOMAINS, catalogue, run_cli
+    from fault_catalogue import DOMAINS, catalogue, hold_lock, run_cli
 
     cases: list[dict[str, Any]] = []
     for fault in catalogue() if files else []:
@@ -170,7 +152,7 @@ def run_catalogue(files: bool = True) -> dict[str, Any]:
             with tempfile.TemporaryDirectory() as base:
                 folder = Path(base)
                 argv, expected = next((a, e) for n, a, e in extra_faults(domain, folder) if n == name)
-                holder = _hold_lock(folder / "locked_run") if "claimed" in name else None
+                holder = hold_lock(folder / "locked_run") if "claimed" in name else None
                 try:
                     started = time.perf_counter()
                     status, stderr = run_cli(argv, folder)
@@ -187,16 +169,6 @@ def run_catalogue(files: bool = True) -> dict[str, Any]:
         counts[case["domain"]]["tried"] += 1
         counts[case["domain"]][{"clean error": "clean errors", "clean run": "clean runs"}.get(case["outcome"], "other")] += 1
     return {"counts": counts, "cases": cases}
-
-
-def _hold_lock(folder: Path) -> subprocess.Popen:
-    """A process holding ``folder``'s run lock (core/run_lock.py's protocol) until killed."""
-    code = ("import fcntl, os, sys, time\nhandle = open(os.path.join(sys.argv[1], '.lock'), 'a+')\n"
-            "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB); handle.write(str(os.getpid())); handle.flush()\n"
-            "print('claimed', flush=True); time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "claimed"
-    return proc
 
 
 # --- (b) kill -9 and resume --------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, compose_domain, machine_info, markdown_table, quiet_lightning  # noqa: E402
+from benchmarks.common import RESULTS, compose_domain, markdown_table, quiet_lightning, save_results  # noqa: E402
 
 OUT = RESULTS / "healthcare_volumes.json"
 
@@ -164,12 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         r = results[-1]
         print(f"{size}³: fit {r['fit_s_per_volume']:.2f} s/volume, inference {r['inference_s_per_volume']:.2f} s/volume, "
               f"peak RSS {r['peak_rss_mb']:,.0f} MB", flush=True)
-    out = {"machine": machine_info(), "command": " ".join(["python benchmarks/healthcare_volumes.py", *(argv if argv is not None else sys.argv[1:])]),
+    out = {"command": " ".join(["python benchmarks/healthcare_volumes.py", *(argv if argv is not None else sys.argv[1:])]),
            "torch_threads": 1, "results": results, "growth": growth(results), "notes": NOTES}
-    from sectorkit.core.io import atomic_write_json
-
-    path = args.out or (RESULTS / "healthcare_volumes_quick.json" if args.quick else OUT)
-    atomic_write_json(path, out)
+    path = save_results(args.out or (RESULTS / "healthcare_volumes_quick.json" if args.quick else OUT), out)
     print("\n" + markdown(out) + f"\n\nwrote {path}")
     return 0
 

@@ -107,7 +107,7 @@ def markdown(results: dict[str, Any]) -> str:
         labels = {"hybrid": "hybrid (model=hybrid)", "cold_popularity": "cold_popularity (oracle: test-split counts)",
                   "genre": "genre profile", "text": "text profile (same embeddings)", "random": "random"}
         rows = [[labels.get(name, name), *(f"{s[m]['mean']:.4f} ± {s[m]['std']:.4f}" for m in METRICS)] for name, s in variant["summary"].items()]
-        lines += [markdown_table(["recommender", *(m.replace("@", "@") for m in METRICS)], rows), ""]
+        lines += [markdown_table(["recommender", *METRICS], rows), ""]
         epochs = " / ".join(str(r["epochs"]) for r in runs)
         seconds = " / ".join(f"{r['seconds_fit_and_test']:.0f}" for r in runs)
         lines += [f"Hybrid per seed: NDCG@10 {' / '.join(f'{v:.4f}' for v in variant['summary']['hybrid']['ndcg@10']['seeds'])}; "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -166,30 +167,13 @@ def run_part(part: Part, quick: bool, results_dir: Path, ml100k: Path | None) ->
 
 
 # --- rendering the tables of each part from its JSON ---------------------------------------------------
+def _markdown_of(module: str) -> Callable[[dict[str, Any], bool], str]:
+    """The renderer of a part whose script has ``markdown(results)``: imported when a table is rendered."""
 
+    def render(results: dict[str, Any], quick: bool) -> str:
+        return importlib.import_module(module).markdown(results)
 
-def _render_core(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.core_benchmark import markdown
-
-    return markdown(results)
-
-
-def _render_gpu_check(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.gpu_check import markdown
-
-    return markdown(results)
-
-
-def _render_gpu_scale(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.gpu_scale import markdown
-
-    return markdown(results)
-
-
-def _render_agriculture(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.agriculture import markdown
-
-    return markdown(results)
+    return render
 
 
 def _render_healthcare(results: dict[str, Any], quick: bool) -> str:
@@ -222,12 +206,6 @@ def _render_retail(results: dict[str, Any], quick: bool) -> str:
     return buffer.getvalue().strip()
 
 
-def _render_retail_cold_start(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.retail_cold_start import markdown
-
-    return markdown(results)
-
-
 def _render_agriculture_foundation(results: dict[str, Any], quick: bool) -> str:
     """The comparison (or why it is not measured), then each mode's memory (``--memory``, run on its own)."""
     from benchmarks.agriculture_foundation import markdown
@@ -240,18 +218,6 @@ def _render_agriculture_foundation(results: dict[str, Any], quick: bool) -> str:
                       f"{_machine_line(memory.get('machine'))}):", "", markdown(memory)])
 
 
-def _render_faults(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.faults import markdown
-
-    return markdown(results)
-
-
-def _render_dev_suite(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.dev_suite import markdown
-
-    return markdown(results)
-
-
 def _render_finance(results: dict[str, Any], quick: bool) -> str:
     """finance.py builds its tables inside main(): replay it on a copy of the JSON with no part re-measured."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,18 +228,6 @@ def _render_finance(results: dict[str, Any], quick: bool) -> str:
     lines = proc.stdout.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     return "\n".join(line for line in lines[first:] if not line.startswith("written:")).strip()
-
-
-def _render_serve_load(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.serve_load import markdown
-
-    return markdown(results)
-
-
-def _render_healthcare_volumes(results: dict[str, Any], quick: bool) -> str:
-    from benchmarks.healthcare_volumes import markdown
-
-    return markdown(results)
 
 
 def _render_scale_data_path(results: dict[str, Any], quick: bool) -> str:
@@ -298,14 +252,15 @@ def _render_scaling(results: dict[str, Any], quick: bool) -> str:
 RENDERERS: dict[str, Callable[[dict[str, Any], bool], str]] = {
     "scaling_64x": _render_scaling, "scale_data_path": _render_scale_data_path, "scale_finance_100m": _render_scale_data_path,
     "scale_finance_in_memory": _render_scale_data_path, "scale_finance_100m_features": _render_scale_data_path,
-    "core": _render_core, "finance": _render_finance, "retail": _render_retail, "healthcare": _render_healthcare,
-    "agriculture": _render_agriculture, "scaling": _render_scaling, "gpu_check": _render_gpu_check, "gpu_scale": _render_gpu_scale,
-    "retail_cold_start": _render_retail_cold_start,
+    "core": _markdown_of("benchmarks.core_benchmark"), "finance": _render_finance, "retail": _render_retail, "healthcare": _render_healthcare,
+    "agriculture": _markdown_of("benchmarks.agriculture"), "scaling": _render_scaling,
+    "gpu_check": _markdown_of("benchmarks.gpu_check"), "gpu_scale": _markdown_of("benchmarks.gpu_scale"),
+    "retail_cold_start": _markdown_of("benchmarks.retail_cold_start"),
     "agriculture_foundation": _render_agriculture_foundation,
-    "dev_suite": _render_dev_suite,
-    "serve_load": _render_serve_load,
-    "healthcare_volumes": _render_healthcare_volumes,
-    "faults": _render_faults,
+    "dev_suite": _markdown_of("benchmarks.dev_suite"),
+    "serve_load": _markdown_of("benchmarks.serve_load"),
+    "healthcare_volumes": _markdown_of("benchmarks.healthcare_volumes"),
+    "faults": _markdown_of("benchmarks.faults"),
 }
 
 

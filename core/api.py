@@ -85,7 +85,7 @@ def train(domain: str, *overrides: str, run_dir: str | Path | None = None) -> Ru
 
 def load(path: str | Path) -> TrainedModel:
     """A trained model from a run folder (its best checkpoint) or a checkpoint file."""
-    from sectorkit.core.run_record import checkpoint_record
+    from sectorkit.core.checkpoint import checkpoint_record
 
     file, record = checkpoint_record(path)
     return TrainedModel(file.resolve(), str(record["domain"]), str(record["model_name"]))

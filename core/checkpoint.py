@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import pickle
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,27 @@ from sectorkit.core.errors import ConfigError, DataError, SectorkitError
 from sectorkit.core.module import SectorModule
 from sectorkit.core.registry import discover
 from sectorkit.core.run_record import RECORD_KEY, record_differences
+
+
+def checkpoint_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint file of ``path`` (a run folder: its best checkpoint; or a checkpoint file) and its run record,
+    read with ``weights_only=True``; a DataError naming the file when there is none."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        metrics_file = file / "metrics.json"
+        if not metrics_file.is_file():
+            raise DataError(f"{file}: not a run folder (no metrics.json); give the run folder or a checkpoint file")
+        best = json.loads(metrics_file.read_text(encoding="utf-8")).get("checkpoint")
+        if not best:
+            raise DataError(f"{metrics_file}: the run recorded no best checkpoint; give a checkpoint file")
+        file = Path(best)
+    if not file.is_file():
+        raise DataError(f"{file}: no such checkpoint file")
+    checkpoint = load_checkpoint(file)  # an unreadable or unsafe file is a one-line DataError
+    record = checkpoint.get(RECORD_KEY) if isinstance(checkpoint, dict) else None
+    if not record:
+        raise DataError(f"{file}: the checkpoint holds no run record (domain, data settings); it was not written by a sectorkit run")
+    return file.resolve(), record
 
 
 def load_checkpoint(path: str | Path | None, allow_unsafe: bool = False) -> dict[str, Any]:
@@ -40,6 +63,8 @@ def load_checkpoint(path: str | Path | None, allow_unsafe: bool = False) -> dict
         raise DataError(f"{file}: {unpickling_refusal(str(err), _looks_pickled(file))}") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise DataError(f"{file}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+    except (KeyError, IndexError, ValueError):  # bytes the unpickler reads as instructions that make no sense
+        raise DataError(f"{file}: not a readable checkpoint (not a file written by torch.save)") from None
 
 
 def _looks_pickled(file: Path) -> bool:
@@ -114,12 +139,7 @@ def resume_checkpoint(path: str, current: dict[str, Any], candidates: list[Path]
         _announce(file, checkpoint)
         return file
     refused: tuple[Path, list[str]] | None = None
-    for file in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, and said so
-            log.warning("skipping %s: not a readable checkpoint (%s)", file, str(err).splitlines()[0] if str(err) else type(err).__name__)
-            continue
+    for file, checkpoint in _readable(candidates):
         differences = record_differences(checkpoint.get(RECORD_KEY) if isinstance(checkpoint, dict) else None, current)
         if not differences:
             _announce(file, checkpoint)
@@ -143,16 +163,21 @@ def _announce(file: Path, checkpoint: dict[str, Any] | None = None) -> None:
     print(f"resuming run {_run_of(file)} from {file.name}" + (f" (step {step})" if step is not None else ""), flush=True)
 
 
-def newest_readable(candidates: list[Path]) -> Path | None:
-    """The newest of ``candidates`` that loads as a checkpoint; each unreadable one is skipped with a warning."""
+def _readable(candidates: list[Path]) -> Iterator[tuple[Path, Any]]:
+    """``(path, loaded checkpoint)`` for each of ``candidates`` that loads (weights only), newest first; each
+    unreadable one is skipped with a warning."""
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, and said so
             log.warning("skipping %s: not a readable checkpoint (%s)", path, str(err).splitlines()[0] if str(err) else type(err).__name__)
             continue
-        return path
-    return None
+        yield path, checkpoint
+
+
+def newest_readable(candidates: list[Path]) -> Path | None:
+    """The newest of ``candidates`` that loads as a checkpoint; each unreadable one is skipped with a warning."""
+    return next((path for path, _ in _readable(candidates)), None)
 
 
 def model_class(class_path: Any) -> type[SectorModule]:

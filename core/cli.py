@@ -113,7 +113,7 @@ def with_checkpoint_domain(task: str, overrides: list[str]) -> list[str]:
     has_domain = any(o.startswith("domain=") for o in overrides)
     if has_domain and not Path(paths[-1]).expanduser().is_dir():
         return overrides
-    from sectorkit.core.run_record import checkpoint_record
+    from sectorkit.core.checkpoint import checkpoint_record
 
     file, record = checkpoint_record(paths[-1])
     kept = [o for o in overrides if not o.startswith("ckpt_path=")]

@@ -78,26 +78,6 @@ def checked_record(checkpoint: dict[str, Any], domain: str, source: str) -> dict
     return record
 
 
-def checkpoint_record(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint file of ``path`` (a run folder: its best checkpoint; or a checkpoint file) and its run record,
-    read with ``weights_only=True``; a DataError naming the file when there is none."""
-    file = Path(path).expanduser()
-    if file.is_dir():
-        metrics_file = file / "metrics.json"
-        if not metrics_file.is_file():
-            raise DataError(f"{file}: not a run folder (no metrics.json); give the run folder or a checkpoint file")
-        best = json.loads(metrics_file.read_text(encoding="utf-8")).get("checkpoint")
-        if not best:
-            raise DataError(f"{metrics_file}: the run recorded no best checkpoint; give a checkpoint file")
-        file = Path(best)
-    if not file.is_file():
-        raise DataError(f"{file}: no such checkpoint file")
-    record = torch.load(file, map_location="cpu", weights_only=True).get(RECORD_KEY)
-    if not record:
-        raise DataError(f"{file}: the checkpoint holds no run record (domain, data settings); it was not written by a sectorkit run")
-    return file.resolve(), record
-
-
 def data_config(cfg: DictConfig, record: dict[str, Any] | None, overrides: list[str]) -> DictConfig:
     """The data config to rebuild a checkpoint's data with: the recorded one plus the user's ``data.<key>``
     overrides (their values as the composed ``cfg.data`` holds them: typed and resolved), unless the user chose a
@@ -115,12 +95,13 @@ def data_config(cfg: DictConfig, record: dict[str, Any] | None, overrides: list[
 PRESET_KEY = "checkpoint_data_preset"  # set with the data=<preset> below: that preset was not the user's choice
 
 
-def checkpoint_data_preset(domain: Any, task: str, overrides: list[str]) -> list[str]:
+def checkpoint_data_preset(domain: Any, task: str, overrides: list[str], record: dict[str, Any] | None = None) -> list[str]:
     """For evaluate/predict/export of a checkpoint with ``data.<key>=...`` overrides: the overrides that compose the
     data preset the checkpoint was trained with (the first of the domain's presets building the recorded data
     module), so the overrides are checked against that preset's keys (a crop-yield model's ``data.protocol``) rather
     than the default one's; none when the default preset already builds it, the user chose ``data=<preset>``, or
-    the checkpoint cannot be read (the run then says why)."""
+    the checkpoint cannot be read (the run then says why). ``record``: the checkpoint's run record when the caller
+    has already read it (else it is read from ``ckpt_path``)."""
     from sectorkit.core.config import compose_config
 
     paths = [o.split("=", 1)[1] for o in overrides if o.startswith("ckpt_path=")]
@@ -128,7 +109,8 @@ def checkpoint_data_preset(domain: Any, task: str, overrides: list[str]) -> list
             or not any(o.lstrip("+").startswith("data.") for o in overrides)):
         return []
     try:
-        record = torch.load(Path(paths[-1]).expanduser(), map_location="cpu", weights_only=True).get(RECORD_KEY)
+        if record is None:
+            record = torch.load(Path(paths[-1]).expanduser(), map_location="cpu", weights_only=True).get(RECORD_KEY)
         target = record["data"]["_target_"]
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is refused, with its reason, by the run itself
         return []

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -35,8 +35,6 @@ from sectorkit.core.errors import ConfigError, SectorkitError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-SERVE_KEYS = ("max_rows", "max_bytes", "history", "max_history_rows", "in_memory")
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,9 @@ class ServeSettings:
                 raise ConfigError(f"serve.{key}={getattr(self, key)!r}: expected a whole number >= 1")
         if not isinstance(self.in_memory, bool):
             raise ConfigError(f"serve.in_memory={self.in_memory!r}: expected true or false")
+
+
+SERVE_KEYS = tuple(f.name for f in fields(ServeSettings))  # the serve.<key> settings of the command line
 
 
 class RequestError(SectorkitError):
@@ -85,12 +86,13 @@ class ModelService:
         from sectorkit.core.io import read_table
         from sectorkit.core.pipeline import prepare_inference
         from sectorkit.core.registry import get_domain
-        from sectorkit.core.run_record import checkpoint_data_preset, checkpoint_record
+        from sectorkit.core.checkpoint import checkpoint_record
+        from sectorkit.core.run_record import checkpoint_data_preset
 
         self.settings = settings or ServeSettings()
         checkpoint, record = checkpoint_record(path)  # a run folder or a checkpoint; the record names the domain (weights only)
         domain = get_domain(str(record["domain"]))
-        overrides = [*overrides, *checkpoint_data_preset(domain, "serve", [f"ckpt_path={checkpoint}", *overrides])]
+        overrides = [*overrides, *checkpoint_data_preset(domain, "serve", [f"ckpt_path={checkpoint}", *overrides], record)]
         if not any(o.lstrip("+~").startswith("runtime.torch_threads=") for o in overrides):
             overrides.append("runtime.torch_threads=1")  # one torch thread per server process unless configured: scale out with processes
         run_overrides = [f"ckpt_path={checkpoint}", *overrides]
@@ -412,8 +414,6 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8000, overrides
     service = ModelService(path, overrides, settings)
     if not block:
         return RunningServer(service, host, port)
-    import uvicorn
-
     print(f"serving {service.domain} / {service.model_name} on http://{host}:{port} (GET /health, GET /contract, POST /predict; "
           "Ctrl+C stops)", flush=True)
     try:

@@ -74,9 +74,13 @@ def row_groups(source: str | Path) -> list[RowGroup]:
 
 def shard_row_groups(groups: Sequence[RowGroup], rank: int, world_size: int) -> list[RowGroup]:
     """The row groups of ``rank`` among ``world_size`` ranks: every ``world_size``-th one from ``rank`` on."""
+    _check_rank(rank, world_size)
+    return list(groups[rank::world_size])
+
+
+def _check_rank(rank: int, world_size: int) -> None:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} of world size {world_size}: expected 0 <= rank < world_size and world_size >= 1")
-    return list(groups[rank::world_size])
 
 
 def read_shard(
@@ -104,8 +108,7 @@ def read_shard(
 def shard_items(n_items: int, rank: int, world_size: int) -> range:
     """Indices ``0..n_items-1`` of ``rank``'s contiguous block (block sizes differ by at most one): for items that
     are not row groups, e.g. the series of a panel."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ConfigError(f"rank {rank} of world size {world_size}: expected 0 <= rank < world_size and world_size >= 1")
+    _check_rank(rank, world_size)
     base, extra = divmod(n_items, world_size)
     start = rank * base + min(rank, extra)
     return range(start, start + base + (1 if rank < extra else 0))

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -72,6 +73,14 @@ def main_in_process(root: Path, *args: str, env: dict[str, str] | None = None) -
             else:
                 os.environ[key] = value
     return CliResult(status, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: the ``MASTER_PORT`` of a test's process group."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

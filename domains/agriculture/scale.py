@@ -13,7 +13,6 @@ travel in one file (:func:`save_series_stats` / :func:`load_series_stats`), writ
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 from sectorkit.core.errors import DataError
+from sectorkit.core.io import atomic_path
 from sectorkit.core.sharding import parquet_files, shard_items
 from sectorkit.domains.agriculture.sample import synthetic_weather
 from sectorkit.domains.agriculture.weather.windows import Panel, SeriesStats
@@ -115,12 +115,10 @@ def save_series_stats(path: str | Path, stats: SeriesStats, lengths: np.ndarray,
     """Write the statistics of every series (plus each series' rows and ridge reference weights) and the settings
     they were fitted with to ``path`` (``.npz``), atomically: a reader never sees half a file."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, series=np.asarray([str(s) for s in stats.series]), loc=stats.loc, scale=stats.scale, clim=stats.clim,
-             mase_scale=stats.mase_scale, present=stats.columns_present(), lengths=np.asarray(lengths, dtype=np.int64),
-             reference_weights=reference_weights, meta=np.asarray(json.dumps(meta, sort_keys=True)))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:  # a file object: np.savez would add ".npz" to a name
+        np.savez(file, series=np.asarray([str(s) for s in stats.series]), loc=stats.loc, scale=stats.scale, clim=stats.clim,
+                 mase_scale=stats.mase_scale, present=stats.columns_present(), lengths=np.asarray(lengths, dtype=np.int64),
+                 reference_weights=reference_weights, meta=np.asarray(json.dumps(meta, sort_keys=True)))
     return path
 
 

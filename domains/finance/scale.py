@@ -286,7 +286,7 @@ def build_features_out_of_core(
     for sub in ("base", "card", "terminal", "card_features", "terminal_features", "features"):
         (out / sub).mkdir(parents=True)
     cfg = dict(feature_cfg)
-    n_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    n_rows = table_rows(source)
     n_buckets = max(1, math.ceil(n_rows / max(int(bucket_rows), 1)))
     first_time: pd.Timestamp | None = None  # the table's first transaction; its midnight is day 0, as in memory
     read_spec = replace(spec, numeric=[*spec.numeric, ROW_ID])
@@ -296,9 +296,13 @@ def build_features_out_of_core(
     writers: dict[tuple[str, int], pq.ParquetWriter] = {}
 
     def scatter(kind: str, frame: pd.DataFrame) -> None:
+        """The rows grouped by bucket (a stable sort keeps their order), each group appended to its bucket's file."""
         codes = _bucket(frame[kind].to_numpy(), n_buckets)
-        for b in np.unique(codes):
-            part = pa.Table.from_pandas(frame[codes == b], preserve_index=False)
+        order = np.argsort(codes, kind="stable")
+        table = pa.Table.from_pandas(frame.iloc[order], preserve_index=False)
+        present, firsts = np.unique(codes[order], return_index=True)
+        for b, lo, hi in zip(present.tolist(), firsts.tolist(), [*firsts[1:].tolist(), len(order)]):
+            part = table.slice(lo, hi - lo)
             if (kind, b) not in writers:
                 writers[kind, b] = pq.ParquetWriter(out / kind / f"bucket-{b:05d}.parquet", part.schema, **SCRATCH)
             writers[kind, b].write_table(part)
@@ -379,12 +383,9 @@ def build_features_out_of_core(
     return out / "features"
 
 
-def feature_table_key(source: str | Path | SimulatorConfig, spec: ColumnSpec, feature_cfg: dict[str, Any]) -> str:
+def feature_table_key(source: str | Path, spec: ColumnSpec, feature_cfg: dict[str, Any]) -> str:
     """A short stable hash naming a cached features folder (source, its size and mtime, column roles, settings)."""
-    if isinstance(source, SimulatorConfig):
-        what: Any = asdict(source)
-    else:
-        what = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in parquet_files(source)]
+    what = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in parquet_files(source)]
     settings = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in feature_cfg.items()}
     text = json.dumps([what, asdict(spec), settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -26,6 +26,7 @@ from sklearn.decomposition import PCA
 
 from sectorkit.core.baselines import BaselineResult
 from sectorkit.core.thresholds import choose_threshold
+from sectorkit.domains.healthcare.data import images_per_chunk
 from sectorkit.domains.healthcare.metrics import anomaly_metrics
 from sectorkit.domains.healthcare.models.common import GaussianBlur
 
@@ -39,8 +40,8 @@ MAX_TRAIN_IMAGES = 1000  # the baselines are fitted on at most this many normal 
 CHUNK = 256  # validation and test images scored at a time
 MAX_CALIBRATION_PIXELS = 500_000  # pixel thresholds are chosen on an evenly strided sample of at most ~2x this many
 MAX_DISTANCES = 2**24  # the kNN baseline's patch distance matrices are computed this many entries at a time
-MAX_VOXELS = CHUNK * 256 * 256  # at most this many pixels (voxels) a chunk (and the training set) holds: 256 images
-# up to 256 px, 8 volumes at 128³
+MAX_VOXELS = CHUNK * 256 * 256  # at most this many pixels (voxels) a chunk holds (256 images up to 256 px, 8 volumes
+# at 128³), and the training set 4x that (MAX_TRAIN_IMAGES images up to 256 px, 32 volumes at 128³)
 
 
 def _pool(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -191,9 +192,8 @@ def run_baselines(datamodule: HealthcareDataModule, cfg: DictConfig | None = Non
                   keep_maps: bool = False) -> dict[str, BaselineResult]:
     """Every baseline on the datamodule's splits, thresholded with the run's ``model.threshold`` rule (f1 without ``cfg``)."""
     threshold, fpr = (str(cfg.model.threshold), float(cfg.model.fpr)) if cfg is not None else ("f1", 0.05)
-    voxels = datamodule.image_size ** datamodule.spatial_dims
-    chunk = max(1, min(CHUNK, MAX_VOXELS // voxels))  # volumes: fewer at a time, so memory stays bounded at 128³
-    train = normal_training_images(datamodule, max(1, min(MAX_TRAIN_IMAGES, 4 * MAX_VOXELS // voxels)))
+    chunk = images_per_chunk(datamodule, CHUNK, MAX_VOXELS)  # volumes: fewer at a time, so memory stays bounded at 128³
+    train = normal_training_images(datamodule, images_per_chunk(datamodule, MAX_TRAIN_IMAGES, 4 * MAX_VOXELS))
     return {name: evaluate_detector(detector(), train, datamodule.chunks("val", batch_size=chunk), datamodule.chunks("test", batch_size=chunk),
                                     threshold, fpr, keep_maps)
             for name, detector in BASELINES.items()}

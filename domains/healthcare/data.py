@@ -34,6 +34,12 @@ STAGES = ("train", "val", "test")
 PHANTOM_CHUNK_VOXELS = 2**22  # phantoms are drawn at most this many pixels (voxels) at a time: 2 volumes at 128³
 
 
+def images_per_chunk(datamodule: Any, most: int, max_voxels: int) -> int:
+    """Images handled at a time: ``most``, fewer for large volumes so a chunk holds at most ``max_voxels`` pixels
+    (voxels) of ``datamodule``'s ``image_size`` and ``spatial_dims``; at least one."""
+    return max(1, min(most, max_voxels // (int(datamodule.image_size) ** int(datamodule.spatial_dims))))
+
+
 def phantom_parts(n_normal: int, n_abnormal: int, size: int, spatial_dims: int, seed: int) -> list[tuple[int, int, int]]:
     """``(normal, abnormal, seed)`` of each draw of one split: one draw with ``seed`` when the split fits in
     ``PHANTOM_CHUNK_VOXELS`` (every 2D sample up to 1,024 images at 64 px, as before); else normals then abnormals in

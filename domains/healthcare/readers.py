@@ -134,30 +134,30 @@ def read_medmnist(path: Path, normal_label: int = 0, supervised: bool = False) -
     return splits
 
 
-def inside(base: Path, written: str, allowed_root: Path | None) -> Path:
+def inside(base: Path, written: str, allowed_root: Path | None) -> Path | None:
     """``written`` (a manifest entry) resolved against ``base``, lexically (``..`` folded, symbolic links kept), and
     the folder it must stay in: ``allowed_root`` when given, else ``base``; ``None`` for a path outside it."""
     root = Path(os.path.abspath(allowed_root if allowed_root is not None else base))
     resolved = Path(os.path.abspath(base / Path(written).expanduser()))
-    return resolved if resolved.is_relative_to(root) else None  # type: ignore[return-value]
+    return resolved if resolved.is_relative_to(root) else None
 
 
-def _checked_paths(frame: pd.DataFrame, column: str, path: Path, allowed_root: Path | None) -> pd.Series:
-    """The column's entries resolved inside the manifest's folder (or ``allowed_root``); the first entry that resolves
-    outside it is a DataError naming the manifest, the row and the path, so a shared manifest cannot make a run read
-    ``../../../../etc/passwd`` or another absolute path."""
+def _checked_paths(entries: pd.Series, column: str, path: Path, allowed_root: Path | None) -> pd.Series:
+    """The entries of the manifest's column ``column`` resolved inside the manifest's folder (or ``allowed_root``); the
+    first entry that resolves outside it is a DataError naming the manifest, the row and the path, so a shared manifest
+    cannot make a run read ``../../../../etc/passwd`` or another absolute path."""
     out = []
-    for position, written in enumerate(frame[column]):
+    for position, written in enumerate(entries):
         if not isinstance(written, str) or not written.strip():
             out.append(None)
             continue
         resolved = inside(path.parent, written.strip(), allowed_root)
         if resolved is None:
             where = f"data.allowed_root {allowed_root}" if allowed_root is not None else f"the manifest's folder {Path(os.path.abspath(path.parent))}"
-            raise DataError(f"{path}: row {int(frame.index[position]) + 2} column {column!r} names {written!r}, which resolves outside "
+            raise DataError(f"{path}: row {int(entries.index[position]) + 2} column {column!r} names {written!r}, which resolves outside "
                             f"{where}; move the files there or set data.allowed_root to a folder that holds them")
         out.append(str(resolved))
-    return pd.Series(out, index=frame.index, dtype=object)
+    return pd.Series(out, index=entries.index, dtype=object)
 
 
 def read_manifest(path: Path, seed: int = 0, supervised: bool = False, allowed_root: Path | None = None) -> Splits:
@@ -181,9 +181,9 @@ def read_manifest(path: Path, seed: int = 0, supervised: bool = False, allowed_r
     if empty.any():
         raise DataError(f"{path}: column 'path' is empty in row {int(np.flatnonzero(empty.to_numpy())[0]) + 2}; every row names an image")
     frame = frame.assign(label=labels.astype(int), name=frame["path"].astype(str),
-                         path=_checked_paths(frame.assign(path=frame["path"].astype(str)), "path", path, allowed_root))
+                         path=_checked_paths(frame["path"].astype(str), "path", path, allowed_root))
     if "mask_path" in frame:
-        frame["mask_path"] = _checked_paths(frame.assign(mask_path=frame["mask_path"].astype(object)), "mask_path", path, allowed_root)
+        frame["mask_path"] = _checked_paths(frame["mask_path"], "mask_path", path, allowed_root)
     else:
         frame["mask_path"] = None
     if "split" in frame:

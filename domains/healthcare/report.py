@@ -11,6 +11,7 @@ cases, and at most ``data.max_heatmaps`` per-image overlays) are recomputed with
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from sectorkit.core.io import atomic_path, save_figure  # noqa: E402
 from sectorkit.core.reporting import ReportSection, RunContext  # noqa: E402
+from sectorkit.domains.healthcare.data import images_per_chunk  # noqa: E402
 from sectorkit.domains.healthcare.module import forward_outputs  # noqa: E402
 
 GRID_COLUMNS = 6  # the report's grid: this many highest- and lowest-scored test images
@@ -69,14 +71,12 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.4) -> Image.Im
 def chunk_size(datamodule: Any) -> int:
     """Images whose maps are recomputed at a time: ``CHUNK``, fewer for large volumes (at most ``CHUNK_VOXELS``
     voxels), so the network's activations stay bounded whatever the volume size."""
-    return max(1, min(CHUNK, CHUNK_VOXELS // (int(datamodule.image_size) ** int(datamodule.spatial_dims))))
+    return images_per_chunk(datamodule, CHUNK, CHUNK_VOXELS)
 
 
 def save_volume_map(path: Path, amap: np.ndarray) -> None:
     """A volume's normalised anomaly map (1, D, H, W) as a NIfTI file: uint8 with scale slope 1/255, so a reader gets
     0..1 (pixel threshold at 0.5) to within 1/255; at the model's image size, identity affine (voxel axes as read)."""
-    import gzip
-
     import nibabel as nib
 
     picture = nib.Nifti1Image(np.round(np.clip(amap[0], 0, 1) * 255).astype(np.uint8), np.eye(4))
@@ -232,8 +232,9 @@ def build_report(ctx: RunContext) -> list[ReportSection]:
         return []
     labels = table["label"].to_numpy()
     picks = grid_rows(scores)
-    images, masks, _ = (np.concatenate(parts) for parts in zip(*dm.chunks("test", picks, chunk_size(dm)), strict=True))
-    maps = forward_outputs(ctx.module, images, chunk_size(dm))[1].float().numpy()
+    chunk = chunk_size(dm)
+    images, masks, _ = (np.concatenate(parts) for parts in zip(*dm.chunks("test", picks, chunk), strict=True))
+    maps = forward_outputs(ctx.module, images, chunk)[1].float().numpy()
     grid = save_figure(overlay_grid(images, maps, masks, scores[picks], labels[picks]), ctx.plot_path("heatmaps.png"))
     cases = np.r_[0:PANEL_CASES, GRID_COLUMNS:GRID_COLUMNS + PANEL_CASES]
     cases = cases[cases < len(picks)]

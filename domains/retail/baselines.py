@@ -25,6 +25,7 @@ from scipy import sparse
 from sectorkit.core.baselines import BaselineResult
 from sectorkit.core.errors import ConfigError
 from sectorkit.domains.retail.metrics import RankingMetrics, dense_targets, mask_scores
+from sectorkit.domains.retail.models.ease import ease_weights  # the one closed form, shared with the network
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,6 @@ class EASE:
         self.reg_weight, self.device = reg_weight, device
 
     def fit(self, matrix: sparse.csr_matrix) -> "EASE":
-        from sectorkit.domains.retail.models.ease import ease_weights  # the one closed form, shared with the network
-
         coo = matrix.tocoo()
         users, items = (torch.as_tensor(x, dtype=torch.long, device=self.device) for x in (coo.row, coo.col))
         self.weights = ease_weights(users, items, matrix.shape[0], matrix.shape[1], self.reg_weight).cpu()
@@ -187,7 +186,7 @@ def evaluate_baselines(datamodule: Any, ks: list[int], names: list[str] | None =
     ks = [k for k in ks if k <= datamodule.n_items]
     return {name: evaluate_scorer(build_baseline(name, settings.get(name, {}), datamodule, stage).fit(train), dataset, seen, ks,
                                   datamodule.n_items, popularity)
-            for name in names or ["mostpop", "itemknn", "ease"]}
+            for name in names or list(INTERACTION_ONLY)}
 
 
 def run_baselines(datamodule: Any, cfg: Any) -> dict[str, BaselineResult]:

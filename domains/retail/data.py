@@ -354,6 +354,10 @@ class RetailDataModule(SectorDataModule):
         return self.eval_loader("test")
 
     # --- prediction ----------------------------------------------------------------------------
+    def training_lists(self) -> UserLists:
+        """Each known user's training items in time order, from the training interactions the checkpoint holds."""
+        return UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
+
     @cached_property
     def predict_dataset(self) -> tuple[UserBatchDataset, list[str]]:
         """Users to recommend for, with their names: those in ``data.path`` (a user column, optional item column)
@@ -361,9 +365,10 @@ class RetailDataModule(SectorDataModule):
         if not self.item_ids:
             raise DataError("no id maps: predict needs a checkpoint written by training (ckpt_path=...)")
         if self.path is None:
-            known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
+            known = self.training_lists()
             users = np.arange(self.n_users)
-            return UserBatchDataset(users, _reindex(known, users), _reindex(known, users), None, self.n_items, self.history_length()), list(self.user_ids)
+            lists = _reindex(known, users)
+            return UserBatchDataset(users, lists, lists, None, self.n_items, self.history_length()), list(self.user_ids)
         return self.users_dataset(read_predict_users(lambda **kwargs: read_interactions(self.require_path(), **kwargs), self.reader_kwargs))
 
     def setup_predict(self, rows: pd.DataFrame, source: str = "request") -> None:
@@ -376,7 +381,7 @@ class RetailDataModule(SectorDataModule):
     def users_dataset(self, frame: pd.DataFrame) -> tuple[UserBatchDataset, list[str]]:
         """The predict batches of the standard frame ``frame`` (its users; its known items are excluded and extend each
         user's history) and the users' names."""
-        known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
+        known = self.training_lists()
         names = pd.unique(frame["user"]).tolist()
         codes = encode(pd.Series(names), self.user_ids)
         row_of = pd.Index(names).get_indexer(frame["user"])
@@ -442,14 +447,14 @@ class RetailDataModule(SectorDataModule):
         users and one unknown id; the parity check also runs the unknown id first, in a batch of three. Its scores and
         fallback flags must agree with what ``predict`` computes for those users."""
         user_ids, item_ids = integer_ids(self.user_ids), integer_ids(self.item_ids)
-        known = UserLists.build(self.train_users.numpy(), self.train_items.numpy(), self.train_times.numpy(), self.n_users)
+        known = self.training_lists()
         k = min(self.top_k, self.n_items)
         graph = RawUserRecommender(model, user_ids, item_ids, known.indptr, known.items, self.history_length(), k)
         codes = np.arange(min(self.n_users, 7))
         unknown = (int(user_ids.max()) + 1) if user_ids is not None else -1
         ids = torch.as_tensor(np.r_[user_ids[codes] if user_ids is not None else codes, unknown], dtype=torch.long)
-        rows = UserBatchDataset(np.r_[codes, -1], _reindex(known, np.r_[codes, -1]), _reindex(known, np.r_[codes, -1]), None, self.n_items,
-                                self.history_length())[list(range(len(codes) + 1))]
+        lists = _reindex(known, np.r_[codes, -1])
+        rows = UserBatchDataset(np.r_[codes, -1], lists, lists, None, self.n_items, self.history_length())[list(range(len(codes) + 1))]
         with torch.inference_mode():
             reference = [None, torch.topk(model(*model.batch_inputs(rows)), k, dim=1).values, model.fallback_mask(rows["users"], rows["history"])]
         name = "user_ids" if user_ids is not None else "users"

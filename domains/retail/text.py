@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from sectorkit.core.errors import ConfigError, DataError
+from sectorkit.core.io import atomic_path
 from sectorkit.domains.retail.readers import _read_table, plain_name
 
 log = logging.getLogger(__name__)
@@ -175,10 +176,8 @@ def text_embeddings(texts: list[str], model: str = MINILM, max_length: int = 64,
             return cached
     tokenizer, encoder = load_text_encoder(model)
     vectors = embed_texts(texts, tokenizer, encoder, max_length, batch_size)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(partial, vectors)
-    os.replace(partial, file)
+    with atomic_path(file) as partial, partial.open("wb") as handle:  # np.save on a path would append ".npy"
+        np.save(handle, vectors)
     return vectors
 
 
@@ -230,8 +229,8 @@ class ItemSide:
         names = sorted({t for row in tokens for t in row})
         index = {name: j for j, name in enumerate(names)}
         out = torch.zeros(len(tokens), max(len(names), 1))
-        for i, row in enumerate(tokens):
-            out[i, [index[t] for t in row]] = 1.0
+        rows = np.repeat(np.arange(len(tokens)), [len(row) for row in tokens])
+        out[torch.from_numpy(rows), torch.tensor([index[t] for row in tokens for t in row], dtype=torch.long)] = 1.0
         return out
 
 

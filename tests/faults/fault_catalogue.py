@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,6 +372,44 @@ def _npy_image(value: float) -> Callable[[Path], Path]:
 
 def faults_of(domain: str) -> list[Fault]:
     return [f for f in catalogue() if f.domain == domain]
+
+
+# --- crafted checkpoints ----------------------------------------------------------------------------------
+# each domain's default data module: the ``data._target_`` a crafted checkpoint's run record names
+DATA_TARGETS = {"finance": "sectorkit.domains.finance.data.FraudDataModule", "retail": "sectorkit.domains.retail.data.RetailDataModule",
+                "agriculture": "sectorkit.domains.agriculture.weather.data.WeatherDataModule",
+                "healthcare": "sectorkit.domains.healthcare.data.HealthcareDataModule"}
+
+
+class _Payload:
+    """Unpickled, it would run a shell command: what a checkpoint must never be allowed to do."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo never",))
+
+
+def payload_checkpoint(path: Path) -> Path:
+    """A checkpoint at ``path`` whose unpickling would call ``os.system``."""
+    import torch
+
+    torch.save({"state_dict": {}, "payload": _Payload()}, path)
+    return path
+
+
+def hold_lock(folder: Path, seconds: int = 600) -> subprocess.Popen:
+    """A process holding ``folder``'s run lock until killed or ``seconds`` pass: the lock protocol of
+    core/run_lock.py (flock on ``<run>/.lock`` holding the owner's pid), without importing torch."""
+    code = ("import fcntl, os, sys, time\nhandle = open(os.path.join(sys.argv[1], '.lock'), 'a+')\n"
+            "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB); handle.write(str(os.getpid())); handle.flush()\n"
+            f"print('claimed', flush=True); time.sleep({seconds})")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    if proc.stdout is None or proc.stdout.readline().strip() != "claimed":
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the lock holder did not claim {folder}")
+    return proc
 
 
 # --- outputs ----------------------------------------------------------------------------------------------

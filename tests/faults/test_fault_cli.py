@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from fault_catalogue import DOMAINS, PRESETS, SMOKE, catalogue, half_written, one_line_error, run_cli
+from fault_catalogue import (
+    DATA_TARGETS,
+    DOMAINS,
+    PRESETS,
+    SMOKE,
+    catalogue,
+    half_written,
+    hold_lock,
+    one_line_error,
+    payload_checkpoint,
+    run_cli,
+)
 
 FAULTS = {f.id: f for f in catalogue()}
 DEFAULT_FILE_FAULTS = ["finance:inf amount", "retail:retail folder for a file", "agriculture:inf covariate",
@@ -81,10 +90,7 @@ def test_a_shared_data_preset_naming_a_target_outside_the_allow_list_is_refused(
 
 # --- checkpoints ------------------------------------------------------------------------------------------
 def record(domain: str, model_name: str, data: dict) -> dict:
-    targets = {"finance": "sectorkit.domains.finance.data.FraudDataModule", "retail": "sectorkit.domains.retail.data.RetailDataModule",
-               "agriculture": "sectorkit.domains.agriculture.weather.data.WeatherDataModule",
-               "healthcare": "sectorkit.domains.healthcare.data.HealthcareDataModule"}
-    return {"domain": domain, "model_name": model_name, "data": {"_target_": targets[domain], **data}, "monitor": {"metric": "x", "mode": "max"}}
+    return {"domain": domain, "model_name": model_name, "data": {"_target_": DATA_TARGETS[domain], **data}, "monitor": {"metric": "x", "mode": "max"}}
 
 
 def checkpoint(path: Path, run_record: dict) -> Path:
@@ -103,12 +109,8 @@ def test_another_domains_checkpoint_is_refused(task, domain, other, tmp_path) ->
 @pytest.mark.parametrize("task", ["evaluate", pytest.param("train", marks=pytest.mark.slow), pytest.param("export", marks=pytest.mark.slow),
                                   pytest.param("predict", marks=pytest.mark.slow)])
 def test_a_checkpoint_that_would_run_code_is_refused(task, tmp_path) -> None:
-    class Payload:
-        def __reduce__(self):
-            return (os.system, ("echo never",))
-
-    torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "payload.ckpt")
-    refused([task, "domain=retail", f"ckpt_path={tmp_path / 'payload.ckpt'}"], tmp_path / "root",
+    payload = payload_checkpoint(tmp_path / "payload.ckpt")
+    refused([task, "domain=retail", f"ckpt_path={payload}"], tmp_path / "root",
             r"payload\.ckpt: the checkpoint would call posix\.system when unpickled")
 
 
@@ -144,13 +146,8 @@ def test_record_differences_name_what_changed() -> None:
 def test_a_second_run_into_a_claimed_folder_stops_at_once(tmp_path) -> None:
     folder = tmp_path / "run"
     folder.mkdir()
-    # the lock protocol of core/run_lock.py (flock on <run>/.lock holding the owner's pid), without importing torch
-    holder = ("import fcntl, os, sys, time\nhandle = open(os.path.join(sys.argv[1], '.lock'), 'a+')\n"
-              "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB); handle.write(str(os.getpid())); handle.flush()\n"
-              "print('claimed', flush=True); time.sleep(60)")
-    other = subprocess.Popen([sys.executable, "-c", holder, str(folder)], stdout=subprocess.PIPE, text=True)
+    other = hold_lock(folder, seconds=60)
     try:
-        assert other.stdout.readline().strip() == "claimed"
         refused(["train", "domain=retail", f"hydra.run.dir={folder}", *SMOKE], tmp_path,
                 rf"{folder}: another run \(process {other.pid}\) is writing into this run folder")
     finally:

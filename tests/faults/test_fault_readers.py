@@ -9,7 +9,7 @@ import os
 import re
 
 import pytest
-from fault_catalogue import catalogue
+from fault_catalogue import catalogue, payload_checkpoint
 from sectorkit.core.errors import ConfigError, DataError, SectorkitError
 
 FAULTS = catalogue()
@@ -68,14 +68,9 @@ def test_manifest_paths_outside_its_folder_are_allowed_only_under_an_explicit_ro
 
 def test_a_pickled_checkpoint_of_a_blocked_module_is_refused_as_such(tmp_path) -> None:
     """torch words a blocked module (os, subprocess, ...) differently from other globals: both get a correct line."""
-    import torch
     from sectorkit.core.checkpoint import load_checkpoint
 
-    class Payload:
-        def __reduce__(self):
-            return (os.system, ("echo never",))
-
-    torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "payload.ckpt")
+    payload_checkpoint(tmp_path / "payload.ckpt")
     with pytest.raises(DataError, match=r"payload\.ckpt: the checkpoint would call posix\.system when unpickled \(module posix is blocked"):
         load_checkpoint(tmp_path / "payload.ckpt")
     (tmp_path / "text.ckpt").write_text("not a checkpoint at all")

@@ -18,66 +18,59 @@ import torch
 from sectorkit.domains.agriculture.models.common import WindowForecaster
 
 
-class RidgeAR(WindowForecaster):
-    """A zero correction ``(B, H, Q)`` to the module's ridge reference: use with ``reference: ridge_ar`` (the model
-    config ``ridge_ar.yaml`` sets it), ``local_lags: 0`` and ``ridge_combination: 0``."""
+class FixedForecaster(WindowForecaster):
+    """A weather baseline as a network: nothing trained by gradient steps (``memory_bank``), every quantile of its
+    ``(B, H, Q)`` forecast equal; the sizes the module builds every weather network with, of which it keeps two."""
 
-    memory_bank = True  # fitted without an optimizer (the module's reference, in closed form)
-    known_ahead = False
+    memory_bank = True
 
     def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int, quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> None:
         super().__init__()
         self.horizon, self.n_q = int(horizon), len(quantiles)
+
+
+class RidgeAR(FixedForecaster):
+    """A zero correction ``(B, H, Q)`` to the module's ridge reference: use with ``reference: ridge_ar`` (the model
+    config ``ridge_ar.yaml`` sets it), ``local_lags: 0`` and ``ridge_combination: 0``."""
+
+    known_ahead = False
 
     def forward(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         return past.new_zeros(past.shape[0], self.horizon, self.n_q)
 
 
-class Persistence(WindowForecaster):
+class Persistence(FixedForecaster):
     """The ``persistence`` baseline as a model: every forecast day is the origin day's value (channel 0 of the last
     past row), every quantile equal; intervals from the module's validation calibration. Nothing to fit; use with
     ``reference: none``, ``local_lags: 0`` and ``ridge_combination: 0`` (the model config ``persistence.yaml``)."""
 
-    memory_bank = True
     known_ahead = False
-
-    def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int, quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> None:
-        super().__init__()
-        self.horizon, self.n_q = int(horizon), len(quantiles)
 
     def forward(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         return past[:, -1, 0][:, None, None].expand(-1, self.horizon, self.n_q)
 
 
-class Climatology(WindowForecaster):
+class Climatology(FixedForecaster):
     """The ``climatology`` baseline as a model: every forecast day is its day-of-year climatology (fitted per series
     on the training span by the data module; the first known-ahead input). Nothing to fit here."""
-
-    memory_bank = True
-
-    def __init__(self, lookback: int, horizon: int, n_past: int, n_future: int, quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> None:
-        super().__init__()
-        self.horizon, self.n_q = int(horizon), len(quantiles)
 
     def forward(self, past: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         return future[:, :, 0:1].expand(-1, -1, self.n_q)
 
 
-class DampedAnomaly(WindowForecaster):
+class DampedAnomaly(FixedForecaster):
     """The ``damped_anomaly`` baseline as a model: climatology plus the origin day's departure from it, decaying as
     an AR(1) with each series' lag-1 autocorrelation ``phi`` (``clim_{t+h} + phi^h (y_t - clim_t)``, in the scaled
     units the module uses, where it is the same formula). ``phi`` is fitted on the training span with the
     baseline's own code (``weather.baselines._anomaly_phi``) when the module hands the span over
     (``takes_series``: the module passes each window's series index)."""
 
-    memory_bank = True
     takes_series = True
 
     def __init__(
         self, lookback: int, horizon: int, n_past: int, n_future: int, quantiles: Sequence[float] = (0.1, 0.5, 0.9), n_series: int = 1
     ) -> None:
-        super().__init__()
-        self.horizon, self.n_q = int(horizon), len(quantiles)
+        super().__init__(lookback, horizon, n_past, n_future, quantiles)
         self.register_buffer("phi", torch.zeros(int(n_series)))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 

@@ -62,11 +62,11 @@ class YieldRidge(Network):
         mean_x, residual = design.mean(0), y - trend
         mean_r = residual.mean()
         xc, rc = design - mean_x, residual - mean_r
+        vx, vtrend, vy = (t.double() for t in val)
         best: tuple[float, float, torch.Tensor, torch.Tensor] | None = None
         for alpha in self.alphas:
             weight = torch.linalg.solve(xc.T @ xc + alpha * torch.eye(xc.shape[1], dtype=xc.dtype), xc.T @ rc)
             bias = mean_r - mean_x @ weight
-            vx, vtrend, vy = (t.double() for t in val)
             if len(vy):
                 pred = vtrend + torch.cat([vx, vtrend.unsqueeze(1)], dim=1) @ weight + bias
                 score = float(torch.sqrt(torch.mean((pred - vy) ** 2)))

@@ -324,9 +324,9 @@ class WeatherDataModule(SectorDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training windows; with ``balance_series`` every series is drawn equally often, so a long
         station does not drown a short one."""
-        dataset = self.dataset("train")
-        if self.sampler("train") is not None:
-            return self.dataloader(dataset, sampler=self.sampler("train"))
+        dataset, shard_sampler = self.dataset("train"), self.sampler("train")
+        if shard_sampler is not None:
+            return self.dataloader(dataset, sampler=shard_sampler)
         if not self.balance_series:
             return self.dataloader(dataset, shuffle=True)
         series = self.panel.series_index[self.origins["train"]]

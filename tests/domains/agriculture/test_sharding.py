@@ -5,7 +5,6 @@ and two real gloo processes (slow)."""
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -123,12 +122,6 @@ def test_shared_statistics_file_is_checked_and_waited_for(tmp_path, monkeypatch)
         module_of_rank(monkeypatch, folder, 0, 5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -141,7 +134,8 @@ def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
         torch.manual_seed(0)
         model = WeatherForecaster(net=NET, **dm.model_kwargs(), reference="ridge_ar")
         model.prepare_fit(dm.training_state())
-        parts = [model.validation_outputs(batch) for batch in dm.val_dataloader()]
+        with torch.no_grad():  # as in the validation loop
+            parts = [model.validation_outputs(batch) for batch in dm.val_dataloader()]
         model.calibrate({k: torch.cat([p[k] for p in parts]) for k in parts[0]})  # gathers every rank's windows
         mine = {"series": sorted(set(np.asarray(dm.stats.series)[dm.panel.series_index].tolist())),
                 "train_batches": len(dm.train_dataloader()), "rows": len(dm.panel.target),
@@ -156,10 +150,10 @@ def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
 
 
 @pytest.mark.slow  # ~20 s: two interpreters importing torch and Lightning
-def test_two_gloo_processes_hold_disjoint_series_and_shared_state(tmp_path):
+def test_two_gloo_processes_hold_disjoint_series_and_shared_state(tmp_path, free_port):
     folder = stations(tmp_path)
     out = str(tmp_path / "gathered.pt")
-    mp.spawn(_worker, args=(2, _free_port(), str(folder), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port, str(folder), out), nprocs=2, join=True)
     gathered = torch.load(out, weights_only=False)
     full = WeatherDataModule(path=str(folder), **SETTINGS)
     full.setup("fit")
@@ -171,7 +165,8 @@ def test_two_gloo_processes_hold_disjoint_series_and_shared_state(tmp_path):
     torch.manual_seed(0)
     model = WeatherForecaster(net=NET, **full.model_kwargs(), reference="ridge_ar")
     model.prepare_fit(full.training_state())
-    parts = [model.validation_outputs(batch) for batch in full.val_dataloader()]
+    with torch.no_grad():
+        parts = [model.validation_outputs(batch) for batch in full.val_dataloader()]
     model.calibrate({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
     for g in gathered:
         np.testing.assert_allclose(g["reference"], model.reference.weight.numpy(), rtol=1e-6, atol=1e-6)

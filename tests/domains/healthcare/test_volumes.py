@@ -19,7 +19,7 @@ from sectorkit.core.cli import main
 from sectorkit.core.config import compose_config
 from sectorkit.domains.healthcare import DOMAIN
 from sectorkit.domains.healthcare import data as healthcare_data
-from sectorkit.domains.healthcare.data import phantom_parts, phantom_records
+from sectorkit.domains.healthcare.data import images_per_chunk, phantom_parts, phantom_records
 from sectorkit.domains.healthcare.models.common import GaussianBlur
 from sectorkit.domains.healthcare.report import chunk_size
 from sectorkit.domains.healthcare.sample import make_phantoms
@@ -74,6 +74,10 @@ def test_report_and_baselines_recompute_volumes_a_few_at_a_time():
 
     assert chunk_size(Geometry(64, 2)) == 64 and chunk_size(Geometry(256, 2)) == 64  # 2D: as before
     assert chunk_size(Geometry(128, 3)) == 2 and chunk_size(Geometry(32, 3)) == 64 and chunk_size(Geometry(512, 3)) == 1
+    from sectorkit.domains.healthcare.baselines import CHUNK, MAX_TRAIN_IMAGES, MAX_VOXELS
+
+    assert images_per_chunk(Geometry(256, 2), CHUNK, MAX_VOXELS) == 256 and images_per_chunk(Geometry(128, 3), CHUNK, MAX_VOXELS) == 8
+    assert images_per_chunk(Geometry(128, 3), MAX_TRAIN_IMAGES, 4 * MAX_VOXELS) == 32
 
 
 def test_volume_patch_store_stays_at_its_cap_whatever_the_number_of_volumes():
